@@ -1,0 +1,113 @@
+//! Identifiers shared by every layer: accounts, devices and message ids.
+//!
+//! Owns parsing and display of ids. Does not own phone-number normalisation (that lives in
+//! `registration::phone`, which produces an [`AccountId`]) nor key encoding (that is `store::keys`).
+
+use std::fmt;
+
+/// An account: a person or business, addressed by its phone number in E.164 form
+/// (`+` followed by 8 to 15 digits). Constructed only from a validated string.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountId(String);
+
+/// Why a string is not an E.164 account id.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("account id must be E.164: '+' followed by 8 to 15 digits, got {0:?}")]
+pub struct BadAccountId(pub String);
+
+impl AccountId {
+    /// Longest E.164 number, in bytes including the `+`.
+    pub const MAX_BYTES: usize = 16;
+
+    /// Accepts only canonical E.164 (`+` and 8–15 digits, no leading zero).
+    pub fn parse(s: &str) -> Result<Self, BadAccountId> {
+        let digits = s.strip_prefix('+').ok_or_else(|| BadAccountId(s.to_owned()))?;
+        let ok = (8..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(BadAccountId(s.chars().take(32).collect()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A device within an account. Device 0 is the primary (the phone).
+pub type DeviceNo = u32;
+
+/// Largest number of devices an account may have (primary plus companions).
+pub const MAX_DEVICES_PER_ACCOUNT: usize = 16;
+
+/// One device of one account: the unit that has a Noise key, a queue and a session.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeviceId {
+    pub account: AccountId,
+    pub device: DeviceNo,
+}
+
+impl DeviceId {
+    pub fn new(account: AccountId, device: DeviceNo) -> Self {
+        Self { account, device }
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.account, self.device)
+    }
+}
+
+/// A client-chosen 128-bit message id; a retry with the same id is idempotent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MsgId(pub [u8; 16]);
+
+/// Why bytes are not a message id.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("msg_id must be exactly 16 bytes, got {0}")]
+pub struct BadMsgId(pub usize);
+
+impl MsgId {
+    pub fn from_slice(b: &[u8]) -> Result<Self, BadMsgId> {
+        <[u8; 16]>::try_from(b).map(Self).map_err(|_| BadMsgId(b.len()))
+    }
+
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+}
+
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e164_account_ids_are_accepted_and_others_refused() {
+        assert!(AccountId::parse("+14155550100").is_ok());
+        for bad in ["14155550100", "+1", "+0123456789", "+1415555010a", "", "+1234567890123456"] {
+            assert!(AccountId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn msg_ids_must_be_sixteen_bytes() {
+        assert_eq!(MsgId::from_slice(&[1; 15]), Err(BadMsgId(15)));
+        assert!(MsgId::from_slice(&[1; 16]).is_ok());
+    }
+}
