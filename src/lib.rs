@@ -19,3 +19,4 @@
 
 pub mod ids;
 pub mod wire;
+pub mod store;

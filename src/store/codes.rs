@@ -1,0 +1,41 @@
+//! Pending verification codes, one per phone number (stored hashed; see `registration::codes`).
+
+use super::{decode, encode, Store, StoreError};
+use crate::ids::AccountId;
+use crate::registration::codes::CodeRecord;
+
+const TREE: &str = "phone_coderecord";
+
+impl Store {
+    pub fn code_get(&self, phone: &AccountId) -> Result<Option<CodeRecord>, StoreError> {
+        self.t
+            .phone_coderecord
+            .get(phone.as_str())?
+            .map(|v| decode(TREE, &v))
+            .transpose()
+    }
+
+    pub fn code_put(&self, phone: &AccountId, rec: &CodeRecord) -> Result<(), StoreError> {
+        self.t.phone_coderecord.insert(phone.as_str(), encode(rec))?;
+        Ok(())
+    }
+
+    pub fn code_remove(&self, phone: &AccountId) -> Result<(), StoreError> {
+        self.t.phone_coderecord.remove(phone.as_str())?;
+        Ok(())
+    }
+
+    /// Drops codes that expired before `now_ms`; returns how many.
+    pub fn code_sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for kv in self.t.phone_coderecord.iter() {
+            let (k, v) = kv?;
+            let rec: CodeRecord = decode(TREE, &v)?;
+            if rec.expires_at_ms <= now_ms {
+                self.t.phone_coderecord.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,112 @@
+//! The store: the only code that imports sled. It offers typed, domain-level operations
+//! (register a device, enqueue, ack, claim a one-time key, …), owns key encoding (`keys`) and
+//! the durability barrier (`durability`), and keeps the rest of the relay ignorant of the
+//! engine, so that the engine could be changed here and nowhere else.
+//!
+//! # What sled guarantees, and what the relay does about it
+//!
+//! - **Writes are not durable when `insert` returns.** sled buffers writes in its log and
+//!   fsyncs in the background (every 500 ms by default). Only after `flush`/`flush_async`
+//!   returns are all earlier writes on disk. The relay therefore acknowledges nothing before
+//!   [`Durability::wait`] returns: a group commit over `flush_async` plus an explicit fsync of
+//!   the data files and the directory, shared by every writer waiting at that moment.
+//! - **Recovery yields a prefix.** After a crash sled recovers a prefix of the writes in the
+//!   order they were made (its log is sequential). The relay relies on this ordering: the
+//!   "seen" record of a `Send` is written *after* its queue entries, so a seen record that
+//!   survives a crash implies the entries it guards survived too.
+//! - **Single-key operations are atomic** (`insert`, `remove`, `compare_and_swap`); there are
+//!   no multi-tree transactions here. Where two keys must change together, the code orders the
+//!   writes so that every crash prefix is a state the relay can continue from, and says so.
+//! - **One process.** sled takes a file lock on the directory, so a second relay on the same
+//!   data directory fails to start instead of corrupting it.
+//! - **The on-disk format is tied to sled 0.34** (hence the exact pin in Cargo.toml).
+
+mod accounts;
+// mod codes; (wired in with registration)
+mod durability;
+pub mod keys;
+mod keydir;
+mod meta;
+mod queue;
+mod tokens;
+mod trees;
+
+use std::path::{Path, PathBuf};
+
+pub use accounts::DeviceRecord;
+pub use durability::Durability;
+pub use keydir::{ClaimedKey, IdentityKeys, IdentityOutcome};
+pub use queue::{QueueItem, QueueRecord};
+use trees::Trees;
+
+/// Failures of the store. All of them are the relay's (or its disk's) fault, never a peer's.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O error, corruption it detected, or the directory is locked by another
+    /// process).
+    #[error("storage engine: {0}")]
+    Engine(#[from] sled::Error),
+    /// A stored value or key does not decode: the data directory is damaged or was written by
+    /// an incompatible version.
+    #[error("corrupt record in {tree}: {detail}")]
+    Corrupt { tree: &'static str, detail: String },
+    /// Fsync of the data files failed.
+    #[error("fsync of the data directory failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The durability task is gone (the relay is shutting down).
+    #[error("durability barrier unavailable (shutting down)")]
+    BarrierClosed,
+}
+
+/// A handle to the relay's database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    t: Trees,
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database under `dir/db`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("db");
+        let db = sled::Config::new().path(&path).open()?;
+        let t = Trees::open(&db)?;
+        meta::migrate(&t)?;
+        Ok(Self { db, t, dir: path })
+    }
+
+    /// Starts the group-commit task. Call once, inside the runtime.
+    pub fn durability(&self) -> Durability {
+        Durability::spawn(self.db.clone(), self.dir.clone())
+    }
+
+    /// Flushes everything synchronously (shutdown, tests).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        durability::fsync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// Approximate bytes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn corrupt(tree: &'static str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { tree, detail: detail.to_string() }
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // postcard cannot fail to serialise the plain structs of this module into a Vec.
+    postcard::to_allocvec(v).unwrap_or_default()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(tree: &'static str, b: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(b).map_err(|e| corrupt(tree, e))
+}
+
+#[cfg(test)]
+mod tests;

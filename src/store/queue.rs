@@ -1,0 +1,127 @@
+//! Per-device delivery queues and the dedupe record of sent message ids.
+//!
+//! Only the device's actor writes its queue, so entries of one device are inserted in `seq`
+//! order; `seq` comes from sled's monotonic id generator (unique across restarts).
+
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, keys, Store, StoreError};
+use crate::ids::{AccountId, DeviceId, MsgId};
+
+const TREE: &str = "deviceseq_queuerecord";
+
+/// Something waiting for a device. The relay never sees plaintext: a message is the
+/// ciphertext of one envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueItem {
+    Message {
+        msg_id: [u8; 16],
+        from: String,
+        from_device: u32,
+        timestamp_ms: u64,
+        olm_type: u32,
+        ciphertext: Vec<u8>,
+        kind: i32,
+    },
+    Receipt {
+        from: String,
+        from_device: u32,
+        kind: i32,
+        msg_ids: Vec<[u8; 16]>,
+        timestamp_ms: u64,
+    },
+}
+
+/// A stored queue entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRecord {
+    pub enqueued_at_ms: u64,
+    pub item: QueueItem,
+}
+
+impl Store {
+    /// Appends to the device's queue; returns the entry's seq.
+    pub fn queue_push(&self, d: &DeviceId, rec: &QueueRecord) -> Result<u64, StoreError> {
+        let seq = self.db.generate_id()?;
+        self.t.deviceseq_queuerecord.insert(keys::queue(d, seq), encode(rec))?;
+        Ok(seq)
+    }
+
+    /// Up to `limit` entries with seq greater than `after` (all if `None`), in order.
+    pub fn queue_range(
+        &self,
+        d: &DeviceId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, QueueRecord)>, StoreError> {
+        let start = match after {
+            Some(s) => keys::queue(d, s.saturating_add(1)),
+            None => keys::device(d),
+        };
+        let prefix = keys::device(d);
+        let mut out = Vec::new();
+        for kv in self.t.deviceseq_queuerecord.range(start..) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let seq = keys::parse_queue_seq(&k).ok_or_else(|| super::corrupt(TREE, "bad key"))?;
+            out.push((seq, decode(TREE, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Deletes an entry (the device acknowledged it); returns it if it existed.
+    pub fn queue_remove(&self, d: &DeviceId, seq: u64) -> Result<Option<QueueRecord>, StoreError> {
+        self.t
+            .deviceseq_queuerecord
+            .remove(keys::queue(d, seq))?
+            .map(|v| decode(TREE, &v))
+            .transpose()
+    }
+
+    pub fn queue_len(&self, d: &DeviceId) -> Result<usize, StoreError> {
+        Ok(self.t.deviceseq_queuerecord.scan_prefix(keys::device(d)).count())
+    }
+
+    /// Deletes entries enqueued before `cutoff_ms` (retention ran out); returns the devices
+    /// that lost entries and how many in total.
+    pub fn queue_sweep(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for kv in self.t.deviceseq_queuerecord.iter() {
+            let (k, v) = kv?;
+            let rec: QueueRecord = decode(TREE, &v)?;
+            if rec.enqueued_at_ms < cutoff_ms {
+                self.t.deviceseq_queuerecord.remove(k)?;
+                n += 1;
+            }
+        }
+        for kv in self.t.sendermsgid_timestamp.iter() {
+            let (k, v) = kv?;
+            let ts = <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes).unwrap_or(0);
+            if ts < cutoff_ms {
+                self.t.sendermsgid_timestamp.remove(k)?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The timestamp given to a message already accepted from `sender` with `msg`, if any.
+    pub fn seen_get(&self, sender: &AccountId, msg: &MsgId) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .t
+            .sendermsgid_timestamp
+            .get(keys::seen(sender, msg))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Records that `msg` from `sender` was accepted at `timestamp_ms`. Write it *after* the
+    /// queue entries it guards (see the module docs of `store`).
+    pub fn seen_put(&self, sender: &AccountId, msg: &MsgId, timestamp_ms: u64) -> Result<(), StoreError> {
+        self.t
+            .sendermsgid_timestamp
+            .insert(keys::seen(sender, msg), &timestamp_ms.to_be_bytes())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,146 @@
+//! Store tests: domain operations, and a model test of the queue against a `BTreeMap`.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::ids::{AccountId, DeviceId};
+
+fn dev(n: u32) -> DeviceId {
+    DeviceId::new(AccountId::parse("+14155550100").unwrap(), n)
+}
+
+fn msg(i: u8) -> QueueRecord {
+    QueueRecord {
+        enqueued_at_ms: u64::from(i),
+        item: QueueItem::Message {
+            msg_id: [i; 16],
+            from: "+14155550199".into(),
+            from_device: 0,
+            timestamp_ms: 1,
+            olm_type: 1,
+            ciphertext: vec![i; 3],
+            kind: 1,
+        },
+    }
+}
+
+#[test]
+fn a_one_time_key_is_claimed_once_then_the_fallback_is_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let d = dev(0);
+    assert_eq!(s.keys_claim(&d).unwrap(), None);
+    let ik = IdentityKeys { identity: [1; 32], signing: [2; 32] };
+    assert_eq!(s.keys_set_identity(&d, &ik).unwrap(), IdentityOutcome::Stored);
+    assert_eq!(s.keys_set_identity(&d, &ik).unwrap(), IdentityOutcome::Unchanged);
+    let other = IdentityKeys { identity: [3; 32], signing: [2; 32] };
+    assert_eq!(s.keys_set_identity(&d, &other).unwrap(), IdentityOutcome::Conflict);
+    assert_eq!(s.keys_add_one_time(&d, &[(b"a".to_vec(), [5; 32])], 10).unwrap(), 1);
+    s.keys_set_fallback(&d, b"fb", [6; 32]).unwrap();
+    let first = s.keys_claim(&d).unwrap().unwrap();
+    assert_eq!(first.key, Some((b"a".to_vec(), [5; 32])));
+    assert!(!first.is_fallback);
+    let second = s.keys_claim(&d).unwrap().unwrap();
+    assert_eq!(second.key, Some((b"fb".to_vec(), [6; 32])));
+    assert!(second.is_fallback);
+}
+
+#[test]
+fn one_time_keys_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let keys: Vec<_> = (0..10u8).map(|i| (vec![i], [i; 32])).collect();
+    assert_eq!(s.keys_add_one_time(&dev(0), &keys, 4).unwrap(), 4);
+}
+
+#[test]
+fn a_token_id_swaps_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.token_set(&dev(0), 1).unwrap();
+    assert!(s.token_swap(&dev(0), 1, 2).unwrap());
+    assert!(!s.token_swap(&dev(0), 1, 3).unwrap());
+    assert!(!s.token_swap(&dev(1), 1, 3).unwrap());
+}
+
+#[test]
+fn reregistering_with_a_new_key_drops_the_old_primarys_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let a = dev(0).account;
+    s.register_primary(&a, [1; 32], 0).unwrap();
+    s.queue_push(&dev(0), &msg(1)).unwrap();
+    s.register_primary(&a, [1; 32], 0).unwrap();
+    assert_eq!(s.queue_len(&dev(0)).unwrap(), 1);
+    s.register_primary(&a, [2; 32], 0).unwrap();
+    assert_eq!(s.queue_len(&dev(0)).unwrap(), 0);
+    assert_eq!(s.devices(&a).unwrap().len(), 1);
+}
+
+#[test]
+fn everything_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.register_primary(&dev(0).account, [1; 32], 0).unwrap();
+        s.queue_push(&dev(0), &msg(7)).unwrap();
+        s.flush().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert!(s.account_exists(&dev(0).account).unwrap());
+    assert_eq!(s.queue_range(&dev(0), None, 10).unwrap()[0].1, msg(7));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Push(u32, u8),
+    RemoveNth(u32, usize),
+    Sweep(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..3u32, any::<u8>()).prop_map(|(d, i)| Op::Push(d, i)),
+        (0..3u32, 0..8usize).prop_map(|(d, n)| Op::RemoveNth(d, n)),
+        any::<u8>().prop_map(Op::Sweep),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn the_queue_behaves_like_a_btreemap_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut model: BTreeMap<(u32, u64), QueueRecord> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Push(d, i) => {
+                    let seq = s.queue_push(&dev(d), &msg(i)).unwrap();
+                    model.insert((d, seq), msg(i));
+                }
+                Op::RemoveNth(d, n) => {
+                    let key = model.keys().filter(|(md, _)| *md == d).nth(n).copied();
+                    if let Some((md, seq)) = key {
+                        prop_assert_eq!(s.queue_remove(&dev(md), seq).unwrap(), model.remove(&(md, seq)));
+                    }
+                }
+                Op::Sweep(cut) => {
+                    s.queue_sweep(u64::from(cut)).unwrap();
+                    model.retain(|_, r| r.enqueued_at_ms >= u64::from(cut));
+                }
+            }
+            for d in 0..3 {
+                let got: Vec<_> = s.queue_range(&dev(d), None, 1000).unwrap();
+                let want: Vec<_> = model.iter().filter(|((md, _), _)| *md == d).map(|((_, seq), r)| (*seq, r.clone())).collect();
+                prop_assert_eq!(&got, &want);
+                if let Some((first, _)) = want.first() {
+                    let after: Vec<_> = s.queue_range(&dev(d), Some(*first), 1000).unwrap();
+                    prop_assert_eq!(after.len(), want.len() - 1);
+                }
+            }
+        }
+    }
+}
