@@ -17,6 +17,8 @@
 //! The promises every module keeps: the relay cannot read messages; nothing acknowledged is
 //! lost; bad input gets a specific error and never a panic.
 
+pub mod actors;
+pub mod clock;
 pub mod ids;
 pub mod wire;
 pub mod store;

@@ -1,0 +1,94 @@
+//! One `impl Handler` per message of `messages.rs`, in the same order.
+
+use actix::prelude::*;
+
+use super::messages::*;
+use super::{Attached, Device, Push};
+
+impl Handler<Attach> for Device {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attach, _: &mut Self::Context) {
+        if let Some(old) = self.session.take() {
+            // The old session may already be gone; either way it must not receive more.
+            let _ = old.tx.try_send(Push::Replaced);
+        }
+        self.detach();
+        self.session = Some(Attached { id: msg.session_id, tx: msg.tx });
+        self.last_active = std::time::Instant::now();
+        self.pump();
+    }
+}
+
+impl Handler<Detach> for Device {
+    type Result = ();
+
+    fn handle(&mut self, msg: Detach, _: &mut Self::Context) {
+        if self.session.as_ref().is_some_and(|s| s.id == msg.session_id) {
+            self.detach();
+            self.last_active = std::time::Instant::now();
+        }
+    }
+}
+
+impl Handler<Enqueue> for Device {
+    type Result = Result<u64, crate::store::StoreError>;
+
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
+        let seq = self.store.queue_push(&self.id, &msg.record)?;
+        self.pending_durable.insert(seq);
+        self.last_active = std::time::Instant::now();
+        let durability = self.durability.clone();
+        let me = ctx.address();
+        actix::spawn(async move {
+            if let Err(e) = durability.wait().await {
+                tracing::error!(error = %e, "Durability barrier failed for a queued entry.");
+            }
+            me.do_send(Durable { seq });
+        });
+        Ok(seq)
+    }
+}
+
+impl Handler<Durable> for Device {
+    type Result = ();
+
+    fn handle(&mut self, msg: Durable, _: &mut Self::Context) {
+        self.pending_durable.remove(&msg.seq);
+        self.pump();
+    }
+}
+
+impl Handler<Ack> for Device {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ack, _: &mut Self::Context) {
+        if !self.session.as_ref().is_some_and(|s| s.id == msg.session_id) {
+            return;
+        }
+        for seq in msg.seqs {
+            // Only entries pushed to this session can be acknowledged by it.
+            if !self.inflight.remove(&seq) {
+                continue;
+            }
+            match self.store.queue_remove(&self.id, seq) {
+                Ok(Some(rec)) => self.receipt_delivered(&rec),
+                Ok(None) => {}
+                Err(e) => tracing::error!(device = %self.id, error = %e, "Deleting an acknowledged entry failed."),
+            }
+        }
+        self.last_active = std::time::Instant::now();
+        self.pump();
+    }
+}
+
+impl Handler<Ephemeral> for Device {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ephemeral, _: &mut Self::Context) {
+        if let Some(s) = &self.session {
+            // Ephemeral by definition: a full session buffer drops it.
+            let _ = s.tx.try_send(Push::Frame(msg.frame));
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Every message the `Device` actor accepts.
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+
+use super::Push;
+use crate::store::{QueueRecord, StoreError};
+use crate::wire::messages::ServerFrame;
+
+/// A session of this device completed its handshake; deliver to it from now on. Replaces any
+/// earlier session (which is told [`Push::Replaced`]); unacknowledged entries are re-sent.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach {
+    pub session_id: u64,
+    pub tx: mpsc::Sender<Push>,
+}
+
+/// The session `session_id` ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Detach {
+    pub session_id: u64,
+}
+
+/// Append to this device's queue. Answers with the seq once the entry is written (not yet
+/// durable: the caller awaits the durability barrier before acknowledging anything).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<u64, StoreError>")]
+pub struct Enqueue {
+    pub record: QueueRecord,
+}
+
+/// The barrier covering `seq` completed (sent by the actor to itself).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Durable {
+    pub seq: u64,
+}
+
+/// The session `session_id` acknowledged these entries.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ack {
+    pub session_id: u64,
+    pub seqs: Vec<u64>,
+}
+
+/// An ephemeral frame (chat state, keys-low notice): sent if a session is live, else dropped.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Ephemeral {
+    pub frame: ServerFrame,
+}

@@ -1,0 +1,190 @@
+//! The `Device` actor: one per device. Owns the device's delivery queue (through the store),
+//! its live session, and the window of pushed-but-unacknowledged entries. Does not own
+//! handshakes or encryption (the session does) nor other devices' queues.
+
+mod handlers;
+pub mod messages;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::ids::DeviceId;
+use crate::store::{Durability, QueueItem, QueueRecord, Store};
+use crate::wire::messages::{server_frame, Deliver, MessageKind, ReceiptEvent, ServerFrame};
+
+pub use messages::*;
+
+use super::Directory;
+
+/// What a device actor hands to its live session.
+#[derive(Debug)]
+pub enum Push {
+    /// Encrypt and send this frame.
+    Frame(ServerFrame),
+    /// A newer session of the same device took over: close this one.
+    Replaced,
+}
+
+/// The session currently attached to the device.
+struct Attached {
+    id: u64,
+    tx: mpsc::Sender<Push>,
+}
+
+/// Settings every device actor shares.
+#[derive(Clone, Debug)]
+pub struct DeviceSettings {
+    /// Most entries pushed and not yet acknowledged.
+    pub window: usize,
+    /// Stop the actor after this long with no session and no traffic.
+    pub idle_stop: Duration,
+}
+
+pub struct Device {
+    /// Which device this is.
+    id: DeviceId,
+    store: Store,
+    durability: Durability,
+    /// To route delivered receipts to the senders' devices.
+    directory: Directory,
+    settings: DeviceSettings,
+    /// The live session, if the device is online.
+    session: Option<Attached>,
+    /// Seqs pushed to the current session and not yet acknowledged (bounded by the window).
+    inflight: BTreeSet<u64>,
+    /// Highest seq pushed to the current session; the next push reads after it.
+    pushed_upto: Option<u64>,
+    /// Seqs written to the store whose durability barrier has not completed. Nothing at or
+    /// after the first of them is pushed, so a device never sees a message the relay could
+    /// still lose.
+    pending_durable: BTreeSet<u64>,
+    /// Last attach, detach, enqueue or ack; drives the idle stop.
+    last_active: Instant,
+}
+
+impl Device {
+    pub fn new(id: DeviceId, store: Store, durability: Durability, directory: Directory, settings: DeviceSettings) -> Self {
+        Self {
+            id,
+            store,
+            durability,
+            directory,
+            settings,
+            session: None,
+            inflight: BTreeSet::new(),
+            pushed_upto: None,
+            pending_durable: BTreeSet::new(),
+            last_active: Instant::now(),
+        }
+    }
+
+    /// Pushes queued entries to the live session while the window has room.
+    fn pump(&mut self) {
+        let Some(session) = &self.session else { return };
+        let room = self.settings.window.saturating_sub(self.inflight.len());
+        if room == 0 {
+            return;
+        }
+        let entries = match self.store.queue_range(&self.id, self.pushed_upto, room) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(device = %self.id, error = %e, "Reading the delivery queue failed.");
+                return;
+            }
+        };
+        let first_pending = self.pending_durable.first().copied();
+        for (seq, rec) in entries {
+            if first_pending.is_some_and(|p| seq >= p) {
+                break;
+            }
+            match session.tx.try_send(Push::Frame(frame_of(seq, rec))) {
+                Ok(()) => {
+                    self.inflight.insert(seq);
+                    self.pushed_upto = Some(seq);
+                }
+                // The session is slow; it asks again when it drains (every Ack pumps).
+                Err(mpsc::error::TrySendError::Full(_)) => break,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.detach();
+                    break;
+                }
+            }
+        }
+    }
+
+    fn detach(&mut self) {
+        self.session = None;
+        self.inflight.clear();
+        self.pushed_upto = None;
+    }
+
+    /// Queues a DELIVERED receipt on every device of the message's sender.
+    fn receipt_delivered(&self, rec: &QueueRecord) {
+        let QueueItem::Message { msg_id, from, .. } = &rec.item else { return };
+        let Ok(account) = crate::ids::AccountId::parse(from) else { return };
+        let receipt = QueueItem::Receipt {
+            from: self.id.account.to_string(),
+            from_device: self.id.device,
+            kind: crate::wire::messages::ReceiptKind::Delivered as i32,
+            msg_ids: vec![*msg_id],
+            timestamp_ms: crate::clock::now_ms(),
+        };
+        let directory = self.directory.clone();
+        actix::spawn(async move {
+            if let Err(e) = directory.enqueue_account(&account, receipt).await {
+                tracing::warn!(to = %account, error = %e, "Queueing a delivered receipt failed.");
+            }
+        });
+    }
+}
+
+/// The frame a queue entry is pushed as.
+pub fn frame_of(seq: u64, rec: QueueRecord) -> ServerFrame {
+    let body = match rec.item {
+        QueueItem::Message { msg_id, from, from_device, timestamp_ms, olm_type, ciphertext, kind } => {
+            server_frame::Body::Deliver(Deliver {
+                seq,
+                msg_id: msg_id.to_vec(),
+                from,
+                from_device,
+                timestamp_ms,
+                olm_type,
+                ciphertext,
+                kind: MessageKind::try_from(kind).unwrap_or(MessageKind::Chat) as i32,
+            })
+        }
+        QueueItem::Receipt { from, from_device, kind, msg_ids, timestamp_ms } => {
+            server_frame::Body::Receipt(ReceiptEvent {
+                seq,
+                from,
+                from_device,
+                kind,
+                msg_ids: msg_ids.iter().map(|m| m.to_vec()).collect(),
+                timestamp_ms,
+            })
+        }
+    };
+    ServerFrame { req_id: 0, body: Some(body) }
+}
+
+impl Actor for Device {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A mailbox bound keeps a flood of senders from growing memory without limit.
+        ctx.set_mailbox_capacity(256);
+        let every = (self.settings.idle_stop / 2).max(Duration::from_millis(100));
+        ctx.run_interval(every, |act, ctx| {
+            let idle = act.session.is_none()
+                && act.pending_durable.is_empty()
+                && act.last_active.elapsed() >= act.settings.idle_stop;
+            if idle {
+                act.directory.forget(&act.id, &ctx.address());
+                ctx.stop();
+            }
+        });
+    }
+}

@@ -1,0 +1,108 @@
+//! The directory: maps device ids to live `Device` actors, activating one from the store on
+//! first use. Actors remove themselves when they stop for idleness.
+//!
+//! A plain map behind a mutex rather than an actor: a lookup is a few hundred nanoseconds and
+//! needs no mailbox hop. All actors run on the relay's arbiter, so the lock is never contended
+//! across threads in practice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+
+use super::device::{Device, DeviceSettings, Enqueue, Ephemeral};
+use crate::ids::{AccountId, DeviceId};
+use crate::store::{Durability, QueueItem, QueueRecord, Store, StoreError};
+use crate::wire::messages::ServerFrame;
+
+/// Attempts to reach an actor that stopped between lookup and send.
+const SEND_ATTEMPTS: usize = 3;
+
+#[derive(Clone)]
+pub struct Directory {
+    live: Arc<Mutex<HashMap<DeviceId, Addr<Device>>>>,
+    store: Store,
+    durability: Durability,
+    settings: DeviceSettings,
+}
+
+/// Why a message could not be handed to a device actor.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The actor kept stopping under us (shutdown).
+    #[error("device actor unavailable")]
+    Unavailable,
+}
+
+impl Directory {
+    pub fn new(store: Store, durability: Durability, settings: DeviceSettings) -> Self {
+        Self { live: Arc::default(), store, durability, settings }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Addr<Device>>> {
+        // A panic while holding this lock cannot leave the map inconsistent (single inserts
+        // and removes), so a poisoned lock is still usable.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The device's actor, activated if it is not running.
+    pub fn get(&self, id: &DeviceId) -> Addr<Device> {
+        let mut live = self.lock();
+        if let Some(addr) = live.get(id).filter(|a| a.connected()) {
+            return addr.clone();
+        }
+        let dev = Device::new(id.clone(), self.store.clone(), self.durability.clone(), self.clone(), self.settings.clone());
+        let addr = dev.start();
+        live.insert(id.clone(), addr.clone());
+        addr
+    }
+
+    /// The device's actor only if it is running (for ephemeral traffic to online devices).
+    pub fn get_live(&self, id: &DeviceId) -> Option<Addr<Device>> {
+        self.lock().get(id).filter(|a| a.connected()).cloned()
+    }
+
+    /// Called by an actor that stops: forget it unless a newer actor took its place.
+    pub fn forget(&self, id: &DeviceId, addr: &Addr<Device>) {
+        let mut live = self.lock();
+        if live.get(id) == Some(addr) {
+            live.remove(id);
+        }
+    }
+
+    /// Number of live device actors.
+    pub fn live_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Appends to one device's queue (not yet durable; await the barrier before acking).
+    pub async fn enqueue(&self, id: &DeviceId, record: QueueRecord) -> Result<u64, DirectoryError> {
+        let msg = Enqueue { record };
+        for _ in 0..SEND_ATTEMPTS {
+            match self.get(id).send(msg.clone()).await {
+                Ok(r) => return Ok(r?),
+                Err(_) => continue,
+            }
+        }
+        Err(DirectoryError::Unavailable)
+    }
+
+    /// Appends `item` to the queue of every device of `account`.
+    pub async fn enqueue_account(&self, account: &AccountId, item: QueueItem) -> Result<(), DirectoryError> {
+        let now = crate::clock::now_ms();
+        for (no, _) in self.store.devices(account)? {
+            let rec = QueueRecord { enqueued_at_ms: now, item: item.clone() };
+            self.enqueue(&DeviceId::new(account.clone(), no), rec).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends an ephemeral frame to the device if it is online; drops it otherwise.
+    pub fn ephemeral(&self, id: &DeviceId, frame: ServerFrame) {
+        if let Some(addr) = self.get_live(id) {
+            addr.do_send(Ephemeral { frame });
+        }
+    }
+}

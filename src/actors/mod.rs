@@ -1,0 +1,11 @@
+//! Actors own the state that must be serialised. Today: one [`device::Device`] per device
+//! (its queue, its live session, its delivery window) and the [`directory::Directory`] that
+//! maps device ids to live actors and activates them on first use.
+//!
+//! Actors are virtual: activated from the store when first addressed, stopped when idle, their
+//! state written through to the store. Sessions (edges) talk to them in messages.
+
+pub mod device;
+pub mod directory;
+
+pub use directory::Directory;
