@@ -3,22 +3,36 @@
 //! # Crate map
 //!
 //! ```text
-//! wire/      the protocol, sans I/O: frames, Noise handshake states, protobuf messages, tokens
-//! store/     the only code that touches sled: typed domain operations + the durability barrier
-//! actors/    actix actors that own serialised state: one Device actor per device, the directory
-//! edge/      transports: the Noise/TCP listener and the session logic every transport shares
-//! registration/  phone normalisation, verification codes, verifiers (log, command, webhook)
-//! e2e/       the end-to-end layer (vodozemac Olm) used by the client
-//! client/    client SDK and the `relaybox client …` commands
-//! config.rs  the config tree, its layers (defaults < file < env < flags) and validation
-//! app.rs     the one place that wires store, actors and edges together (`relaybox serve`)
+//! wire/          the protocol, sans I/O: frames, Noise handshake states, protobuf messages, tokens
+//! store/         the only code that touches sled: typed domain operations + the durability barrier
+//! actors/        actix actors owning serialised state: one Device actor per device, the directory
+//! edge/          transports: the Noise/TCP listener, admission limits, the shared session logic
+//! registration/  phone normalisation, verification codes, rate limits, verifiers
+//! e2e/           the end-to-end layer (vodozemac Olm) used by clients
+//! client/        client SDK and the `relaybox client …` commands
+//! telemetry/     tracing setup
+//! config.rs      the config tree, its layers (defaults < file < env < flags) and validation
+//! app.rs         the one place that wires store, actors and edges together (`relaybox serve`)
+//! cli.rs         the command line
 //! ```
 //!
 //! The promises every module keeps: the relay cannot read messages; nothing acknowledged is
 //! lost; bad input gets a specific error and never a panic.
 
+// Tests may unwrap: a panic there is a failed test, which is the point.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod actors;
+pub mod app;
+pub mod cli;
+pub mod client;
 pub mod clock;
+pub mod config;
+pub mod e2e;
+pub mod edge;
 pub mod ids;
-pub mod wire;
+pub mod registration;
+pub mod shutdown;
 pub mod store;
+pub mod telemetry;
+pub mod wire;

@@ -22,7 +22,7 @@
 //! - **The on-disk format is tied to sled 0.34** (hence the exact pin in Cargo.toml).
 
 mod accounts;
-// mod codes; (wired in with registration)
+mod codes;
 mod durability;
 pub mod keys;
 mod keydir;

@@ -1,0 +1,201 @@
+//! `relaybox serve`: the one place that wires the store, the actors and the edges together,
+//! and runs them until a signal asks the relay to stop.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::actors::device::DeviceSettings;
+use crate::actors::Directory;
+use crate::config::Config;
+use crate::edge::context::Limiters;
+use crate::edge::limits::Admission;
+use crate::edge::{tcp, RelayCtx};
+use crate::registration::ratelimit::RateLimiter;
+use crate::registration::verifier::Verifier;
+use crate::shutdown::ShutdownController;
+use crate::store::Store;
+use crate::wire::handshake::StaticKeypair;
+use crate::wire::token::TokenKey;
+
+/// File name of the relay's Noise static private key inside the data directory.
+pub const RELAY_KEY_FILE: &str = "relay.key";
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Runs the relay until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let data_dir = cfg.relay.data_dir.clone();
+    create_private_dir(&data_dir)?;
+    let identity = load_or_create_key(&data_dir.join(RELAY_KEY_FILE))?;
+    let store = Store::open(&data_dir).with_context(|| format!("opening the database in {}", data_dir.display()))?;
+    let listener = tcp::bind(cfg.listen.tcp).await.with_context(|| format!("binding {}", cfg.listen.tcp))?;
+    let tcp_addr = listener.local_addr()?;
+
+    let durability = store.durability();
+    let settings = DeviceSettings { window: cfg.messaging.delivery_window, idle_stop: cfg.sessions.device_idle_stop };
+    let directory = Directory::new(store.clone(), durability.clone(), settings);
+    let (controller, shutdown) = ShutdownController::new();
+    let reg = &cfg.registration;
+    let limits = Limiters {
+        codes_per_number: RateLimiter::new(reg.codes_per_number_per_hour, HOUR),
+        codes_per_address: RateLimiter::new(reg.codes_per_address_per_hour, HOUR),
+    };
+    let admission = Admission::new(
+        cfg.limits.max_connections,
+        cfg.limits.max_connections_per_ip,
+        cfg.limits.handshakes_per_second_per_ip,
+    );
+    let ctx = Arc::new(RelayCtx {
+        verifier: verifier_of(&cfg),
+        identity: identity.clone(),
+        tokens: TokenKey(store.secret("token_key")?),
+        code_secret: store.secret("code_hmac_key")?,
+        store: store.clone(),
+        durability,
+        directory,
+        limits: Mutex::new(limits),
+        shutdown: shutdown.clone(),
+        cfg,
+    });
+
+    actix_rt::spawn(tcp::serve(ctx.clone(), listener, admission, shutdown.task()));
+    actix_rt::spawn(sweep(ctx.clone()));
+    let watchdog = actix_rt::spawn(watchdog());
+
+    tracing::info!(
+        tcp = %tcp_addr,
+        data_dir = %data_dir.display(),
+        relay_key = %hex::encode(identity.public),
+        version = env!("CARGO_PKG_VERSION"),
+        "Relay ready."
+    );
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    wait_for_signal().await;
+    tracing::info!(grace = ?ctx.cfg.relay.shutdown_grace, "Shutting down.");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let grace = ctx.cfg.relay.shutdown_grace;
+    drop(shutdown);
+    if !controller.shutdown(grace).await {
+        tracing::warn!("Grace period ended with sessions still open; closing them.");
+    }
+    watchdog.abort();
+    store.flush().context("final flush")?;
+    tracing::info!("Relay stopped.");
+    Ok(())
+}
+
+fn verifier_of(cfg: &Config) -> Verifier {
+    let reg = &cfg.registration;
+    match reg.verifier.as_str() {
+        "command" => Verifier::Command { argv: reg.command.clone() },
+        "webhook" => Verifier::Webhook { url: reg.webhook_url.clone() },
+        _ => Verifier::Log,
+    }
+}
+
+/// Deletes undelivered messages and codes past their retention, periodically.
+async fn sweep(ctx: Arc<RelayCtx>) {
+    let mut every = tokio::time::interval(ctx.cfg.messaging.sweep_interval);
+    let retention = u64::try_from(ctx.cfg.messaging.retention.as_millis()).unwrap_or(u64::MAX);
+    let mut stop = ctx.shutdown.task();
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.recv() => return,
+        }
+        let now = crate::clock::now_ms();
+        match ctx.store.queue_sweep(now.saturating_sub(retention)) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "Undelivered messages past retention deleted."),
+            Err(e) => tracing::error!(error = %e, "Retention sweep failed."),
+        }
+        if let Err(e) = ctx.store.code_sweep(now) {
+            tracing::error!(error = %e, "Code sweep failed.");
+        }
+    }
+}
+
+/// Pings systemd's watchdog at half its interval, when it is enabled.
+async fn watchdog() {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let mut every = tokio::time::interval(Duration::from_micros(usec / 2));
+    loop {
+        every.tick().await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("Signal handlers unavailable; stop with SIGKILL.");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Creates `dir` (and parents) readable only by the relay's user.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))
+}
+
+/// Reads the relay's static key, generating and saving one on first start.
+pub fn load_or_create_key(path: &Path) -> anyhow::Result<StaticKeypair> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse_key(&bytes).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = StaticKeypair::generate();
+            write_key(path, &key)?;
+            tracing::info!(path = %path.display(), relay_key = %hex::encode(key.public), "Generated the relay's static key.");
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn parse_key(bytes: &[u8]) -> anyhow::Result<StaticKeypair> {
+    let text = std::str::from_utf8(bytes).context("key file is not text")?.trim();
+    let raw = hex::decode(text).context("key file is not hex")?;
+    let private = <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| anyhow::anyhow!("key must be 32 bytes, got {}", raw.len()))?;
+    Ok(StaticKeypair::from_private(private))
+}
+
+/// Writes a key file atomically (temporary file, fsync, rename), mode 0600.
+pub fn write_key(path: &Path, key: &StaticKeypair) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp: PathBuf = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    writeln!(f, "{}", hex::encode(key.private))?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The `relaybox` command line: `serve`, `check-config`, `print-config`, `keygen`, `client …`.
+//! Exit codes: 0 success, 1 runtime failure, 2 usage error (clap), 64 bad configuration.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, Sources, EXIT_BAD_CONFIG};
+
+#[derive(Parser, Debug)]
+#[command(name = "relaybox", version, about = "An on-premise, end-to-end encrypted messaging relay.")]
+pub struct Cli {
+    /// Config file (TOML). Without it the embedded defaults apply.
+    #[arg(long, global = true, env = "RELAYBOX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override one config key, e.g. `--set listen.tcp=0.0.0.0:7700` (repeatable).
+    #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the relay.
+    Serve {
+        /// Listen address for Noise/TCP clients (overrides listen.tcp).
+        #[arg(long)]
+        listen_tcp: Option<String>,
+        /// Data directory (overrides relay.data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Validate the configuration and exit (64 if it is bad).
+    CheckConfig,
+    /// Print the commented default configuration.
+    PrintConfig,
+    /// Generate the relay's static key in the data directory and print its public half.
+    Keygen {
+        /// Replace an existing key (clients that pinned the old key must re-pin).
+        #[arg(long)]
+        force: bool,
+    },
+    /// A terminal client.
+    Client(crate::client::cli::ClientArgs),
+}
+
+/// Parses the command line and runs it; returns the process exit code.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::PrintConfig => {
+            print!("{}", config::DEFAULT_TOML);
+            0
+        }
+        Cmd::Client(args) => crate::client::cli::run(args),
+        Cmd::CheckConfig => match load(&cli.config, &cli.set, &[]) {
+            Ok(_) => {
+                println!("configuration ok");
+                0
+            }
+            Err(code) => code,
+        },
+        Cmd::Keygen { force } => match load(&cli.config, &cli.set, &[]) {
+            Ok(cfg) => keygen(&cfg, force),
+            Err(code) => code,
+        },
+        Cmd::Serve { listen_tcp, data_dir } => {
+            let mut flags = Vec::new();
+            if let Some(a) = listen_tcp {
+                flags.push(("listen.tcp".to_owned(), a));
+            }
+            if let Some(d) = data_dir {
+                flags.push(("relay.data_dir".to_owned(), d.display().to_string()));
+            }
+            let cfg = match load(&cli.config, &cli.set, &flags) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            crate::telemetry::init(&cfg.log.level, cfg.log.format == "json");
+            let system = actix_rt::System::new();
+            match system.block_on(crate::app::serve(cfg)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "Relay failed.");
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            }
+        }
+    }
+}
+
+/// Loads the config from every layer; prints every error and returns exit code 64 if bad.
+fn load(file: &Option<PathBuf>, set: &[String], flags: &[(String, String)]) -> Result<Config, i32> {
+    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("RELAYBOX_")).collect();
+    let mut overrides = Vec::new();
+    for s in set {
+        match s.split_once('=') {
+            Some((k, v)) => overrides.push((k.trim().to_owned(), v.to_owned())),
+            None => {
+                eprintln!("error: --set {s:?}: expected SECTION.KEY=VALUE");
+                return Err(EXIT_BAD_CONFIG);
+            }
+        }
+    }
+    overrides.extend(flags.iter().cloned());
+    let sources = Sources { file: file.as_deref(), env: &env, overrides: &overrides };
+    config::load(&sources).map_err(|errors| {
+        eprintln!("error: bad configuration:\n{errors}");
+        EXIT_BAD_CONFIG
+    })
+}
+
+fn keygen(cfg: &Config, force: bool) -> i32 {
+    let path = cfg.relay.data_dir.join(crate::app::RELAY_KEY_FILE);
+    if path.exists() && !force {
+        eprintln!("error: {} exists; pass --force to replace it (clients must then re-pin)", path.display());
+        return 1;
+    }
+    let key = crate::wire::handshake::StaticKeypair::generate();
+    let written = crate::app::create_private_dir(&cfg.relay.data_dir).and_then(|()| crate::app::write_key(&path, &key));
+    match written {
+        Ok(()) => {
+            println!("{}", hex::encode(key.public));
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! A client's connection to the relay: TCP, the Noise handshake (IK with the pinned key and
+//! token, falling back to XX), then requests matched to answers by `req_id` and pushes
+//! buffered in arrival order. One owner, no background task: `request` and `next_push` read
+//! the socket themselves, answering the relay's pings on the way.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::wire::frame::{self, FrameDecoder, MAX_FRAME_BYTES};
+use crate::wire::handshake::{ClientIk, ClientXx, StaticKeypair, Transport};
+use crate::wire::messages::{
+    client_frame, login, login_result, server_frame, ClientFrame, DeviceLogin, Error, ErrorCode, Login, Pong,
+    Register, ServerFrame,
+};
+use crate::wire::ProtocolError;
+
+/// How long the client waits for the relay during the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the client waits for the answer to one request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Failures of the client side of a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the relay at {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The relay answered with an error.
+    #[error("relay: {0}")]
+    Relay(Error),
+    /// The relay closed the session (with its reason, if it gave one).
+    #[error("the relay closed the connection{}", .0.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    Closed(Option<Error>),
+    #[error("timed out waiting for the relay ({0})")]
+    Timeout(&'static str),
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+impl ClientError {
+    /// The relay's error code, if the relay refused something.
+    pub fn relay_code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Relay(e) | Self::Closed(Some(e)) => Some(e.code()),
+            Self::Protocol(ProtocolError::Refused { code, .. }) => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Who logs in.
+#[derive(Clone, Debug)]
+pub enum Identity {
+    /// An anonymous registration session.
+    Register,
+    /// A registered device, with its resumption token if it has one.
+    Device { account: String, device: u32, token: Option<Vec<u8>> },
+}
+
+/// What a completed handshake produced.
+#[derive(Debug, Clone)]
+pub struct Established {
+    /// The relay's static key (pin it).
+    pub relay_key: [u8; 32],
+    /// The new resumption token (empty for registration sessions).
+    pub token: Vec<u8>,
+    /// Whether the one-round-trip IK resumption was used.
+    pub resumed: bool,
+}
+
+/// A TCP stream with framing, before and after the handshake.
+struct Raw {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+}
+
+pub struct Connection {
+    raw: Raw,
+    transport: Transport,
+    next_req_id: u64,
+    pushes: VecDeque<ServerFrame>,
+}
+
+impl Connection {
+    /// Connects and logs in: IK if a relay key is pinned and a token is held, else XX; an IK
+    /// refusal (stale token, changed relay key) falls back to XX on a new connection.
+    pub async fn connect(
+        addr: &str,
+        device_key: &StaticKeypair,
+        pinned: Option<[u8; 32]>,
+        who: &Identity,
+    ) -> Result<(Self, Established), ClientError> {
+        if let (Some(relay_key), Identity::Device { account, device, token: Some(token) }) = (pinned, who) {
+            let login = device_login(account, *device, token.clone());
+            match Self::ik(addr, device_key, &relay_key, &login).await {
+                Ok(ok) => return Ok(ok),
+                Err(e) if is_fallback(&e) => {
+                    tracing::debug!(error = %e, "Resumption refused; falling back to a full handshake.");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let login = match who {
+            Identity::Register => Login { kind: Some(login::Kind::Register(Register {})) },
+            Identity::Device { account, device, .. } => device_login(account, *device, Vec::new()),
+        };
+        Self::xx(addr, device_key, &login).await
+    }
+
+    fn new(raw: Raw, transport: Transport) -> Self {
+        Self { raw, transport, next_req_id: 1, pushes: VecDeque::new() }
+    }
+
+    async fn open(addr: &str) -> Result<Raw, ClientError> {
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout("connect"))?
+            .map_err(|source| ClientError::Connect { addr: addr.to_owned(), source })?;
+        stream.set_nodelay(true)?;
+        Ok(Raw { stream, decoder: FrameDecoder::new(MAX_FRAME_BYTES) })
+    }
+
+    async fn ik(addr: &str, key: &StaticKeypair, relay: &[u8; 32], login: &Login) -> Result<(Self, Established), ClientError> {
+        let mut raw = Self::open(addr).await?;
+        let (state, first) = ClientIk::start(key, relay, login)?;
+        raw.write(&first).await?;
+        let reply = raw.read_timeout(HANDSHAKE_TIMEOUT).await?;
+        let (transport, result) = state.finish(&reply)?;
+        let token = login_ok(result)?;
+        Ok((Self::new(raw, transport), Established { relay_key: *relay, token, resumed: true }))
+    }
+
+    async fn xx(addr: &str, key: &StaticKeypair, login: &Login) -> Result<(Self, Established), ClientError> {
+        let mut raw = Self::open(addr).await?;
+        let (state, first) = ClientXx::start(key)?;
+        raw.write(&first).await?;
+        let reply = raw.read_timeout(HANDSHAKE_TIMEOUT).await?;
+        let (mut transport, msg3, relay_key) = state.finish(&reply, login)?;
+        raw.write(&msg3).await?;
+        let result_frame = raw.read_timeout(HANDSHAKE_TIMEOUT).await?;
+        let result = transport.decrypt(&result_frame, "LoginResult")?;
+        let token = login_ok(result)?;
+        Ok((Self::new(raw, transport), Established { relay_key, token, resumed: false }))
+    }
+
+    async fn write_raw(&mut self, payload: &[u8]) -> Result<(), ClientError> {
+        self.raw.write(payload).await
+    }
+
+    async fn read_raw(&mut self) -> Result<Vec<u8>, ClientError> {
+        self.raw.read().await
+    }
+
+    /// Sends a frame that expects no answer (Ack, chat state).
+    pub async fn send_only(&mut self, body: client_frame::Body) -> Result<(), ClientError> {
+        let payload = self.transport.encrypt(&ClientFrame { req_id: 0, body: Some(body) })?;
+        self.write_raw(&payload).await
+    }
+
+    /// Sends a request and waits for its answer; pushes arriving meanwhile are kept.
+    pub async fn request(&mut self, body: client_frame::Body) -> Result<server_frame::Body, ClientError> {
+        let req_id = self.next_req_id;
+        self.next_req_id += 1;
+        let payload = self.transport.encrypt(&ClientFrame { req_id, body: Some(body) })?;
+        self.write_raw(&payload).await?;
+        let wait = async {
+            loop {
+                let f = self.read_frame().await?;
+                if f.req_id == req_id {
+                    return match f.body {
+                        Some(server_frame::Body::Error(e)) => Err(ClientError::Relay(e)),
+                        Some(body) => Ok(body),
+                        None => Err(ClientError::Unexpected("empty answer".into())),
+                    };
+                }
+                self.pushes.push_back(f);
+            }
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, wait).await.map_err(|_| ClientError::Timeout("request"))?
+    }
+
+    /// The next push (Deliver, receipt, chat state, keys low). Cancel-safe.
+    pub async fn next_push(&mut self) -> Result<ServerFrame, ClientError> {
+        if let Some(f) = self.pushes.pop_front() {
+            return Ok(f);
+        }
+        self.read_frame().await
+    }
+
+    /// Reads one frame, answering pings and turning a `closing` frame into an error.
+    async fn read_frame(&mut self) -> Result<ServerFrame, ClientError> {
+        loop {
+            let raw = self.read_raw().await?;
+            let f: ServerFrame = self.transport.decrypt(&raw, "ServerFrame")?;
+            match f.body {
+                Some(server_frame::Body::Ping(p)) => {
+                    self.send_only(client_frame::Body::Pong(Pong { nonce: p.nonce })).await?;
+                }
+                Some(server_frame::Body::Closing(e)) => return Err(ClientError::Closed(Some(e))),
+                _ => return Ok(f),
+            }
+        }
+    }
+}
+
+impl Raw {
+    async fn write(&mut self, payload: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(&frame::encode(payload)?).await?;
+        Ok(())
+    }
+
+    async fn read(&mut self) -> Result<Vec<u8>, ClientError> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(f) = self.decoder.next_frame()? {
+                return Ok(f);
+            }
+            let mut buf = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(ClientError::Closed(None));
+            }
+            self.decoder.extend(&buf[..n]);
+        }
+    }
+
+    async fn read_timeout(&mut self, t: Duration) -> Result<Vec<u8>, ClientError> {
+        tokio::time::timeout(t, self.read()).await.map_err(|_| ClientError::Timeout("handshake"))?
+    }
+}
+
+fn device_login(account: &str, device: u32, token: Vec<u8>) -> Login {
+    Login { kind: Some(login::Kind::Device(DeviceLogin { account: account.to_owned(), device, token })) }
+}
+
+fn login_ok(result: crate::wire::messages::LoginResult) -> Result<Vec<u8>, ClientError> {
+    match result.result {
+        Some(login_result::Result::Ok(ok)) => Ok(ok.token),
+        Some(login_result::Result::Error(e)) => Err(ClientError::Relay(e)),
+        None => Err(ClientError::Unexpected("empty login result".into())),
+    }
+}
+
+/// Whether an IK failure should fall back to XX (rather than be reported).
+fn is_fallback(e: &ClientError) -> bool {
+    matches!(e.relay_code(), Some(ErrorCode::TokenInvalid | ErrorCode::HandshakeFailed))
+        || matches!(e, ClientError::Protocol(ProtocolError::Noise(_)))
+}

@@ -1,0 +1,141 @@
+//! A client's state on disk: its Noise key, the pinned relay key and token, its account, its
+//! end-to-end account and sessions, and the peers' device lists. One JSON file, mode 0600,
+//! written atomically, in the user's data directory or `--home` / `RELAYBOX_CLIENT_HOME`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::e2e::{E2e, E2ePickle};
+use crate::wire::handshake::StaticKeypair;
+
+/// File name of the state inside the home directory.
+pub const STATE_FILE: &str = "state.json";
+/// How many recently received msg_ids are remembered, so a redelivery is shown once.
+pub const SEEN_MSG_IDS: usize = 4096;
+
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    relay: String,
+    noise_private: String,
+    relay_key: Option<String>,
+    token: Option<String>,
+    account: Option<String>,
+    device: u32,
+    e2e: E2ePickle,
+    #[serde(default)]
+    peers: BTreeMap<String, Vec<u32>>,
+    #[serde(default)]
+    seen: VecDeque<String>,
+}
+
+/// The loaded state.
+pub struct State {
+    pub home: PathBuf,
+    /// Relay address, `host:port`.
+    pub relay: String,
+    pub noise: StaticKeypair,
+    pub relay_key: Option<[u8; 32]>,
+    pub token: Option<Vec<u8>>,
+    pub account: Option<String>,
+    pub device: u32,
+    pub e2e: E2e,
+    /// Last known device list of each peer account.
+    pub peers: BTreeMap<String, Vec<u32>>,
+    /// Recently received msg_ids (hex), oldest first.
+    pub seen: VecDeque<String>,
+}
+
+impl State {
+    /// Loads the state in `home`, or creates a fresh one (new Noise key, new e2e account).
+    pub fn load_or_new(home: &Path, relay: &str) -> anyhow::Result<Self> {
+        let path = home.join(STATE_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => Self::parse(home, &bytes).with_context(|| format!("reading {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self {
+                home: home.to_owned(),
+                relay: relay.to_owned(),
+                noise: StaticKeypair::generate(),
+                relay_key: None,
+                token: None,
+                account: None,
+                device: 0,
+                e2e: E2e::new(),
+                peers: BTreeMap::new(),
+                seen: VecDeque::new(),
+            }),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn parse(home: &Path, bytes: &[u8]) -> anyhow::Result<Self> {
+        let d: OnDisk = serde_json::from_slice(bytes).context("state file is not valid")?;
+        let noise = StaticKeypair::from_private(hex32(&d.noise_private).context("noise_private")?);
+        let relay_key = d.relay_key.as_deref().map(hex32).transpose().context("relay_key")?;
+        let token = d.token.as_deref().map(hex::decode).transpose().context("token")?;
+        Ok(Self {
+            home: home.to_owned(),
+            relay: d.relay,
+            noise,
+            relay_key,
+            token,
+            account: d.account,
+            device: d.device,
+            e2e: E2e::from_pickle(d.e2e).context("e2e account")?,
+            peers: d.peers,
+            seen: d.seen,
+        })
+    }
+
+    /// Writes the state atomically (temporary file, fsync, rename), mode 0600.
+    pub fn save(&self) -> anyhow::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        crate::app::create_private_dir(&self.home)?;
+        let d = OnDisk {
+            relay: self.relay.clone(),
+            noise_private: hex::encode(self.noise.private),
+            relay_key: self.relay_key.map(hex::encode),
+            token: self.token.as_ref().map(hex::encode),
+            account: self.account.clone(),
+            device: self.device,
+            e2e: self.e2e.to_pickle(),
+            peers: self.peers.clone(),
+            seen: self.seen.clone(),
+        };
+        let path = self.home.join(STATE_FILE);
+        let tmp = self.home.join(format!("{STATE_FILE}.tmp"));
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(&d)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Remembers a received msg_id; `false` if it was already seen (a redelivery).
+    pub fn first_sight(&mut self, msg_id: &[u8]) -> bool {
+        let id = hex::encode(msg_id);
+        if self.seen.contains(&id) {
+            return false;
+        }
+        if self.seen.len() >= SEEN_MSG_IDS {
+            self.seen.pop_front();
+        }
+        self.seen.push_back(id);
+        true
+    }
+
+    /// The registered account, or an error telling the user to register first.
+    pub fn account(&self) -> anyhow::Result<&str> {
+        self.account.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("this client is not registered yet: run `relaybox client register <phone>` then `verify`")
+        })
+    }
+}
+
+fn hex32(s: &str) -> anyhow::Result<[u8; 32]> {
+    let v = hex::decode(s)?;
+    <[u8; 32]>::try_from(v.as_slice()).map_err(|_| anyhow::anyhow!("expected 32 bytes, got {}", v.len()))
+}

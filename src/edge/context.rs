@@ -1,0 +1,44 @@
+//! What every session needs from the relay, built once by `app.rs` and shared.
+
+use std::sync::Mutex;
+
+use crate::actors::Directory;
+use crate::config::Config;
+use crate::registration::ratelimit::RateLimiter;
+use crate::registration::verifier::Verifier;
+use crate::shutdown::Shutdown;
+use crate::store::{Durability, Store};
+use crate::wire::handshake::RelayIdentity;
+use crate::wire::token::TokenKey;
+
+/// Shared relay state for sessions. Everything here is either immutable or internally
+/// synchronised.
+pub struct RelayCtx {
+    pub cfg: Config,
+    /// The relay's Noise static key pair.
+    pub identity: RelayIdentity,
+    pub store: Store,
+    pub durability: Durability,
+    pub directory: Directory,
+    /// Seals resumption tokens.
+    pub tokens: TokenKey,
+    /// HMAC key of verification codes at rest.
+    pub code_secret: [u8; 32],
+    pub verifier: Verifier,
+    pub limits: Mutex<Limiters>,
+    pub shutdown: Shutdown,
+}
+
+/// Per-address and per-number rate limits (in memory: a restart resets them, which only
+/// ever lets a client retry sooner).
+pub struct Limiters {
+    pub codes_per_number: RateLimiter,
+    pub codes_per_address: RateLimiter,
+}
+
+impl RelayCtx {
+    /// The limiters (a poisoned lock is still consistent: each check is one map update).
+    pub fn limits(&self) -> std::sync::MutexGuard<'_, Limiters> {
+        self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,103 @@
+//! Errors of a session, and the one place that maps request errors to wire error codes.
+
+use crate::actors::directory::DirectoryError;
+use crate::registration::codes::CodeError;
+use crate::registration::phone::PhoneError;
+use crate::registration::verifier::VerifierError;
+use crate::store::StoreError;
+use crate::wire::messages::{Error, ErrorCode};
+use crate::wire::ProtocolError;
+
+/// Why a session ended abnormally. Each closes this connection only.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The peer's bytes or handshake were wrong. (peer's fault)
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The login was refused (the peer was told why). (peer's fault)
+    #[error("login refused: {0}")]
+    LoginRefused(Error),
+    /// The socket failed or a deadline passed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A deadline passed (handshake, idle, write).
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// The peer closed the connection.
+    #[error("closed by peer")]
+    Closed,
+}
+
+/// Why one request failed. The session answers with [`RequestError::to_wire`] and goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// A field is missing or out of bounds. (client's fault)
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request needs a device session. (client's fault)
+    #[error("this request needs an authenticated device session")]
+    NotAuthenticated,
+    /// The phone number is unusable. (client's fault)
+    #[error(transparent)]
+    Phone(#[from] PhoneError),
+    /// The addressed account has no devices. (client's fault)
+    #[error("account is not registered")]
+    UnknownAccount,
+    /// The envelopes do not match the recipient's devices. (client's state is stale)
+    #[error("envelopes do not match the recipient's devices")]
+    MismatchedDevices(Vec<u32>),
+    /// Verification failed. (client's fault)
+    #[error(transparent)]
+    Code(#[from] CodeError),
+    /// Too fast. (client's fault)
+    #[error("rate limited; retry in {0} ms")]
+    RateLimited(u64),
+    /// The verifier could not send the code. (the relay's side)
+    #[error("verifier failed: {0}")]
+    Verifier(#[from] VerifierError),
+    /// Storage failed. (the relay's fault)
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// An actor was unreachable. (the relay's fault, usually shutdown)
+    #[error("{0}")]
+    Directory(#[from] DirectoryError),
+}
+
+impl RequestError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidArgument(msg.into())
+    }
+
+    /// The error the peer sees. Internal details are logged, not sent.
+    pub fn to_wire(&self) -> Error {
+        let (code, message) = match self {
+            Self::InvalidArgument(m) => (ErrorCode::InvalidArgument, m.clone()),
+            Self::NotAuthenticated => (ErrorCode::NotAuthenticated, self.to_string()),
+            Self::Phone(e) => (ErrorCode::InvalidPhoneNumber, e.to_string()),
+            Self::UnknownAccount => (ErrorCode::UnknownAccount, self.to_string()),
+            Self::MismatchedDevices(devices) => {
+                let mut e = Error::new(ErrorCode::MismatchedDevices, self.to_string());
+                e.devices = devices.clone();
+                return e;
+            }
+            Self::Code(CodeError::Wrong { attempts_left }) => {
+                let mut e = Error::new(ErrorCode::WrongCode, "wrong verification code");
+                e.attempts_left = *attempts_left;
+                return e;
+            }
+            Self::Code(CodeError::Expired) => (ErrorCode::CodeExpired, "no pending code for this number, or it expired".into()),
+            Self::Code(CodeError::TooManyAttempts) => {
+                (ErrorCode::TooManyAttempts, "too many wrong codes; request a new one".into())
+            }
+            Self::Code(CodeError::Malformed) => (ErrorCode::InvalidArgument, "code must be the digits that were sent".into()),
+            Self::RateLimited(ms) => {
+                let mut e = Error::new(ErrorCode::RateLimited, self.to_string());
+                e.retry_after_ms = *ms;
+                return e;
+            }
+            Self::Verifier(_) => (ErrorCode::VerifierFailed, "the relay could not send the code; try again later".into()),
+            Self::Store(_) | Self::Directory(_) => (ErrorCode::Internal, "internal error; retry with the same msg_id".into()),
+        };
+        Error::new(code, message)
+    }
+}

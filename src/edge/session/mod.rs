@@ -1,0 +1,265 @@
+//! The session every client transport shares: handshake (`login`), then a loop that decrypts
+//! `ClientFrame`s, runs requests (`requests`) concurrently up to a bound, writes answers and
+//! the device actor's pushes, pings an idle peer and closes a dead one.
+//!
+//! A transport plugs in by implementing [`FrameIo`]: read one frame payload, write one.
+
+mod error;
+mod login;
+mod requests;
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
+
+pub use error::{RequestError, SessionError};
+
+use crate::actors::device::{Attach, Detach, Push};
+use crate::edge::RelayCtx;
+use crate::ids::{DeviceId, MsgId};
+use crate::registration::ratelimit::RateLimiter;
+use crate::shutdown::Shutdown;
+use crate::wire::messages::{server_frame, ClientFrame, Error, ErrorCode, KeysLow, Ping, ServerFrame};
+use crate::wire::Transport;
+
+/// Requests of one session running at once; reading pauses while the bound is reached.
+pub const MAX_CONCURRENT_REQUESTS: usize = 64;
+/// Pushes buffered between a device actor and its session beyond the delivery window.
+const PUSH_SLACK: usize = 16;
+
+/// One frame in, one frame out. Implementations must make `read_frame` cancel-safe (it is
+/// raced against pushes and timers) and must not hold buffers while idle.
+pub trait FrameIo {
+    /// The next frame's payload; `Ok(None)` when the peer closed cleanly.
+    fn read_frame(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, SessionError>>;
+    /// Writes one frame payload (the implementation adds any framing).
+    fn write_frame(&mut self, payload: &[u8]) -> impl Future<Output = Result<(), SessionError>>;
+}
+
+/// Who the peer is.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// Completed XX with a `Register` login: may only request and verify codes.
+    Anonymous { client_static: [u8; 32] },
+    /// An authenticated device.
+    Device(DeviceId),
+}
+
+/// What a finished request hands back to the session loop.
+pub(super) struct Answer {
+    frame: ServerFrame,
+    /// Set by a successful VerifyCode: the session is now this device.
+    became: Option<DeviceId>,
+}
+
+type AnswerFuture = Pin<Box<dyn Future<Output = Answer>>>;
+
+/// What one request needs besides the relay: who asks, and the msg_ids in flight here.
+#[derive(Clone)]
+pub(super) struct Caller {
+    pub auth: Auth,
+    pub peer: SocketAddr,
+    /// msg_ids of Sends of this session still running, so a concurrent retry waits its turn.
+    pub sending: Rc<RefCell<HashSet<MsgId>>>,
+}
+
+/// Runs one connection to completion. Never panics on peer input; logs why it ended.
+pub async fn run<T: FrameIo>(ctx: Arc<RelayCtx>, mut io: T, peer: SocketAddr, shutdown: Shutdown) {
+    let deadline = ctx.cfg.limits.handshake_timeout;
+    let (transport, auth) = match tokio::time::timeout(deadline, login::handshake(&ctx, &mut io)).await {
+        Ok(Ok(ok)) => ok,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "Handshake failed.");
+            return;
+        }
+        Err(_) => {
+            let e = crate::wire::handshake::refusal(ErrorCode::HandshakeFailed, "handshake timed out");
+            let _ = io.write_frame(&e).await;
+            tracing::info!(%peer, "Handshake timed out.");
+            return;
+        }
+    };
+    match &auth {
+        Auth::Device(d) => tracing::debug!(%peer, device = %d, "Session started."),
+        Auth::Anonymous { .. } => tracing::debug!(%peer, "Registration session started."),
+    }
+    let mut session = Session {
+        frames: RateLimiter::new(ctx.cfg.limits.frames_per_second_per_device.max(1), Duration::from_secs(1)),
+        ctx,
+        io,
+        transport,
+        caller: Caller { auth, peer, sending: Rc::default() },
+        id: rand::random(),
+        push_rx: None,
+        attached: None,
+    };
+    let end = session.serve(shutdown).await;
+    session.detach();
+    match end {
+        Ok(()) | Err(SessionError::Closed) => tracing::debug!(%peer, "Session ended."),
+        Err(e) => tracing::info!(%peer, error = %e, "Session closed."),
+    }
+}
+
+struct Session<T> {
+    ctx: Arc<RelayCtx>,
+    io: T,
+    transport: Transport,
+    caller: Caller,
+    /// Identifies this session to the device actor (a newer session replaces it).
+    id: u64,
+    push_rx: Option<mpsc::Receiver<Push>>,
+    attached: Option<DeviceId>,
+    /// Frames per second from this peer.
+    frames: RateLimiter,
+}
+
+impl<T: FrameIo> Session<T> {
+    async fn serve(&mut self, mut shutdown: Shutdown) -> Result<(), SessionError> {
+        if let Auth::Device(d) = self.caller.auth.clone() {
+            self.attach(d).await;
+        }
+        let limits = self.ctx.cfg.limits.clone();
+        let mut pending: FuturesUnordered<AnswerFuture> = FuturesUnordered::new();
+        let mut last_rx = Instant::now();
+        let mut ping = tokio::time::interval(limits.ping_interval);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                frame = self.io.read_frame(), if pending.len() < MAX_CONCURRENT_REQUESTS => {
+                    let frame = match frame {
+                        Ok(Some(f)) => f,
+                        Ok(None) => return Err(SessionError::Closed),
+                        Err(SessionError::Protocol(e)) => {
+                            self.close(Error::new(e.code(), e.to_string())).await;
+                            return Err(e.into());
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    last_rx = Instant::now();
+                    match self.transport.decrypt::<ClientFrame>(&frame, "ClientFrame") {
+                        Ok(cf) => {
+                            if let Some(fut) = self.accept(cf).await? {
+                                pending.push(fut);
+                            }
+                        }
+                        Err(e) => {
+                            self.close(Error::new(e.code(), e.to_string())).await;
+                            return Err(e.into());
+                        }
+                    }
+                }
+                Some(answer) = pending.next() => {
+                    if let Some(d) = answer.became {
+                        self.caller.auth = Auth::Device(d.clone());
+                        self.attach(d).await;
+                    }
+                    self.send(&answer.frame).await?;
+                }
+                push = recv_push(&mut self.push_rx) => match push {
+                    Some(Push::Frame(f)) => self.send(&f).await?,
+                    Some(Push::Replaced) => {
+                        self.attached = None;
+                        self.close(Error::new(ErrorCode::SessionReplaced, "another session of this device logged in")).await;
+                        return Ok(());
+                    }
+                    None => self.push_rx = None,
+                },
+                _ = ping.tick() => {
+                    let idle = last_rx.elapsed();
+                    if idle >= limits.idle_timeout {
+                        return Err(SessionError::Timeout("idle"));
+                    }
+                    if idle >= limits.ping_interval {
+                        let nonce = rand::random();
+                        self.send(&ServerFrame { req_id: 0, body: Some(server_frame::Body::Ping(Ping { nonce })) }).await?;
+                    }
+                }
+                _ = shutdown.recv() => {
+                    // Finish what was accepted (answers may be acks of durable writes), then go.
+                    while let Some(answer) = pending.next().await {
+                        self.send(&answer.frame).await?;
+                    }
+                    self.close(Error::new(ErrorCode::ShuttingDown, "relay is shutting down; reconnect later")).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Turns a frame into a running request (or handles it inline for frames with no answer).
+    async fn accept(&mut self, cf: ClientFrame) -> Result<Option<AnswerFuture>, SessionError> {
+        let req_id = cf.req_id;
+        if let Err(retry) = self.frames.check("frames", crate::clock::now_ms()) {
+            if req_id != 0 {
+                let e = RequestError::RateLimited(retry.0).to_wire();
+                self.send(&ServerFrame { req_id, body: Some(server_frame::Body::Error(e)) }).await?;
+            }
+            return Ok(None);
+        }
+        Ok(requests::dispatch(&self.ctx, &self.caller, self.id, cf))
+    }
+
+    async fn attach(&mut self, d: DeviceId) {
+        let window = self.ctx.cfg.messaging.delivery_window;
+        let (tx, rx) = mpsc::channel(window + PUSH_SLACK);
+        self.push_rx = Some(rx);
+        let addr = self.ctx.directory.get(&d);
+        if addr.send(Attach { session_id: self.id, tx }).await.is_err() {
+            tracing::warn!(device = %d, "Device actor stopped while attaching.");
+        }
+        self.attached = Some(d.clone());
+        self.warn_keys_low(&d).await;
+    }
+
+    /// Tells a device that logs in with few one-time keys left to upload more.
+    async fn warn_keys_low(&mut self, d: &DeviceId) {
+        let keys = &self.ctx.cfg.keys;
+        let Ok(has_identity) = self.ctx.store.keys_identity(d).map(|k| k.is_some()) else { return };
+        let Ok(held) = self.ctx.store.keys_one_time_count(d) else { return };
+        if has_identity && held < keys.one_time_keys_low {
+            let low = KeysLow { remaining: to_u32(held), wanted: to_u32(keys.one_time_keys_wanted) };
+            let _ = self.send(&ServerFrame { req_id: 0, body: Some(server_frame::Body::KeysLow(low)) }).await;
+        }
+    }
+
+    fn detach(&mut self) {
+        if let Some(d) = self.attached.take() {
+            if let Some(addr) = self.ctx.directory.get_live(&d) {
+                addr.do_send(Detach { session_id: self.id });
+            }
+        }
+    }
+
+    async fn send(&mut self, frame: &ServerFrame) -> Result<(), SessionError> {
+        let payload = self.transport.encrypt(frame)?;
+        match tokio::time::timeout(self.ctx.cfg.limits.write_timeout, self.io.write_frame(&payload)).await {
+            Ok(r) => r,
+            Err(_) => Err(SessionError::Timeout("write")),
+        }
+    }
+
+    /// Tells the peer why the relay closes the session (best effort).
+    async fn close(&mut self, e: Error) {
+        let _ = self.send(&ServerFrame { req_id: 0, body: Some(server_frame::Body::Closing(e)) }).await;
+    }
+}
+
+async fn recv_push(rx: &mut Option<mpsc::Receiver<Push>>) -> Option<Push> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}

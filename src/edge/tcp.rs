@@ -1,0 +1,109 @@
+//! The native transport: Noise over TCP, frames of `u16` length + one Noise message.
+//! Owns the listener, admission (connection caps, handshake rate) and the socket I/O; the
+//! session logic is shared (`session`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::limits::Admission;
+use super::session::{self, FrameIo, SessionError};
+use super::RelayCtx;
+use crate::shutdown::Shutdown;
+use crate::wire::frame::{self, FrameDecoder};
+use crate::wire::handshake::refusal;
+
+/// Bytes read from the socket per readiness event. Lives on the stack only during a read.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// A TCP connection as a [`FrameIo`].
+pub struct TcpFrames {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    decoder: FrameDecoder,
+}
+
+impl TcpFrames {
+    pub fn new(stream: TcpStream, max_frame_bytes: usize) -> Self {
+        let (rd, wr) = stream.into_split();
+        Self { rd, wr, decoder: FrameDecoder::new(max_frame_bytes) }
+    }
+}
+
+impl FrameIo for TcpFrames {
+    async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+        loop {
+            if let Some(f) = self.decoder.next_frame()? {
+                return Ok(Some(f));
+            }
+            // Wait for readiness without holding a buffer, then read synchronously: an idle
+            // connection parks here with no read buffer, and cancelling loses nothing.
+            self.rd.readable().await?;
+            let mut buf = [0u8; READ_CHUNK_BYTES];
+            match self.rd.try_read(&mut buf) {
+                Ok(0) => {
+                    return if self.decoder.buffered() == 0 { Ok(None) } else { Err(SessionError::Closed) };
+                }
+                Ok(n) => self.decoder.extend(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn write_frame(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let bytes = frame::encode(payload)?;
+        self.wr.write_all(&bytes).await?;
+        Ok(())
+    }
+}
+
+/// Accepts connections until shutdown; each runs a session on the current arbiter.
+pub async fn serve(ctx: Arc<RelayCtx>, listener: TcpListener, admission: Arc<Admission>, shutdown: Shutdown) {
+    let mut stop = shutdown.task();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.recv() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "Accepting a TCP connection failed.");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let permit = match admission.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(refused) => {
+                tracing::info!(%peer, reason = %refused.reason, "Connection refused.");
+                actix_rt::spawn(refuse(stream, refusal(refused.code, &refused.reason)));
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        let task = shutdown.task();
+        let max_frame = ctx.cfg.limits.max_frame_bytes;
+        actix_rt::spawn(async move {
+            let _permit = permit;
+            session::run(ctx, TcpFrames::new(stream, max_frame), peer, task).await;
+        });
+    }
+}
+
+async fn refuse(mut stream: TcpStream, payload: Vec<u8>) {
+    if let Ok(bytes) = frame::encode(&payload) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.write_all(&bytes)).await;
+    }
+}
+
+/// Binds the listener (before anything else starts, so a busy port fails the start).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,15 @@
+//! Logging through `tracing`: human-readable text or JSON on stderr (journald captures stderr
+//! under systemd). Messages are capitalised sentences with key/value fields; message content
+//! is never logged because the relay never has it.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber. `RUST_LOG`, if set, overrides the configured level.
+pub fn init(level: &str, json: bool) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    // A second init (tests running in one process) keeps the first subscriber.
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}

@@ -1,0 +1,209 @@
+//! Test support: start the real `relaybox` binary on port 0 with its own data directory, read
+//! verification codes from a command verifier, and drive clients through the SDK.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use relaybox::client::{Client, Event};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_relaybox");
+
+/// How long a test waits for the relay or for an event before failing.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A relay process with its own temporary directory.
+pub struct Relay {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub addr: String,
+    /// Extra config lines appended to the generated config.
+    extra: String,
+    starts: usize,
+}
+
+impl Relay {
+    /// Starts a relay with the default test config.
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts a relay; `extra` is TOML appended to the test config (e.g. a `[limits]` table).
+    pub fn start_with(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut r = Self { dir, child: None, addr: String::new(), extra: extra.to_owned(), starts: 0 };
+        r.write_config(None);
+        r.spawn();
+        r
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn codes_dir(&self) -> PathBuf {
+        self.dir.path().join("codes")
+    }
+
+    pub fn log_path(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("relay-{n}.log"))
+    }
+
+    /// Every log the relay wrote so far, concatenated.
+    pub fn logs(&self) -> String {
+        (0..self.starts).map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default()).collect()
+    }
+
+    fn write_config(&self, port: Option<u16>) {
+        std::fs::create_dir_all(self.codes_dir()).unwrap();
+        let codes = self.codes_dir();
+        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
+        let extra = &self.extra;
+        let registration = if extra.contains("[registration]") {
+            String::new()
+        } else {
+            format!(
+                "[registration]\nverifier = \"command\"\ncommand = [\"sh\", \"-c\", \"printf %s {{code}} > '{}/{{phone}}'\"]\n",
+                codes.display()
+            )
+        };
+        let cfg = format!(
+            "[relay]\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n\n[listen]\ntcp = \"{listen}\"\n\n{registration}\n[log]\nlevel = \"info,relaybox=debug\"\n\n{extra}\n",
+            self.data_dir().display()
+        );
+        std::fs::write(self.dir.path().join("relaybox.toml"), cfg).unwrap();
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.log_path(self.starts)).unwrap();
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(self.dir.path().join("relaybox.toml"))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn relaybox");
+        self.child = Some(child);
+        let path = self.log_path(self.starts);
+        self.starts += 1;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("Relay ready.")) {
+                let addr = line.split_whitespace().find_map(|w| w.strip_prefix("tcp=")).expect("tcp= in ready line");
+                self.addr = addr.to_owned();
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("relay exited with {status} before it was ready:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "relay not ready in time:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+    }
+
+    /// SIGTERM and wait (graceful); returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(Instant::now() < deadline, "relay did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts again on the same data directory and the same port (clients keep their address).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the relay first");
+        self.write_config(Some(self.port()));
+        self.spawn();
+    }
+
+    /// The code the command verifier "sent" to `phone` (E.164).
+    pub fn code_for(&self, phone: &str) -> String {
+        let path = self.codes_dir().join(phone);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(mut f) = std::fs::File::open(&path) {
+                let mut s = String::new();
+                f.read_to_string(&mut s).unwrap();
+                if !s.is_empty() {
+                    let _ = std::fs::remove_file(&path);
+                    return s.trim().to_owned();
+                }
+            }
+            assert!(Instant::now() < deadline, "no code for {phone}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A registered client with its own home directory under this relay's temp dir.
+    pub async fn user(&self, name: &str, phone: &str) -> Client {
+        let home = self.dir.path().join(format!("client-{name}"));
+        let mut c = Client::open(&home, Some(&self.addr)).unwrap();
+        c.register(phone).await.unwrap();
+        let code = self.code_for(phone);
+        c.verify(phone, &code).await.unwrap();
+        c
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The next event within [`PATIENCE`].
+pub async fn next_event(c: &mut Client) -> Event {
+    tokio::time::timeout(PATIENCE, c.next_event()).await.expect("timed out waiting for an event").expect("event")
+}
+
+/// Whether any event arrives within `wait`.
+pub async fn quiet_for(c: &mut Client, wait: Duration) -> Option<Event> {
+    tokio::time::timeout(wait, c.next_event()).await.ok().map(|r| r.expect("event"))
+}
+
+/// Searches every file under `dir` for `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(p);
+                }
+            }
+        }
+    }
+    hits
+}
