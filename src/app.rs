@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::actors::device::DeviceSettings;
 use crate::actors::Directory;
-use crate::config::Config;
+use crate::config::{to_usize, Config, Verifier as VerifierKind};
 use crate::edge::context::Limiters;
 use crate::edge::limits::Admission;
 use crate::edge::{tcp, RelayCtx};
@@ -35,7 +35,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let tcp_addr = listener.local_addr()?;
 
     let durability = store.durability();
-    let settings = DeviceSettings { window: cfg.messaging.delivery_window, idle_stop: cfg.sessions.device_idle_stop };
+    let settings = DeviceSettings { window: to_usize(cfg.messaging.delivery_window), idle_stop: cfg.sessions.device_idle_stop };
     let directory = Directory::new(store.clone(), durability.clone(), settings);
     let (controller, shutdown) = ShutdownController::new();
     let reg = &cfg.registration;
@@ -44,8 +44,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         codes_per_address: RateLimiter::new(reg.codes_per_address_per_hour, HOUR),
     };
     let admission = Admission::new(
-        cfg.limits.max_connections,
-        cfg.limits.max_connections_per_ip,
+        to_usize(cfg.limits.max_connections),
+        to_usize(cfg.limits.max_connections_per_ip),
         cfg.limits.handshakes_per_second_per_ip,
     );
     let ctx = Arc::new(RelayCtx {
@@ -90,10 +90,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
 fn verifier_of(cfg: &Config) -> Verifier {
     let reg = &cfg.registration;
-    match reg.verifier.as_str() {
-        "command" => Verifier::Command { argv: reg.command.clone() },
-        "webhook" => Verifier::Webhook { url: reg.webhook_url.clone() },
-        _ => Verifier::Log,
+    match reg.verifier {
+        VerifierKind::Command => Verifier::Command { argv: reg.command.clone() },
+        VerifierKind::Webhook => Verifier::Webhook { url: reg.webhook_url.clone() },
+        VerifierKind::Log => Verifier::Log,
     }
 }
 

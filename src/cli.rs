@@ -77,7 +77,7 @@ pub fn run() -> i32 {
                 Ok(cfg) => cfg,
                 Err(code) => return code,
             };
-            crate::telemetry::init(&cfg.log.level, cfg.log.format == "json");
+            crate::telemetry::init(&cfg.log.level, cfg.log.format == crate::config::LogFormat::Json);
             let system = actix_rt::System::new();
             match system.block_on(crate::app::serve(cfg)) {
                 Ok(()) => 0,

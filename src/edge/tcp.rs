@@ -59,6 +59,10 @@ impl FrameIo for TcpFrames {
         self.wr.write_all(&bytes).await?;
         Ok(())
     }
+
+    fn set_max_frame(&mut self, bytes: usize) {
+        self.decoder.set_limit(bytes);
+    }
 }
 
 /// Accepts connections until shutdown; each runs a session on the current arbiter.
@@ -89,7 +93,7 @@ pub async fn serve(ctx: Arc<RelayCtx>, listener: TcpListener, admission: Arc<Adm
         };
         let ctx = ctx.clone();
         let task = shutdown.task();
-        let max_frame = ctx.cfg.limits.max_frame_bytes;
+        let max_frame = crate::config::to_usize(ctx.cfg.limits.max_frame_bytes);
         actix_rt::spawn(async move {
             let _permit = permit;
             session::run(ctx, TcpFrames::new(stream, max_frame), peer, task).await;

@@ -39,6 +39,11 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the largest payload accepted from now on.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.min(MAX_FRAME_BYTES);
+    }
+
     /// Appends received bytes.
     pub fn extend(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);

@@ -14,7 +14,16 @@ use crate::wire::token::TokenClaims;
 
 /// Runs the handshake; on success returns the transport and who the peer is.
 pub(super) async fn handshake<T: FrameIo>(ctx: &Arc<RelayCtx>, io: &mut T) -> Result<(Transport, Auth), SessionError> {
-    let first = io.read_frame().await?.ok_or(SessionError::Closed)?;
+    let first = match io.read_frame().await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(SessionError::Closed),
+        Err(SessionError::Protocol(e)) => {
+            let reason = format!("not a relaybox handshake: {e}");
+            let _ = io.write_frame(&refusal(e.code(), &reason)).await;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e),
+    };
     match accept(&ctx.identity, &first) {
         Err(e) => {
             let _ = io.write_frame(&refusal(e.code(), &e.to_string())).await;

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 pub use error::{RequestError, SessionError};
 
 use crate::actors::device::{Attach, Detach, Push};
+use crate::config::to_usize;
 use crate::edge::RelayCtx;
 use crate::ids::{DeviceId, MsgId};
 use crate::registration::ratelimit::RateLimiter;
@@ -42,7 +43,14 @@ pub trait FrameIo {
     fn read_frame(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, SessionError>>;
     /// Writes one frame payload (the implementation adds any framing).
     fn write_frame(&mut self, payload: &[u8]) -> impl Future<Output = Result<(), SessionError>>;
+    /// Sets the largest frame accepted from now on (small during the handshake, so that a
+    /// peer speaking another protocol is refused at once instead of awaited).
+    fn set_max_frame(&mut self, bytes: usize);
 }
+
+/// Largest frame accepted before the handshake completes. XX message 1 is 34 bytes and an IK
+/// message 1 with its login and token a few hundred; anything bigger is not a relaybox client.
+pub const MAX_HANDSHAKE_FRAME_BYTES: usize = 2048;
 
 /// Who the peer is.
 #[derive(Clone, Debug)]
@@ -74,6 +82,7 @@ pub(super) struct Caller {
 /// Runs one connection to completion. Never panics on peer input; logs why it ended.
 pub async fn run<T: FrameIo>(ctx: Arc<RelayCtx>, mut io: T, peer: SocketAddr, shutdown: Shutdown) {
     let deadline = ctx.cfg.limits.handshake_timeout;
+    io.set_max_frame(MAX_HANDSHAKE_FRAME_BYTES);
     let (transport, auth) = match tokio::time::timeout(deadline, login::handshake(&ctx, &mut io)).await {
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => {
@@ -87,6 +96,7 @@ pub async fn run<T: FrameIo>(ctx: Arc<RelayCtx>, mut io: T, peer: SocketAddr, sh
             return;
         }
     };
+    io.set_max_frame(to_usize(ctx.cfg.limits.max_frame_bytes));
     match &auth {
         Auth::Device(d) => tracing::debug!(%peer, device = %d, "Session started."),
         Auth::Anonymous { .. } => tracing::debug!(%peer, "Registration session started."),
@@ -209,7 +219,7 @@ impl<T: FrameIo> Session<T> {
     }
 
     async fn attach(&mut self, d: DeviceId) {
-        let window = self.ctx.cfg.messaging.delivery_window;
+        let window = to_usize(self.ctx.cfg.messaging.delivery_window);
         let (tx, rx) = mpsc::channel(window + PUSH_SLACK);
         self.push_rx = Some(rx);
         let addr = self.ctx.directory.get(&d);
@@ -225,8 +235,8 @@ impl<T: FrameIo> Session<T> {
         let keys = &self.ctx.cfg.keys;
         let Ok(has_identity) = self.ctx.store.keys_identity(d).map(|k| k.is_some()) else { return };
         let Ok(held) = self.ctx.store.keys_one_time_count(d) else { return };
-        if has_identity && held < keys.one_time_keys_low {
-            let low = KeysLow { remaining: to_u32(held), wanted: to_u32(keys.one_time_keys_wanted) };
+        if has_identity && held < to_usize(keys.one_time_keys_low) {
+            let low = KeysLow { remaining: to_u32(held), wanted: keys.one_time_keys_wanted };
             let _ = self.send(&ServerFrame { req_id: 0, body: Some(server_frame::Body::KeysLow(low)) }).await;
         }
     }

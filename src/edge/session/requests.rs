@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use super::{to_u32, Answer, AnswerFuture, Auth, Caller, RequestError};
 use crate::actors::device::Ack as DeviceAck;
+use crate::config::to_usize;
 use crate::edge::RelayCtx;
 use crate::ids::{AccountId, DeviceId, MsgId, MAX_DEVICES_PER_ACCOUNT};
 use crate::registration::{codes, phone};
 use crate::store::{IdentityKeys, IdentityOutcome, QueueItem, QueueRecord};
 use crate::wire::messages::{
-    client_frame, server_frame, ChatStateEvent, ClaimKeys, ClaimedKeys, CodeSent, DeviceKeys, KeysLow,
+    client_frame, server_frame, ChatStateEvent, ClientFrame, ClaimKeys, ClaimedKeys, CodeSent, DeviceKeys, KeysLow,
     KeysUploaded, OneTimeKey, Pong, ReceiptKind, RequestCode, Send, SendChatState, SendReceipt, ServerAck,
     ServerFrame, Status, UploadKeys, Verified, VerifyCode,
 };
@@ -124,7 +125,7 @@ fn ms(d: std::time::Duration) -> u64 {
 /// RequestCode: the same answer whether or not the number is registered.
 async fn request_code(ctx: &RelayCtx, caller: &Caller, r: RequestCode) -> Result<Body, RequestError> {
     let reg = &ctx.cfg.registration;
-    let phone = phone::normalise(&r.phone, &reg.default_country)?;
+    let phone = phone::normalise(&r.phone, reg.default_country.as_ref())?;
     let now = crate::clock::now_ms();
     {
         let mut limits = ctx.limits();
@@ -143,7 +144,7 @@ async fn verify_code(ctx: &RelayCtx, caller: &Caller, v: VerifyCode) -> Result<(
     let Auth::Anonymous { client_static } = caller.auth else {
         return Err(RequestError::invalid("this session is already a device; verify from a registration session"));
     };
-    let phone = phone::normalise(&v.phone, &ctx.cfg.registration.default_country)?;
+    let phone = phone::normalise(&v.phone, ctx.cfg.registration.default_country.as_ref())?;
     let now = crate::clock::now_ms();
     let Some(mut rec) = ctx.store.code_get(&phone)? else {
         return Err(codes::CodeError::Expired.into());
@@ -188,7 +189,7 @@ async fn upload_keys(ctx: &RelayCtx, caller: &Caller, u: UploadKeys) -> Result<B
         let (id, public) = one_time_key(fb)?;
         ctx.store.keys_set_fallback(d, &id, public)?;
     }
-    let held = ctx.store.keys_add_one_time(d, &otks, ctx.cfg.keys.max_one_time_keys)?;
+    let held = ctx.store.keys_add_one_time(d, &otks, to_usize(ctx.cfg.keys.max_one_time_keys))?;
     ctx.durability.wait().await?;
     Ok(Body::KeysUploaded(KeysUploaded { one_time_keys: to_u32(held) }))
 }
@@ -219,8 +220,8 @@ async fn claim_keys(ctx: &RelayCtx, caller: &Caller, c: ClaimKeys) -> Result<Bod
         let d = DeviceId::new(target.clone(), no);
         let Some(claimed) = ctx.store.keys_claim(&d)? else { continue };
         let held = ctx.store.keys_one_time_count(&d)?;
-        if held < ctx.cfg.keys.one_time_keys_low {
-            let low = KeysLow { remaining: to_u32(held), wanted: to_u32(ctx.cfg.keys.one_time_keys_wanted) };
+        if held < to_usize(ctx.cfg.keys.one_time_keys_low) {
+            let low = KeysLow { remaining: to_u32(held), wanted: ctx.cfg.keys.one_time_keys_wanted };
             ctx.directory.ephemeral(&d, frame(0, Body::KeysLow(low)));
         }
         out.push(DeviceKeys {
@@ -243,10 +244,10 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
     let msg_id = MsgId::from_slice(&s.msg_id).map_err(|e| RequestError::invalid(e.to_string()))?;
     let to = account(&s.to)?;
     let m = &ctx.cfg.messaging;
-    if s.envelopes.is_empty() || s.envelopes.len() > m.max_envelopes {
+    if s.envelopes.is_empty() || s.envelopes.len() > to_usize(m.max_envelopes) {
         return Err(RequestError::invalid(format!("a send carries 1..={} envelopes", m.max_envelopes)));
     }
-    if let Some(e) = s.envelopes.iter().find(|e| e.ciphertext.is_empty() || e.ciphertext.len() > m.max_ciphertext_bytes) {
+    if let Some(e) = s.envelopes.iter().find(|e| e.ciphertext.is_empty() || e.ciphertext.len() > to_usize(m.max_ciphertext_bytes)) {
         return Err(RequestError::invalid(format!(
             "ciphertext for device {} must be 1..={} bytes",
             e.device, m.max_ciphertext_bytes

@@ -1,0 +1,331 @@
+//! The rules a well-typed configuration must still obey: ranges, non-zero durations, and
+//! constraints between keys.
+//!
+//! Types already rule out most bad values (an address without a port, a negative count); this
+//! module holds only what they cannot say. It does no parsing and knows nothing of layers
+//! beyond the `Origins` it is handed to name them.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use super::{Config, ConfigError, Origin, Verifier};
+
+/// Which layer last set each key (`"section.key"`); a key not in the map has its default.
+pub(super) type Origins = BTreeMap<String, Origin>;
+
+/// Collects violations, naming for each key the layer its value came from.
+struct Checker<'a> {
+    origins: &'a Origins,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn origin(&self, key: &str) -> Origin {
+        self.origins.get(key).cloned().unwrap_or_default()
+    }
+
+    fn reject(&mut self, key: &str, message: String) {
+        let origin = self.origin(key);
+        self.errors.push(ConfigError::Rejected {
+            key: key.to_owned(),
+            origin,
+            message,
+        });
+    }
+
+    /// `other` and, when it is not a default, where it was set: for messages about two keys.
+    fn describe(&self, other: &str) -> String {
+        match self.origin(other) {
+            Origin::Default => other.to_owned(),
+            origin => format!("{other} (set in {origin})"),
+        }
+    }
+
+    fn in_range(&mut self, key: &str, value: u32, range: RangeInclusive<u32>) {
+        if !range.contains(&value) {
+            let (lo, hi) = range.into_inner();
+            self.reject(key, format!("must be between {lo} and {hi}, got {value}"));
+        }
+    }
+
+    fn at_least_one(&mut self, key: &str, value: u32) {
+        if value == 0 {
+            self.reject(key, "must be at least 1".to_owned());
+        }
+    }
+
+    fn positive(&mut self, key: &str, value: Duration) {
+        if value.is_zero() {
+            self.reject(key, "must be longer than zero".to_owned());
+        }
+    }
+}
+
+/// Every rule broken by `config`, in key order within each section.
+pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
+    let mut c = Checker {
+        origins,
+        errors: Vec::new(),
+    };
+
+    let relay = &config.relay;
+    if relay.data_dir.as_os_str().is_empty() {
+        c.reject("relay.data_dir", "must not be empty".to_owned());
+    }
+    c.positive("relay.shutdown_grace", relay.shutdown_grace);
+
+    let limits = &config.limits;
+    c.at_least_one("limits.max_connections", limits.max_connections);
+    c.at_least_one(
+        "limits.max_connections_per_ip",
+        limits.max_connections_per_ip,
+    );
+    c.at_least_one(
+        "limits.handshakes_per_second_per_ip",
+        limits.handshakes_per_second_per_ip,
+    );
+    c.at_least_one(
+        "limits.frames_per_second_per_device",
+        limits.frames_per_second_per_device,
+    );
+    c.in_range(
+        "limits.max_frame_bytes",
+        limits.max_frame_bytes,
+        64..=65_535,
+    );
+    c.positive("limits.handshake_timeout", limits.handshake_timeout);
+    c.positive("limits.idle_timeout", limits.idle_timeout);
+    c.positive("limits.ping_interval", limits.ping_interval);
+    c.positive("limits.write_timeout", limits.write_timeout);
+    // A ping must go out before the idle deadline, or every quiet connection is dropped.
+    if limits.ping_interval >= limits.idle_timeout {
+        let other = c.describe("limits.idle_timeout");
+        c.reject(
+            "limits.ping_interval",
+            format!(
+                "must be shorter than {other} ({} >= {})",
+                humantime::format_duration(limits.ping_interval),
+                humantime::format_duration(limits.idle_timeout)
+            ),
+        );
+    }
+
+    let reg = &config.registration;
+    c.positive("registration.code_ttl", reg.code_ttl);
+    c.at_least_one("registration.max_attempts", reg.max_attempts);
+    c.in_range("registration.code_digits", reg.code_digits, 4..=10);
+    c.at_least_one(
+        "registration.codes_per_number_per_hour",
+        reg.codes_per_number_per_hour,
+    );
+    c.at_least_one(
+        "registration.codes_per_address_per_hour",
+        reg.codes_per_address_per_hour,
+    );
+    if reg.verifier == Verifier::Command
+        && reg.command.first().is_none_or(|program| program.is_empty())
+    {
+        let other = c.describe("registration.verifier");
+        c.reject(
+            "registration.command",
+            format!(
+                "{other} is \"command\", so this must name a program, \
+                 e.g. [\"/usr/local/bin/send-sms\", \"{{phone}}\", \"{{code}}\"]"
+            ),
+        );
+    }
+    // An unused but malformed URL is still reported: it is a mistake waiting for the day the
+    // verifier is switched to "webhook".
+    if reg.verifier == Verifier::Webhook || !reg.webhook_url.is_empty() {
+        if let Err(problem) = check_http_url(&reg.webhook_url) {
+            let message = if reg.webhook_url.is_empty() {
+                let other = c.describe("registration.verifier");
+                format!("{other} is \"webhook\", so this must be an http or https URL")
+            } else {
+                format!("`{}` {problem}", reg.webhook_url)
+            };
+            c.reject("registration.webhook_url", message);
+        }
+    }
+    c.positive("registration.verifier_timeout", reg.verifier_timeout);
+
+    let msg = &config.messaging;
+    c.positive("messaging.retention", msg.retention);
+    c.in_range("messaging.delivery_window", msg.delivery_window, 1..=1024);
+    c.at_least_one("messaging.max_envelopes", msg.max_envelopes);
+    c.at_least_one("messaging.max_ciphertext_bytes", msg.max_ciphertext_bytes);
+    // The envelope travels in one frame together with the message header.
+    if msg.max_ciphertext_bytes >= limits.max_frame_bytes {
+        let other = c.describe("limits.max_frame_bytes");
+        c.reject(
+            "messaging.max_ciphertext_bytes",
+            format!(
+                "must be less than {other} ({} >= {})",
+                msg.max_ciphertext_bytes, limits.max_frame_bytes
+            ),
+        );
+    }
+    c.positive("messaging.sweep_interval", msg.sweep_interval);
+
+    let keys = &config.keys;
+    c.at_least_one("keys.max_one_time_keys", keys.max_one_time_keys);
+    if keys.one_time_keys_wanted > keys.max_one_time_keys {
+        let other = c.describe("keys.max_one_time_keys");
+        c.reject(
+            "keys.one_time_keys_wanted",
+            format!(
+                "must not exceed {other} ({} > {})",
+                keys.one_time_keys_wanted, keys.max_one_time_keys
+            ),
+        );
+    }
+    if keys.one_time_keys_low >= keys.one_time_keys_wanted {
+        let other = c.describe("keys.one_time_keys_wanted");
+        c.reject(
+            "keys.one_time_keys_low",
+            format!(
+                "must be less than {other} ({} >= {})",
+                keys.one_time_keys_low, keys.one_time_keys_wanted
+            ),
+        );
+    }
+
+    c.positive("sessions.token_ttl", config.sessions.token_ttl);
+    c.positive(
+        "sessions.device_idle_stop",
+        config.sessions.device_idle_stop,
+    );
+
+    if let Err(problem) = check_log_level(&config.log.level) {
+        c.reject("log.level", problem);
+    }
+
+    c.errors
+}
+
+/// Accepts `http://host…` and `https://host…`. A full URL parser is the webhook client's job;
+/// this catches the mistakes an operator makes in a config file.
+fn check_http_url(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("is not an http:// or https:// URL")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    if url.chars().any(char::is_whitespace) {
+        return Err("contains whitespace");
+    }
+    Ok(())
+}
+
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Accepts what `tracing_subscriber::EnvFilter` accepts, except a bare word (no `=`, `::` or
+/// `[`) that is not a level: `EnvFilter` reads "inf" as "everything from target `inf`", which
+/// silently turns logging off. A target alone is still possible as `target=trace`.
+fn check_log_level(level: &str) -> Result<(), String> {
+    if level.trim().is_empty() {
+        return Err("must not be empty; use \"off\" to disable logging".to_owned());
+    }
+    for directive in level.split(',').map(str::trim) {
+        let bare_word = !directive.is_empty() && !directive.contains(['=', '[', ':']);
+        if bare_word && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "`{directive}` is not a level (one of {}); for a module, write `{directive}=debug`",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(drop)
+        .map_err(|e| format!("not a valid filter directive: {e}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use super::*;
+
+    fn rejected_keys(config: &Config) -> Vec<String> {
+        validate(config, &Origins::new())
+            .into_iter()
+            .map(|e| match e {
+                ConfigError::Rejected { key, .. } => key,
+                other => panic!("unexpected error {other}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_broken_rule_is_reported() {
+        let mut config = Config::default();
+        config.limits.max_frame_bytes = 63;
+        config.limits.ping_interval = Duration::from_secs(200);
+        config.registration.code_digits = 11;
+        config.registration.verifier = Verifier::Command;
+        config.messaging.delivery_window = 0;
+        config.sessions.token_ttl = Duration::ZERO;
+        config.log.level = "infoo".into();
+        assert_eq!(
+            rejected_keys(&config),
+            [
+                "limits.max_frame_bytes",
+                "limits.ping_interval",
+                "registration.code_digits",
+                "registration.command",
+                "messaging.delivery_window",
+                "messaging.max_ciphertext_bytes",
+                "sessions.token_ttl",
+                "log.level",
+            ]
+        );
+    }
+
+    #[test]
+    fn webhook_verifier_needs_an_http_url() {
+        let mut config = Config::default();
+        config.registration.verifier = Verifier::Webhook;
+        assert_eq!(rejected_keys(&config), ["registration.webhook_url"]);
+        config.registration.webhook_url = "ftp://gateway/sms".into();
+        assert_eq!(rejected_keys(&config), ["registration.webhook_url"]);
+        config.registration.webhook_url = "https://".into();
+        assert_eq!(rejected_keys(&config), ["registration.webhook_url"]);
+        config.registration.webhook_url = "https://sms.example/send?x=1".into();
+        assert!(rejected_keys(&config).is_empty());
+    }
+
+    #[test]
+    fn log_levels_with_module_refinements_are_accepted() {
+        for level in [
+            "info",
+            "WARN",
+            "off",
+            "info,relaybox::edge=debug",
+            "relaybox=trace",
+        ] {
+            assert_eq!(check_log_level(level), Ok(()), "{level}");
+        }
+        for level in ["", "infoo", "info,relaybox"] {
+            assert!(check_log_level(level).is_err(), "{level}");
+        }
+    }
+
+    #[test]
+    fn a_message_about_two_keys_says_where_the_other_was_set() {
+        let mut config = Config::default();
+        config.limits.idle_timeout = Duration::from_secs(20);
+        let origins = Origins::from([(
+            "limits.idle_timeout".to_owned(),
+            Origin::Env("RELAYBOX_LIMITS_IDLE_TIMEOUT".into()),
+        )]);
+        let errors = validate(&config, &origins);
+        assert_eq!(
+            errors[0].to_string(),
+            "limits.ping_interval (built-in default): must be shorter than limits.idle_timeout \
+             (set in environment variable RELAYBOX_LIMITS_IDLE_TIMEOUT) (30s >= 20s)"
+        );
+    }
+}
