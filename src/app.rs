@@ -30,12 +30,18 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let data_dir = cfg.relay.data_dir.clone();
     create_private_dir(&data_dir)?;
     let identity = load_or_create_key(&data_dir.join(RELAY_KEY_FILE))?;
-    let store = Store::open(&data_dir).with_context(|| format!("opening the database in {}", data_dir.display()))?;
-    let listener = tcp::bind(cfg.listen.tcp).await.with_context(|| format!("binding {}", cfg.listen.tcp))?;
+    let store = Store::open(&data_dir)
+        .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+    let listener = tcp::bind(cfg.listen.tcp)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen.tcp))?;
     let tcp_addr = listener.local_addr()?;
 
     let durability = store.durability();
-    let settings = DeviceSettings { window: to_usize(cfg.messaging.delivery_window), idle_stop: cfg.sessions.device_idle_stop };
+    let settings = DeviceSettings {
+        window: to_usize(cfg.messaging.delivery_window),
+        idle_stop: cfg.sessions.device_idle_stop,
+    };
     let directory = Directory::new(store.clone(), durability.clone(), settings);
     let (controller, shutdown) = ShutdownController::new();
     let reg = &cfg.registration;
@@ -61,7 +67,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg,
     });
 
-    actix_rt::spawn(tcp::serve(ctx.clone(), listener, admission, shutdown.task()));
+    actix_rt::spawn(tcp::serve(
+        ctx.clone(),
+        listener,
+        admission,
+        shutdown.task(),
+    ));
     actix_rt::spawn(sweep(ctx.clone()));
     let watchdog = actix_rt::spawn(watchdog());
 
@@ -91,8 +102,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 fn verifier_of(cfg: &Config) -> Verifier {
     let reg = &cfg.registration;
     match reg.verifier {
-        VerifierKind::Command => Verifier::Command { argv: reg.command.clone() },
-        VerifierKind::Webhook => Verifier::Webhook { url: reg.webhook_url.clone() },
+        VerifierKind::Command => Verifier::Command {
+            argv: reg.command.clone(),
+        },
+        VerifierKind::Webhook => Verifier::Webhook {
+            url: reg.webhook_url.clone(),
+        },
         VerifierKind::Log => Verifier::Log,
     }
 }
@@ -134,7 +149,10 @@ async fn watchdog() {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -173,9 +191,12 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<StaticKeypair> {
 }
 
 fn parse_key(bytes: &[u8]) -> anyhow::Result<StaticKeypair> {
-    let text = std::str::from_utf8(bytes).context("key file is not text")?.trim();
+    let text = std::str::from_utf8(bytes)
+        .context("key file is not text")?
+        .trim();
     let raw = hex::decode(text).context("key file is not hex")?;
-    let private = <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| anyhow::anyhow!("key must be 32 bytes, got {}", raw.len()))?;
+    let private = <[u8; 32]>::try_from(raw.as_slice())
+        .map_err(|_| anyhow::anyhow!("key must be 32 bytes, got {}", raw.len()))?;
     Ok(StaticKeypair::from_private(private))
 }
 

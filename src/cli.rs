@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Config, Sources, EXIT_BAD_CONFIG};
 
 #[derive(Parser, Debug)]
-#[command(name = "relaybox", version, about = "An on-premise, end-to-end encrypted messaging relay.")]
+#[command(
+    name = "relaybox",
+    version,
+    about = "An on-premise, end-to-end encrypted messaging relay."
+)]
 pub struct Cli {
     /// Config file (TOML). Without it the embedded defaults apply.
     #[arg(long, global = true, env = "RELAYBOX_CONFIG")]
@@ -65,7 +69,10 @@ pub fn run() -> i32 {
             Ok(cfg) => keygen(&cfg, force),
             Err(code) => code,
         },
-        Cmd::Serve { listen_tcp, data_dir } => {
+        Cmd::Serve {
+            listen_tcp,
+            data_dir,
+        } => {
             let mut flags = Vec::new();
             if let Some(a) = listen_tcp {
                 flags.push(("listen.tcp".to_owned(), a));
@@ -77,7 +84,10 @@ pub fn run() -> i32 {
                 Ok(cfg) => cfg,
                 Err(code) => return code,
             };
-            crate::telemetry::init(&cfg.log.level, cfg.log.format == crate::config::LogFormat::Json);
+            crate::telemetry::init(
+                &cfg.log.level,
+                cfg.log.format == crate::config::LogFormat::Json,
+            );
             let system = actix_rt::System::new();
             match system.block_on(crate::app::serve(cfg)) {
                 Ok(()) => 0,
@@ -93,7 +103,9 @@ pub fn run() -> i32 {
 
 /// Loads the config from every layer; prints every error and returns exit code 64 if bad.
 fn load(file: &Option<PathBuf>, set: &[String], flags: &[(String, String)]) -> Result<Config, i32> {
-    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("RELAYBOX_")).collect();
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("RELAYBOX_"))
+        .collect();
     let mut overrides = Vec::new();
     for s in set {
         match s.split_once('=') {
@@ -105,7 +117,11 @@ fn load(file: &Option<PathBuf>, set: &[String], flags: &[(String, String)]) -> R
         }
     }
     overrides.extend(flags.iter().cloned());
-    let sources = Sources { file: file.as_deref(), env: &env, overrides: &overrides };
+    let sources = Sources {
+        file: file.as_deref(),
+        env: &env,
+        overrides: &overrides,
+    };
     config::load(&sources).map_err(|errors| {
         eprintln!("error: bad configuration:\n{errors}");
         EXIT_BAD_CONFIG
@@ -115,11 +131,15 @@ fn load(file: &Option<PathBuf>, set: &[String], flags: &[(String, String)]) -> R
 fn keygen(cfg: &Config, force: bool) -> i32 {
     let path = cfg.relay.data_dir.join(crate::app::RELAY_KEY_FILE);
     if path.exists() && !force {
-        eprintln!("error: {} exists; pass --force to replace it (clients must then re-pin)", path.display());
+        eprintln!(
+            "error: {} exists; pass --force to replace it (clients must then re-pin)",
+            path.display()
+        );
         return 1;
     }
     let key = crate::wire::handshake::StaticKeypair::generate();
-    let written = crate::app::create_private_dir(&cfg.relay.data_dir).and_then(|()| crate::app::write_key(&path, &key));
+    let written = crate::app::create_private_dir(&cfg.relay.data_dir)
+        .and_then(|()| crate::app::write_key(&path, &key));
     match written {
         Ok(()) => {
             println!("{}", hex::encode(key.public));

@@ -21,7 +21,9 @@ impl AccountId {
 
     /// Accepts only canonical E.164 (`+` and 8–15 digits, no leading zero).
     pub fn parse(s: &str) -> Result<Self, BadAccountId> {
-        let digits = s.strip_prefix('+').ok_or_else(|| BadAccountId(s.to_owned()))?;
+        let digits = s
+            .strip_prefix('+')
+            .ok_or_else(|| BadAccountId(s.to_owned()))?;
         let ok = (8..=15).contains(&digits.len())
             && digits.bytes().all(|b| b.is_ascii_digit())
             && !digits.starts_with('0');
@@ -79,7 +81,9 @@ pub struct BadMsgId(pub usize);
 
 impl MsgId {
     pub fn from_slice(b: &[u8]) -> Result<Self, BadMsgId> {
-        <[u8; 16]>::try_from(b).map(Self).map_err(|_| BadMsgId(b.len()))
+        <[u8; 16]>::try_from(b)
+            .map(Self)
+            .map_err(|_| BadMsgId(b.len()))
     }
 
     pub fn random() -> Self {
@@ -100,7 +104,14 @@ mod tests {
     #[test]
     fn e164_account_ids_are_accepted_and_others_refused() {
         assert!(AccountId::parse("+14155550100").is_ok());
-        for bad in ["14155550100", "+1", "+0123456789", "+1415555010a", "", "+1234567890123456"] {
+        for bad in [
+            "14155550100",
+            "+1",
+            "+0123456789",
+            "+1415555010a",
+            "",
+            "+1234567890123456",
+        ] {
             assert!(AccountId::parse(bad).is_err(), "{bad}");
         }
     }

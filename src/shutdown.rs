@@ -25,8 +25,18 @@ impl ShutdownController {
     pub fn new() -> (Self, Shutdown) {
         let (tx, rx) = watch::channel(false);
         let (drain_tx, drain_rx) = mpsc::channel(1);
-        let s = Shutdown { rx, drain: drain_tx.clone() };
-        (Self { tx, drain_rx, drain_tx: Some(drain_tx) }, s)
+        let s = Shutdown {
+            rx,
+            drain: drain_tx.clone(),
+        };
+        (
+            Self {
+                tx,
+                drain_rx,
+                drain_tx: Some(drain_tx),
+            },
+            s,
+        )
     }
 
     /// Announces shutdown and waits up to `grace` for every task to drop its handle.
@@ -34,7 +44,9 @@ impl ShutdownController {
     pub async fn shutdown(mut self, grace: Duration) -> bool {
         let _ = self.tx.send(true);
         self.drain_tx.take();
-        tokio::time::timeout(grace, self.drain_rx.recv()).await.is_ok()
+        tokio::time::timeout(grace, self.drain_rx.recv())
+            .await
+            .is_ok()
     }
 }
 
@@ -51,7 +63,10 @@ impl Shutdown {
 
     /// A handle for a new task; the relay waits for it on shutdown.
     pub fn task(&self) -> Shutdown {
-        Self { rx: self.rx.clone(), drain: self.drain.clone() }
+        Self {
+            rx: self.rx.clone(),
+            drain: self.drain.clone(),
+        }
     }
 
     /// Keeps `drain` referenced so the handle counts as a live task.

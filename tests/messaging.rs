@@ -36,18 +36,35 @@ async fn a_message_is_delivered_and_the_sender_gets_delivered_read_and_played_re
     assert!(ack.timestamp_ms > 0);
     let got = next_event(&mut bob).await;
     assert_eq!(text_of(&got), "hello bob");
-    let Event::Message { from, msg_id: got_id, .. } = got else { unreachable!() };
+    let Event::Message {
+        from,
+        msg_id: got_id,
+        ..
+    } = got
+    else {
+        unreachable!()
+    };
     assert_eq!((from.as_str(), got_id), (ALICE, msg_id));
 
     match next_event(&mut alice).await {
-        Event::Receipt { from, kind: ReceiptKind::Delivered, msg_ids } => assert_eq!((from.as_str(), msg_ids), (BOB, vec![msg_id])),
+        Event::Receipt {
+            from,
+            kind: ReceiptKind::Delivered,
+            msg_ids,
+        } => assert_eq!((from.as_str(), msg_ids), (BOB, vec![msg_id])),
         other => panic!("expected a delivered receipt, got {other:?}"),
     }
-    bob.receipt(ALICE, ReceiptKind::Read, &[msg_id]).await.unwrap();
-    bob.receipt(ALICE, ReceiptKind::Played, &[msg_id]).await.unwrap();
+    bob.receipt(ALICE, ReceiptKind::Read, &[msg_id])
+        .await
+        .unwrap();
+    bob.receipt(ALICE, ReceiptKind::Played, &[msg_id])
+        .await
+        .unwrap();
     for want in [ReceiptKind::Read, ReceiptKind::Played] {
         match next_event(&mut alice).await {
-            Event::Receipt { kind, msg_ids, .. } => assert_eq!((kind, msg_ids), (want, vec![msg_id])),
+            Event::Receipt { kind, msg_ids, .. } => {
+                assert_eq!((kind, msg_ids), (want, vec![msg_id]))
+            }
             other => panic!("expected {want:?}, got {other:?}"),
         }
     }
@@ -63,7 +80,9 @@ async fn chat_states_reach_online_devices_only_and_are_never_stored() {
     let mut bob = relay.user("bob", BOB).await;
     alice.chat_state(BOB, ChatState::Recording).await.unwrap();
     match next_event(&mut bob).await {
-        Event::ChatState { from, state } => assert_eq!((from.as_str(), state), (ALICE, ChatState::Recording)),
+        Event::ChatState { from, state } => {
+            assert_eq!((from.as_str(), state), (ALICE, ChatState::Recording))
+        }
         other => panic!("expected a chat state, got {other:?}"),
     }
     // Bob goes offline; a chat state now is dropped, a message is kept.
@@ -72,7 +91,11 @@ async fn chat_states_reach_online_devices_only_and_are_never_stored() {
     alice.chat_state(BOB, ChatState::Composing).await.unwrap();
     alice.send_text(BOB, "after typing").await.unwrap();
     let first = next_event(&mut bob).await;
-    assert_eq!(text_of(&first), "after typing", "the offline chat state must not be queued");
+    assert_eq!(
+        text_of(&first),
+        "after typing",
+        "the offline chat state must not be queued"
+    );
 }
 
 #[tokio::test]
@@ -89,7 +112,9 @@ async fn offline_messages_arrive_in_order_after_a_relay_restart() {
     for i in 0..5 {
         assert_eq!(text_of(&next_event(&mut bob).await), format!("queued {i}"));
     }
-    assert!(quiet_for(&mut bob, Duration::from_millis(500)).await.is_none());
+    assert!(quiet_for(&mut bob, Duration::from_millis(500))
+        .await
+        .is_none());
 }
 
 #[tokio::test]
@@ -106,7 +131,9 @@ async fn a_message_acked_just_before_kill_9_is_delivered_exactly_once_after_rest
         other => panic!("expected the message, got {other:?}"),
     }
     // Exactly once: nothing more, and a reconnect does not bring it back.
-    assert!(quiet_for(&mut bob, Duration::from_millis(500)).await.is_none());
+    assert!(quiet_for(&mut bob, Duration::from_millis(500))
+        .await
+        .is_none());
     bob.disconnect();
     let again = quiet_for(&mut bob, Duration::from_millis(800)).await;
     assert!(again.is_none(), "redelivered after ack: {again:?}");
@@ -120,13 +147,18 @@ async fn a_retried_msg_id_is_acknowledged_again_but_delivered_once() {
     let inner = relaybox::e2e::payload::Inner {
         v: 1,
         sent_at_ms: 1,
-        payload: Payload::Text { body: "once".into() },
+        payload: Payload::Text {
+            body: "once".into(),
+        },
         reply_to: None,
     };
     let id = relaybox::ids::MsgId::random();
     let first = alice.send_inner(BOB, id, &inner).await.unwrap();
     let retry = alice.send_inner(BOB, id, &inner).await.unwrap();
-    assert_eq!(first.timestamp_ms, retry.timestamp_ms, "the retry gets the original ServerAck");
+    assert_eq!(
+        first.timestamp_ms, retry.timestamp_ms,
+        "the retry gets the original ServerAck"
+    );
     assert_eq!(text_of(&next_event(&mut bob).await), "once");
     let more = quiet_for(&mut bob, Duration::from_millis(800)).await;
     assert!(more.is_none(), "duplicate delivered: {more:?}");
@@ -140,7 +172,10 @@ async fn a_reconnect_resumes_with_ik_in_one_round_trip() {
     let token_before = alice.state.token.clone();
     let status = alice.status().await.unwrap();
     assert_eq!(status.account, ALICE);
-    assert_ne!(alice.state.token, token_before, "a token is single-use: a new one replaced it");
+    assert_ne!(
+        alice.state.token, token_before,
+        "a token is single-use: a new one replaced it"
+    );
     assert!(relay.logs().contains("Session started."));
 }
 
@@ -158,6 +193,9 @@ async fn no_plaintext_reaches_the_relays_disk_or_logs() {
     relay.restart();
     assert_eq!(text_of(&next_event(&mut bob).await), canary);
     relay.stop();
-    assert!(files_containing(&relay.data_dir(), canary.as_bytes()).is_empty(), "plaintext in the data dir");
+    assert!(
+        files_containing(&relay.data_dir(), canary.as_bytes()).is_empty(),
+        "plaintext in the data dir"
+    );
     assert!(!relay.logs().contains(&canary), "plaintext in the logs");
 }

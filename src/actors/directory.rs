@@ -38,7 +38,12 @@ pub enum DirectoryError {
 
 impl Directory {
     pub fn new(store: Store, durability: Durability, settings: DeviceSettings) -> Self {
-        Self { live: Arc::default(), store, durability, settings }
+        Self {
+            live: Arc::default(),
+            store,
+            durability,
+            settings,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Addr<Device>>> {
@@ -53,7 +58,13 @@ impl Directory {
         if let Some(addr) = live.get(id).filter(|a| a.connected()) {
             return addr.clone();
         }
-        let dev = Device::new(id.clone(), self.store.clone(), self.durability.clone(), self.clone(), self.settings.clone());
+        let dev = Device::new(
+            id.clone(),
+            self.store.clone(),
+            self.durability.clone(),
+            self.clone(),
+            self.settings.clone(),
+        );
         let addr = dev.start();
         live.insert(id.clone(), addr.clone());
         addr
@@ -90,11 +101,19 @@ impl Directory {
     }
 
     /// Appends `item` to the queue of every device of `account`.
-    pub async fn enqueue_account(&self, account: &AccountId, item: QueueItem) -> Result<(), DirectoryError> {
+    pub async fn enqueue_account(
+        &self,
+        account: &AccountId,
+        item: QueueItem,
+    ) -> Result<(), DirectoryError> {
         let now = crate::clock::now_ms();
         for (no, _) in self.store.devices(account)? {
-            let rec = QueueRecord { enqueued_at_ms: now, item: item.clone() };
-            self.enqueue(&DeviceId::new(account.clone(), no), rec).await?;
+            let rec = QueueRecord {
+                enqueued_at_ms: now,
+                item: item.clone(),
+            };
+            self.enqueue(&DeviceId::new(account.clone(), no), rec)
+                .await?;
         }
         Ok(())
     }

@@ -87,12 +87,17 @@ pub enum StateArg {
 }
 
 fn default_home() -> PathBuf {
-    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("relaybox-client")
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("relaybox-client")
 }
 
 /// Runs a client command; returns the process exit code.
 pub fn run(args: ClientArgs) -> i32 {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -113,7 +118,8 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
     let mut client = Client::open(&home, args.relay.as_deref())?;
     if let Some(k) = &args.relay_key {
         let raw = hex::decode(k).context("--relay-key must be hex")?;
-        let key = <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| anyhow::anyhow!("--relay-key must be 32 bytes"))?;
+        let key = <[u8; 32]>::try_from(raw.as_slice())
+            .map_err(|_| anyhow::anyhow!("--relay-key must be 32 bytes"))?;
         client.pin_relay_key(key);
     }
     match args.cmd {
@@ -128,18 +134,33 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
         }
         ClientCmd::Verify { phone, code } => {
             let v = client.verify(&phone, &code).await?;
-            println!("Registered {} as device {}. Keys published.", v.account, v.device);
+            println!(
+                "Registered {} as device {}. Keys published.",
+                v.account, v.device
+            );
         }
         ClientCmd::Send { to, text } => {
             let (msg_id, ack) = client.send_text(&to, &text.join(" ")).await?;
             println!("sent {msg_id} at {} ✓", ack.timestamp_ms);
         }
-        ClientCmd::Listen { read, count, timeout, json } => {
+        ClientCmd::Listen {
+            read,
+            count,
+            timeout,
+            json,
+        } => {
             let listen = listen(&mut client, read, count, json);
             match timeout {
                 Some(s) => {
-                    if tokio::time::timeout(Duration::from_secs(s), listen).await.is_err() && count.is_some() {
-                        anyhow::bail!("timed out after {s} s before {} messages arrived", count.unwrap_or(0));
+                    if tokio::time::timeout(Duration::from_secs(s), listen)
+                        .await
+                        .is_err()
+                        && count.is_some()
+                    {
+                        anyhow::bail!(
+                            "timed out after {s} s before {} messages arrived",
+                            count.unwrap_or(0)
+                        );
                     }
                 }
                 None => listen.await?,
@@ -154,10 +175,16 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
             println!("queued for me:  {}", s.queued);
             println!("one-time keys:  {}", s.one_time_keys);
             println!("relay:          {}", client.state.relay);
-            println!("relay key:      {}", client.state.relay_key.map(hex::encode).unwrap_or_default());
+            println!(
+                "relay key:      {}",
+                client.state.relay_key.map(hex::encode).unwrap_or_default()
+            );
         }
         ClientCmd::Receipt { kind, to, msg_ids } => {
-            let ids = msg_ids.iter().map(|m| parse_msg_id(m)).collect::<anyhow::Result<Vec<_>>>()?;
+            let ids = msg_ids
+                .iter()
+                .map(|m| parse_msg_id(m))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let kind = match kind {
                 ReceiptArg::Read => ReceiptKind::Read,
                 ReceiptArg::Played => ReceiptKind::Played,
@@ -182,7 +209,12 @@ fn parse_msg_id(s: &str) -> anyhow::Result<MsgId> {
     MsgId::from_slice(&raw).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-async fn listen(client: &mut Client, read: bool, count: Option<usize>, json: bool) -> anyhow::Result<()> {
+async fn listen(
+    client: &mut Client,
+    read: bool,
+    count: Option<usize>,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut shown = 0;
     loop {
         let event = client.next_event().await?;
@@ -202,14 +234,29 @@ async fn listen(client: &mut Client, read: bool, count: Option<usize>, json: boo
 fn print_event(event: &Event, json: bool) {
     if json {
         let v = match event {
-            Event::Message { from, from_device, msg_id, timestamp_ms, inner } => serde_json::json!({
+            Event::Message {
+                from,
+                from_device,
+                msg_id,
+                timestamp_ms,
+                inner,
+            } => serde_json::json!({
                 "event": "message", "from": from, "from_device": from_device, "msg_id": msg_id.to_string(),
                 "timestamp_ms": timestamp_ms, "payload": inner.payload,
             }),
-            Event::Undecryptable { from, from_device, msg_id, error } => serde_json::json!({
+            Event::Undecryptable {
+                from,
+                from_device,
+                msg_id,
+                error,
+            } => serde_json::json!({
                 "event": "undecryptable", "from": from, "from_device": from_device, "msg_id": msg_id.to_string(), "error": error,
             }),
-            Event::Receipt { from, kind, msg_ids } => serde_json::json!({
+            Event::Receipt {
+                from,
+                kind,
+                msg_ids,
+            } => serde_json::json!({
                 "event": "receipt", "from": from, "kind": kind.as_str_name(),
                 "msg_ids": msg_ids.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
             }),
@@ -221,15 +268,29 @@ fn print_event(event: &Event, json: bool) {
         return;
     }
     match event {
-        Event::Message { from, msg_id, inner, .. } => match &inner.payload {
+        Event::Message {
+            from,
+            msg_id,
+            inner,
+            ..
+        } => match &inner.payload {
             Payload::Text { body } => println!("[{from}] {body}    ({msg_id})"),
             #[allow(unreachable_patterns)]
             other => println!("[{from}] {other:?}    ({msg_id})"),
         },
-        Event::Undecryptable { from, msg_id, error, .. } => {
+        Event::Undecryptable {
+            from,
+            msg_id,
+            error,
+            ..
+        } => {
             println!("[{from}] (a message that could not be decrypted: {error})    ({msg_id})")
         }
-        Event::Receipt { from, kind, msg_ids } => {
+        Event::Receipt {
+            from,
+            kind,
+            msg_ids,
+        } => {
             let mark = match kind {
                 ReceiptKind::Delivered => "✓✓ delivered to",
                 ReceiptKind::Read => "✓✓ read by",

@@ -12,8 +12,8 @@ use tokio::net::TcpStream;
 use crate::wire::frame::{self, FrameDecoder, MAX_FRAME_BYTES};
 use crate::wire::handshake::{ClientIk, ClientXx, StaticKeypair, Transport};
 use crate::wire::messages::{
-    client_frame, login, login_result, server_frame, ClientFrame, DeviceLogin, Error, ErrorCode, Login, Pong,
-    Register, ServerFrame,
+    client_frame, login, login_result, server_frame, ClientFrame, DeviceLogin, Error, ErrorCode,
+    Login, Pong, Register, ServerFrame,
 };
 use crate::wire::ProtocolError;
 
@@ -26,7 +26,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the relay at {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
     #[error("protocol: {0}")]
@@ -60,7 +63,11 @@ pub enum Identity {
     /// An anonymous registration session.
     Register,
     /// A registered device, with its resumption token if it has one.
-    Device { account: String, device: u32, token: Option<Vec<u8>> },
+    Device {
+        account: String,
+        device: u32,
+        token: Option<Vec<u8>>,
+    },
 }
 
 /// What a completed handshake produced.
@@ -96,7 +103,15 @@ impl Connection {
         pinned: Option<[u8; 32]>,
         who: &Identity,
     ) -> Result<(Self, Established), ClientError> {
-        if let (Some(relay_key), Identity::Device { account, device, token: Some(token) }) = (pinned, who) {
+        if let (
+            Some(relay_key),
+            Identity::Device {
+                account,
+                device,
+                token: Some(token),
+            },
+        ) = (pinned, who)
+        {
             let login = device_login(account, *device, token.clone());
             match Self::ik(addr, device_key, &relay_key, &login).await {
                 Ok(ok) => return Ok(ok),
@@ -107,36 +122,67 @@ impl Connection {
             }
         }
         let login = match who {
-            Identity::Register => Login { kind: Some(login::Kind::Register(Register {})) },
-            Identity::Device { account, device, .. } => device_login(account, *device, Vec::new()),
+            Identity::Register => Login {
+                kind: Some(login::Kind::Register(Register {})),
+            },
+            Identity::Device {
+                account, device, ..
+            } => device_login(account, *device, Vec::new()),
         };
         Self::xx(addr, device_key, &login).await
     }
 
     fn new(raw: Raw, transport: Transport) -> Self {
-        Self { raw, transport, next_req_id: 1, pushes: VecDeque::new() }
+        Self {
+            raw,
+            transport,
+            next_req_id: 1,
+            pushes: VecDeque::new(),
+        }
     }
 
     async fn open(addr: &str) -> Result<Raw, ClientError> {
         let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Timeout("connect"))?
-            .map_err(|source| ClientError::Connect { addr: addr.to_owned(), source })?;
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_owned(),
+                source,
+            })?;
         stream.set_nodelay(true)?;
-        Ok(Raw { stream, decoder: FrameDecoder::new(MAX_FRAME_BYTES) })
+        Ok(Raw {
+            stream,
+            decoder: FrameDecoder::new(MAX_FRAME_BYTES),
+        })
     }
 
-    async fn ik(addr: &str, key: &StaticKeypair, relay: &[u8; 32], login: &Login) -> Result<(Self, Established), ClientError> {
+    async fn ik(
+        addr: &str,
+        key: &StaticKeypair,
+        relay: &[u8; 32],
+        login: &Login,
+    ) -> Result<(Self, Established), ClientError> {
         let mut raw = Self::open(addr).await?;
         let (state, first) = ClientIk::start(key, relay, login)?;
         raw.write(&first).await?;
         let reply = raw.read_timeout(HANDSHAKE_TIMEOUT).await?;
         let (transport, result) = state.finish(&reply)?;
         let token = login_ok(result)?;
-        Ok((Self::new(raw, transport), Established { relay_key: *relay, token, resumed: true }))
+        Ok((
+            Self::new(raw, transport),
+            Established {
+                relay_key: *relay,
+                token,
+                resumed: true,
+            },
+        ))
     }
 
-    async fn xx(addr: &str, key: &StaticKeypair, login: &Login) -> Result<(Self, Established), ClientError> {
+    async fn xx(
+        addr: &str,
+        key: &StaticKeypair,
+        login: &Login,
+    ) -> Result<(Self, Established), ClientError> {
         let mut raw = Self::open(addr).await?;
         let (state, first) = ClientXx::start(key)?;
         raw.write(&first).await?;
@@ -146,7 +192,14 @@ impl Connection {
         let result_frame = raw.read_timeout(HANDSHAKE_TIMEOUT).await?;
         let result = transport.decrypt(&result_frame, "LoginResult")?;
         let token = login_ok(result)?;
-        Ok((Self::new(raw, transport), Established { relay_key, token, resumed: false }))
+        Ok((
+            Self::new(raw, transport),
+            Established {
+                relay_key,
+                token,
+                resumed: false,
+            },
+        ))
     }
 
     async fn write_raw(&mut self, payload: &[u8]) -> Result<(), ClientError> {
@@ -159,15 +212,24 @@ impl Connection {
 
     /// Sends a frame that expects no answer (Ack, chat state).
     pub async fn send_only(&mut self, body: client_frame::Body) -> Result<(), ClientError> {
-        let payload = self.transport.encrypt(&ClientFrame { req_id: 0, body: Some(body) })?;
+        let payload = self.transport.encrypt(&ClientFrame {
+            req_id: 0,
+            body: Some(body),
+        })?;
         self.write_raw(&payload).await
     }
 
     /// Sends a request and waits for its answer; pushes arriving meanwhile are kept.
-    pub async fn request(&mut self, body: client_frame::Body) -> Result<server_frame::Body, ClientError> {
+    pub async fn request(
+        &mut self,
+        body: client_frame::Body,
+    ) -> Result<server_frame::Body, ClientError> {
         let req_id = self.next_req_id;
         self.next_req_id += 1;
-        let payload = self.transport.encrypt(&ClientFrame { req_id, body: Some(body) })?;
+        let payload = self.transport.encrypt(&ClientFrame {
+            req_id,
+            body: Some(body),
+        })?;
         self.write_raw(&payload).await?;
         let wait = async {
             loop {
@@ -182,7 +244,9 @@ impl Connection {
                 self.pushes.push_back(f);
             }
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, wait).await.map_err(|_| ClientError::Timeout("request"))?
+        tokio::time::timeout(REQUEST_TIMEOUT, wait)
+            .await
+            .map_err(|_| ClientError::Timeout("request"))?
     }
 
     /// The next push (Deliver, receipt, chat state, keys low). Cancel-safe.
@@ -200,7 +264,8 @@ impl Connection {
             let f: ServerFrame = self.transport.decrypt(&raw, "ServerFrame")?;
             match f.body {
                 Some(server_frame::Body::Ping(p)) => {
-                    self.send_only(client_frame::Body::Pong(Pong { nonce: p.nonce })).await?;
+                    self.send_only(client_frame::Body::Pong(Pong { nonce: p.nonce }))
+                        .await?;
                 }
                 Some(server_frame::Body::Closing(e)) => return Err(ClientError::Closed(Some(e))),
                 _ => return Ok(f),
@@ -231,12 +296,20 @@ impl Raw {
     }
 
     async fn read_timeout(&mut self, t: Duration) -> Result<Vec<u8>, ClientError> {
-        tokio::time::timeout(t, self.read()).await.map_err(|_| ClientError::Timeout("handshake"))?
+        tokio::time::timeout(t, self.read())
+            .await
+            .map_err(|_| ClientError::Timeout("handshake"))?
     }
 }
 
 fn device_login(account: &str, device: u32, token: Vec<u8>) -> Login {
-    Login { kind: Some(login::Kind::Device(DeviceLogin { account: account.to_owned(), device, token })) }
+    Login {
+        kind: Some(login::Kind::Device(DeviceLogin {
+            account: account.to_owned(),
+            device,
+            token,
+        })),
+    }
 }
 
 fn login_ok(result: crate::wire::messages::LoginResult) -> Result<Vec<u8>, ClientError> {
@@ -249,6 +322,8 @@ fn login_ok(result: crate::wire::messages::LoginResult) -> Result<Vec<u8>, Clien
 
 /// Whether an IK failure should fall back to XX (rather than be reported).
 fn is_fallback(e: &ClientError) -> bool {
-    matches!(e.relay_code(), Some(ErrorCode::TokenInvalid | ErrorCode::HandshakeFailed))
-        || matches!(e, ClientError::Protocol(ProtocolError::Noise(_)))
+    matches!(
+        e.relay_code(),
+        Some(ErrorCode::TokenInvalid | ErrorCode::HandshakeFailed)
+    ) || matches!(e, ClientError::Protocol(ProtocolError::Noise(_)))
 }

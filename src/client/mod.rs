@@ -15,8 +15,9 @@ use anyhow::{bail, Context as _};
 use crate::e2e::payload::{Inner, Payload};
 use crate::ids::MsgId;
 use crate::wire::messages::{
-    client_frame, server_frame, Ack, ChatState, ClaimKeys, CodeSent, DeviceKeys, ErrorCode, GetStatus, MessageKind,
-    ReceiptKind, RequestCode, Send, SendChatState, SendReceipt, ServerAck, Status, Verified, VerifyCode,
+    client_frame, server_frame, Ack, ChatState, ClaimKeys, CodeSent, DeviceKeys, ErrorCode,
+    GetStatus, MessageKind, ReceiptKind, RequestCode, Send, SendChatState, SendReceipt, ServerAck,
+    Status, Verified, VerifyCode,
 };
 use connection::{ClientError, Connection, Identity};
 use state::State;
@@ -29,11 +30,29 @@ const MISMATCH_RETRIES: usize = 3;
 /// Something that arrived for this device.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Message { from: String, from_device: u32, msg_id: MsgId, timestamp_ms: u64, inner: Inner },
+    Message {
+        from: String,
+        from_device: u32,
+        msg_id: MsgId,
+        timestamp_ms: u64,
+        inner: Inner,
+    },
     /// A message that could not be decrypted (shown so the user knows something was lost).
-    Undecryptable { from: String, from_device: u32, msg_id: MsgId, error: String },
-    Receipt { from: String, kind: ReceiptKind, msg_ids: Vec<MsgId> },
-    ChatState { from: String, state: ChatState },
+    Undecryptable {
+        from: String,
+        from_device: u32,
+        msg_id: MsgId,
+        error: String,
+    },
+    Receipt {
+        from: String,
+        kind: ReceiptKind,
+        msg_ids: Vec<MsgId>,
+    },
+    ChatState {
+        from: String,
+        state: ChatState,
+    },
 }
 
 /// A client: its state plus, once connected, its connection.
@@ -58,7 +77,13 @@ impl Client {
     }
 
     async fn connect_as(&mut self, who: Identity) -> anyhow::Result<()> {
-        let (conn, est) = Connection::connect(&self.state.relay, &self.state.noise, self.state.relay_key, &who).await?;
+        let (conn, est) = Connection::connect(
+            &self.state.relay,
+            &self.state.noise,
+            self.state.relay_key,
+            &who,
+        )
+        .await?;
         if let Some(old) = self.state.relay_key {
             if old != est.relay_key {
                 tracing::warn!(
@@ -98,8 +123,15 @@ impl Client {
     /// Asks the relay to send a verification code to `phone`.
     pub async fn register(&mut self, phone: &str) -> anyhow::Result<CodeSent> {
         self.connect_as(Identity::Register).await?;
-        let body = client_frame::Body::RequestCode(RequestCode { phone: phone.to_owned() });
-        let answer = self.conn.as_mut().context("not connected")?.request(body).await?;
+        let body = client_frame::Body::RequestCode(RequestCode {
+            phone: phone.to_owned(),
+        });
+        let answer = self
+            .conn
+            .as_mut()
+            .context("not connected")?
+            .request(body)
+            .await?;
         self.conn = None;
         match answer {
             server_frame::Body::CodeSent(c) => Ok(c),
@@ -111,7 +143,10 @@ impl Client {
     /// device and publishes its end-to-end keys.
     pub async fn verify(&mut self, phone: &str, code: &str) -> anyhow::Result<Verified> {
         self.connect_as(Identity::Register).await?;
-        let body = client_frame::Body::VerifyCode(VerifyCode { phone: phone.to_owned(), code: code.to_owned() });
+        let body = client_frame::Body::VerifyCode(VerifyCode {
+            phone: phone.to_owned(),
+            code: code.to_owned(),
+        });
         let conn = self.conn.as_mut().context("not connected")?;
         let v = match conn.request(body).await? {
             server_frame::Body::Verified(v) => v,
@@ -128,7 +163,11 @@ impl Client {
     /// Publishes a batch of one-time keys (and the identity and fallback keys if new).
     pub async fn upload_keys(&mut self) -> anyhow::Result<u32> {
         let keys = self.state.e2e.keys_to_upload(ONE_TIME_KEYS_BATCH);
-        let answer = self.conn().await?.request(client_frame::Body::UploadKeys(keys)).await?;
+        let answer = self
+            .conn()
+            .await?
+            .request(client_frame::Body::UploadKeys(keys))
+            .await?;
         self.state.save()?;
         match answer {
             server_frame::Body::KeysUploaded(k) => Ok(k.one_time_keys),
@@ -138,7 +177,14 @@ impl Client {
 
     /// Sends a text message to every device of `to`.
     pub async fn send_text(&mut self, to: &str, text: &str) -> anyhow::Result<(MsgId, ServerAck)> {
-        let inner = Inner { v: 1, sent_at_ms: crate::clock::now_ms(), payload: Payload::Text { body: text.to_owned() }, reply_to: None };
+        let inner = Inner {
+            v: 1,
+            sent_at_ms: crate::clock::now_ms(),
+            payload: Payload::Text {
+                body: text.to_owned(),
+            },
+            reply_to: None,
+        };
         let msg_id = MsgId::random();
         let ack = self.send_inner(to, msg_id, &inner).await?;
         Ok((msg_id, ack))
@@ -146,7 +192,12 @@ impl Client {
 
     /// Encrypts `inner` once per device of `to` and sends it with `msg_id` (a retry with the
     /// same id is idempotent). Follows the relay's mismatched-devices answers.
-    pub async fn send_inner(&mut self, to: &str, msg_id: MsgId, inner: &Inner) -> anyhow::Result<ServerAck> {
+    pub async fn send_inner(
+        &mut self,
+        to: &str,
+        msg_id: MsgId,
+        inner: &Inner,
+    ) -> anyhow::Result<ServerAck> {
         let plaintext = inner.encode();
         let mut devices = self.state.peers.get(to).cloned().unwrap_or_default();
         let mut bundles: HashMap<u32, DeviceKeys> = HashMap::new();
@@ -170,12 +221,26 @@ impl Client {
             }
             let mut envelopes = Vec::with_capacity(devices.len());
             for &d in &devices {
-                let bundle = if self.state.e2e.has_session(to, d) { None } else { bundles.get(&d) };
+                let bundle = if self.state.e2e.has_session(to, d) {
+                    None
+                } else {
+                    bundles.get(&d)
+                };
                 envelopes.push(self.state.e2e.encrypt(to, d, bundle, &plaintext)?);
             }
             self.state.save()?;
-            let send = Send { msg_id: msg_id.0.to_vec(), to: to.to_owned(), envelopes, kind: MessageKind::Chat as i32 };
-            match self.conn().await?.request(client_frame::Body::Send(send)).await {
+            let send = Send {
+                msg_id: msg_id.0.to_vec(),
+                to: to.to_owned(),
+                envelopes,
+                kind: MessageKind::Chat as i32,
+            };
+            match self
+                .conn()
+                .await?
+                .request(client_frame::Body::Send(send))
+                .await
+            {
                 Ok(server_frame::Body::ServerAck(ack)) => return Ok(ack),
                 Ok(other) => bail!("unexpected answer {other:?}"),
                 Err(ClientError::Relay(e)) if e.code() == ErrorCode::MismatchedDevices => {
@@ -190,8 +255,16 @@ impl Client {
 
     /// Claims one key bundle for each of `devices` of `to` (all if empty).
     async fn claim(&mut self, to: &str, devices: &[u32]) -> anyhow::Result<Vec<DeviceKeys>> {
-        let req = ClaimKeys { account: to.to_owned(), devices: devices.to_vec() };
-        match self.conn().await?.request(client_frame::Body::ClaimKeys(req)).await? {
+        let req = ClaimKeys {
+            account: to.to_owned(),
+            devices: devices.to_vec(),
+        };
+        match self
+            .conn()
+            .await?
+            .request(client_frame::Body::ClaimKeys(req))
+            .await?
+        {
             server_frame::Body::ClaimedKeys(c) => Ok(c.devices),
             other => bail!("unexpected answer {other:?}"),
         }
@@ -209,7 +282,12 @@ impl Client {
                     let event = if !fresh {
                         None
                     } else {
-                        match self.state.e2e.decrypt(&d.from, d.from_device, d.olm_type, &d.ciphertext) {
+                        match self.state.e2e.decrypt(
+                            &d.from,
+                            d.from_device,
+                            d.olm_type,
+                            &d.ciphertext,
+                        ) {
                             Ok(plain) => match Inner::decode(&plain) {
                                 Ok(inner) => Some(Event::Message {
                                     from: d.from.clone(),
@@ -218,9 +296,16 @@ impl Client {
                                     timestamp_ms: d.timestamp_ms,
                                     inner,
                                 }),
-                                Err(e) => Some(undecryptable(&d.from, d.from_device, msg_id, e.to_string())),
+                                Err(e) => Some(undecryptable(
+                                    &d.from,
+                                    d.from_device,
+                                    msg_id,
+                                    e.to_string(),
+                                )),
                             },
-                            Err(e) => Some(undecryptable(&d.from, d.from_device, msg_id, e.to_string())),
+                            Err(e) => {
+                                Some(undecryptable(&d.from, d.from_device, msg_id, e.to_string()))
+                            }
                         }
                     };
                     // Persist the ratchet before acknowledging: an ack deletes the relay's copy.
@@ -233,12 +318,23 @@ impl Client {
                 server_frame::Body::Receipt(r) => {
                     self.ack(r.seq).await?;
                     let kind = ReceiptKind::try_from(r.kind).unwrap_or(ReceiptKind::Unspecified);
-                    let msg_ids = r.msg_ids.iter().filter_map(|m| MsgId::from_slice(m).ok()).collect();
-                    return Ok(Event::Receipt { from: r.from, kind, msg_ids });
+                    let msg_ids = r
+                        .msg_ids
+                        .iter()
+                        .filter_map(|m| MsgId::from_slice(m).ok())
+                        .collect();
+                    return Ok(Event::Receipt {
+                        from: r.from,
+                        kind,
+                        msg_ids,
+                    });
                 }
                 server_frame::Body::ChatState(c) => {
                     let state = ChatState::try_from(c.state).unwrap_or(ChatState::Unspecified);
-                    return Ok(Event::ChatState { from: c.from, state });
+                    return Ok(Event::ChatState {
+                        from: c.from,
+                        state,
+                    });
                 }
                 server_frame::Body::KeysLow(_) => {
                     self.upload_keys().await?;
@@ -249,26 +345,52 @@ impl Client {
     }
 
     async fn ack(&mut self, seq: u64) -> anyhow::Result<()> {
-        self.conn().await?.send_only(client_frame::Body::Ack(Ack { seqs: vec![seq] })).await?;
+        self.conn()
+            .await?
+            .send_only(client_frame::Body::Ack(Ack { seqs: vec![seq] }))
+            .await?;
         Ok(())
     }
 
     /// Tells `to` that its messages were read or played.
-    pub async fn receipt(&mut self, to: &str, kind: ReceiptKind, msg_ids: &[MsgId]) -> anyhow::Result<()> {
-        let r = SendReceipt { to: to.to_owned(), kind: kind as i32, msg_ids: msg_ids.iter().map(|m| m.0.to_vec()).collect() };
-        self.conn().await?.request(client_frame::Body::Receipt(r)).await?;
+    pub async fn receipt(
+        &mut self,
+        to: &str,
+        kind: ReceiptKind,
+        msg_ids: &[MsgId],
+    ) -> anyhow::Result<()> {
+        let r = SendReceipt {
+            to: to.to_owned(),
+            kind: kind as i32,
+            msg_ids: msg_ids.iter().map(|m| m.0.to_vec()).collect(),
+        };
+        self.conn()
+            .await?
+            .request(client_frame::Body::Receipt(r))
+            .await?;
         Ok(())
     }
 
     /// Shows `to` that this user is typing, recording or stopped.
     pub async fn chat_state(&mut self, to: &str, state: ChatState) -> anyhow::Result<()> {
-        let s = SendChatState { to: to.to_owned(), state: state as i32 };
-        self.conn().await?.send_only(client_frame::Body::ChatState(s)).await?;
+        let s = SendChatState {
+            to: to.to_owned(),
+            state: state as i32,
+        };
+        self.conn()
+            .await?
+            .send_only(client_frame::Body::ChatState(s))
+            .await?;
         Ok(())
     }
 
     pub async fn status(&mut self) -> anyhow::Result<Status> {
-        match self.conn().await?.request(client_frame::Body::GetStatus(GetStatus {})).await? {
+        match self
+            .conn()
+            .await?
+            .request(client_frame::Body::GetStatus(GetStatus {}))
+            .await?
+        {
             server_frame::Body::Status(s) => Ok(s),
             other => bail!("unexpected answer {other:?}"),
         }
@@ -276,5 +398,10 @@ impl Client {
 }
 
 fn undecryptable(from: &str, from_device: u32, msg_id: MsgId, error: String) -> Event {
-    Event::Undecryptable { from: from.to_owned(), from_device, msg_id, error }
+    Event::Undecryptable {
+        from: from.to_owned(),
+        from_device,
+        msg_id,
+        error,
+    }
 }

@@ -53,7 +53,9 @@ impl State {
     pub fn load_or_new(home: &Path, relay: &str) -> anyhow::Result<Self> {
         let path = home.join(STATE_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => Self::parse(home, &bytes).with_context(|| format!("reading {}", path.display())),
+            Ok(bytes) => {
+                Self::parse(home, &bytes).with_context(|| format!("reading {}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self {
                 home: home.to_owned(),
                 relay: relay.to_owned(),
@@ -73,8 +75,18 @@ impl State {
     fn parse(home: &Path, bytes: &[u8]) -> anyhow::Result<Self> {
         let d: OnDisk = serde_json::from_slice(bytes).context("state file is not valid")?;
         let noise = StaticKeypair::from_private(hex32(&d.noise_private).context("noise_private")?);
-        let relay_key = d.relay_key.as_deref().map(hex32).transpose().context("relay_key")?;
-        let token = d.token.as_deref().map(hex::decode).transpose().context("token")?;
+        let relay_key = d
+            .relay_key
+            .as_deref()
+            .map(hex32)
+            .transpose()
+            .context("relay_key")?;
+        let token = d
+            .token
+            .as_deref()
+            .map(hex::decode)
+            .transpose()
+            .context("token")?;
         Ok(Self {
             home: home.to_owned(),
             relay: d.relay,
@@ -107,7 +119,12 @@ impl State {
         };
         let path = self.home.join(STATE_FILE);
         let tmp = self.home.join(format!("{STATE_FILE}.tmp"));
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(&d)?)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
@@ -137,5 +154,6 @@ impl State {
 
 fn hex32(s: &str) -> anyhow::Result<[u8; 32]> {
     let v = hex::decode(s)?;
-    <[u8; 32]>::try_from(v.as_slice()).map_err(|_| anyhow::anyhow!("expected 32 bytes, got {}", v.len()))
+    <[u8; 32]>::try_from(v.as_slice())
+        .map_err(|_| anyhow::anyhow!("expected 32 bytes, got {}", v.len()))
 }

@@ -325,6 +325,11 @@ mod country_code {
     }
 }
 
+/// A configured count as a `usize` (lossless on every target relaybox supports).
+pub fn to_usize(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
@@ -375,9 +380,4 @@ mod tests {
         let config: Config = toml::from_str("[registration]\ndefault_country = \"de\"").unwrap();
         assert_eq!(config.registration.default_country, country::Id::DE);
     }
-}
-
-/// A configured count as a `usize` (lossless on every target relaybox supports).
-pub fn to_usize(n: u32) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
 }

@@ -42,7 +42,10 @@ impl Admission {
             inner: Mutex::new(Inner {
                 total: 0,
                 per_ip: HashMap::new(),
-                handshakes: RateLimiter::new(handshakes_per_second.max(1), std::time::Duration::from_secs(1)),
+                handshakes: RateLimiter::new(
+                    handshakes_per_second.max(1),
+                    std::time::Duration::from_secs(1),
+                ),
             }),
         })
     }
@@ -56,21 +59,36 @@ impl Admission {
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refused> {
         let mut inner = self.lock();
         if inner.total >= self.max_total {
-            return Err(Refused { code: ErrorCode::TooManyConnections, reason: "relay connection limit reached".into() });
+            return Err(Refused {
+                code: ErrorCode::TooManyConnections,
+                reason: "relay connection limit reached".into(),
+            });
         }
         let mine = inner.per_ip.get(&ip).copied().unwrap_or(0);
         if mine >= self.max_per_ip {
-            return Err(Refused { code: ErrorCode::TooManyConnections, reason: "too many connections from this address".into() });
+            return Err(Refused {
+                code: ErrorCode::TooManyConnections,
+                reason: "too many connections from this address".into(),
+            });
         }
-        if let Err(retry) = inner.handshakes.check(&ip.to_string(), crate::clock::now_ms()) {
+        if let Err(retry) = inner
+            .handshakes
+            .check(&ip.to_string(), crate::clock::now_ms())
+        {
             return Err(Refused {
                 code: ErrorCode::RateLimited,
-                reason: format!("too many handshakes from this address; retry in {} ms", retry.0),
+                reason: format!(
+                    "too many handshakes from this address; retry in {} ms",
+                    retry.0
+                ),
             });
         }
         inner.total += 1;
         *inner.per_ip.entry(ip).or_insert(0) += 1;
-        Ok(Permit { admission: self.clone(), ip })
+        Ok(Permit {
+            admission: self.clone(),
+            ip,
+        })
     }
 
     /// Open connections.

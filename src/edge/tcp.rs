@@ -29,7 +29,11 @@ pub struct TcpFrames {
 impl TcpFrames {
     pub fn new(stream: TcpStream, max_frame_bytes: usize) -> Self {
         let (rd, wr) = stream.into_split();
-        Self { rd, wr, decoder: FrameDecoder::new(max_frame_bytes) }
+        Self {
+            rd,
+            wr,
+            decoder: FrameDecoder::new(max_frame_bytes),
+        }
     }
 }
 
@@ -45,7 +49,11 @@ impl FrameIo for TcpFrames {
             let mut buf = [0u8; READ_CHUNK_BYTES];
             match self.rd.try_read(&mut buf) {
                 Ok(0) => {
-                    return if self.decoder.buffered() == 0 { Ok(None) } else { Err(SessionError::Closed) };
+                    return if self.decoder.buffered() == 0 {
+                        Ok(None)
+                    } else {
+                        Err(SessionError::Closed)
+                    };
                 }
                 Ok(n) => self.decoder.extend(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -66,7 +74,12 @@ impl FrameIo for TcpFrames {
 }
 
 /// Accepts connections until shutdown; each runs a session on the current arbiter.
-pub async fn serve(ctx: Arc<RelayCtx>, listener: TcpListener, admission: Arc<Admission>, shutdown: Shutdown) {
+pub async fn serve(
+    ctx: Arc<RelayCtx>,
+    listener: TcpListener,
+    admission: Arc<Admission>,
+    shutdown: Shutdown,
+) {
     let mut stop = shutdown.task();
     loop {
         let accepted = tokio::select! {
@@ -103,7 +116,8 @@ pub async fn serve(ctx: Arc<RelayCtx>, listener: TcpListener, admission: Arc<Adm
 
 async fn refuse(mut stream: TcpStream, payload: Vec<u8>) {
     if let Ok(bytes) = frame::encode(&payload) {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.write_all(&bytes)).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(2), stream.write_all(&bytes)).await;
     }
 }
 

@@ -26,9 +26,16 @@ impl Store {
     }
 
     /// The account's devices in ascending order (empty if the account is unknown).
-    pub fn devices(&self, account: &AccountId) -> Result<Vec<(DeviceNo, DeviceRecord)>, StoreError> {
+    pub fn devices(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<(DeviceNo, DeviceRecord)>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.t.accountdevice_record.scan_prefix(keys::account_prefix(account)) {
+        for kv in self
+            .t
+            .accountdevice_record
+            .scan_prefix(keys::account_prefix(account))
+        {
             let (k, v) = kv?;
             let d = keys::parse_device(&k).ok_or_else(|| super::corrupt(TREE, "bad key"))?;
             out.push((d.device, decode(TREE, &v)?));
@@ -62,8 +69,13 @@ impl Store {
                 self.forget_device_state(&d)?;
             }
         }
-        let rec = DeviceRecord { noise_static, registered_at_ms: now_ms };
-        self.t.accountdevice_record.insert(keys::device(&d), encode(&rec))?;
+        let rec = DeviceRecord {
+            noise_static,
+            registered_at_ms: now_ms,
+        };
+        self.t
+            .accountdevice_record
+            .insert(keys::device(&d), encode(&rec))?;
         Ok(d)
     }
 

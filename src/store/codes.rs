@@ -16,7 +16,9 @@ impl Store {
     }
 
     pub fn code_put(&self, phone: &AccountId, rec: &CodeRecord) -> Result<(), StoreError> {
-        self.t.phone_coderecord.insert(phone.as_str(), encode(rec))?;
+        self.t
+            .phone_coderecord
+            .insert(phone.as_str(), encode(rec))?;
         Ok(())
     }
 

@@ -41,14 +41,28 @@ struct Fallback {
 
 impl Store {
     /// Publishes identity keys; they may not change once set.
-    pub fn keys_set_identity(&self, d: &DeviceId, ik: &IdentityKeys) -> Result<IdentityOutcome, StoreError> {
+    pub fn keys_set_identity(
+        &self,
+        d: &DeviceId,
+        ik: &IdentityKeys,
+    ) -> Result<IdentityOutcome, StoreError> {
         let k = keys::device(d);
-        match self.t.device_identitykeys.compare_and_swap(&k, None::<&[u8]>, Some(encode(ik)))? {
+        match self
+            .t
+            .device_identitykeys
+            .compare_and_swap(&k, None::<&[u8]>, Some(encode(ik)))?
+        {
             Ok(()) => Ok(IdentityOutcome::Stored),
             Err(cur) => {
-                let cur: Option<IdentityKeys> =
-                    cur.current.map(|v| decode("device_identitykeys", &v)).transpose()?;
-                Ok(if cur.as_ref() == Some(ik) { IdentityOutcome::Unchanged } else { IdentityOutcome::Conflict })
+                let cur: Option<IdentityKeys> = cur
+                    .current
+                    .map(|v| decode("device_identitykeys", &v))
+                    .transpose()?;
+                Ok(if cur.as_ref() == Some(ik) {
+                    IdentityOutcome::Unchanged
+                } else {
+                    IdentityOutcome::Conflict
+                })
             }
         }
     }
@@ -62,33 +76,59 @@ impl Store {
     }
 
     /// Adds one-time keys, up to `max` held; returns how many the device now holds.
-    pub fn keys_add_one_time(&self, d: &DeviceId, otks: &[(Vec<u8>, [u8; 32])], max: usize) -> Result<usize, StoreError> {
+    pub fn keys_add_one_time(
+        &self,
+        d: &DeviceId,
+        otks: &[(Vec<u8>, [u8; 32])],
+        max: usize,
+    ) -> Result<usize, StoreError> {
         let mut held = self.keys_one_time_count(d)?;
         for (id, public) in otks {
             if held >= max {
                 break;
             }
-            if self.t.deviceotk_publickey.insert(keys::otk(d, id), &public[..])?.is_none() {
+            if self
+                .t
+                .deviceotk_publickey
+                .insert(keys::otk(d, id), &public[..])?
+                .is_none()
+            {
                 held += 1;
             }
         }
         Ok(held)
     }
 
-    pub fn keys_set_fallback(&self, d: &DeviceId, key_id: &[u8], public: [u8; 32]) -> Result<(), StoreError> {
-        let fb = Fallback { key_id: key_id.to_vec(), public };
-        self.t.device_fallbackkey.insert(keys::device(d), encode(&fb))?;
+    pub fn keys_set_fallback(
+        &self,
+        d: &DeviceId,
+        key_id: &[u8],
+        public: [u8; 32],
+    ) -> Result<(), StoreError> {
+        let fb = Fallback {
+            key_id: key_id.to_vec(),
+            public,
+        };
+        self.t
+            .device_fallbackkey
+            .insert(keys::device(d), encode(&fb))?;
         Ok(())
     }
 
     pub fn keys_one_time_count(&self, d: &DeviceId) -> Result<usize, StoreError> {
-        Ok(self.t.deviceotk_publickey.scan_prefix(keys::device(d)).count())
+        Ok(self
+            .t
+            .deviceotk_publickey
+            .scan_prefix(keys::device(d))
+            .count())
     }
 
     /// Claims one key for `d`: a one-time key (removed, so no two senders get the same one)
     /// or, when none is left, the fallback key. `None` if the device published no identity.
     pub fn keys_claim(&self, d: &DeviceId) -> Result<Option<ClaimedKey>, StoreError> {
-        let Some(identity) = self.keys_identity(d)? else { return Ok(None) };
+        let Some(identity) = self.keys_identity(d)? else {
+            return Ok(None);
+        };
         let prefix = keys::device(d);
         // Removal decides the winner when two claims race for the same first key.
         for kv in self.t.deviceotk_publickey.scan_prefix(&prefix) {
@@ -97,7 +137,11 @@ impl Store {
                 let public = <[u8; 32]>::try_from(v.as_ref())
                     .map_err(|_| super::corrupt("deviceotk_publickey", "key is not 32 bytes"))?;
                 let key_id = k[prefix.len()..].to_vec();
-                return Ok(Some(ClaimedKey { identity, key: Some((key_id, public)), is_fallback: false }));
+                return Ok(Some(ClaimedKey {
+                    identity,
+                    key: Some((key_id, public)),
+                    is_fallback: false,
+                }));
             }
         }
         let fallback: Option<Fallback> = self
@@ -108,6 +152,10 @@ impl Store {
             .transpose()?;
         let key = fallback.map(|f| (f.key_id, f.public));
         let is_fallback = key.is_some();
-        Ok(Some(ClaimedKey { identity, key, is_fallback }))
+        Ok(Some(ClaimedKey {
+            identity,
+            key,
+            is_fallback,
+        }))
     }
 }

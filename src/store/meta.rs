@@ -11,7 +11,8 @@ const VERSION_KEY: &str = "schema_version";
 pub(super) fn migrate(t: &Trees) -> Result<(), StoreError> {
     match t.meta_value.get(VERSION_KEY)? {
         None => {
-            t.meta_value.insert(VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            t.meta_value
+                .insert(VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
             Ok(())
         }
         Some(v) => {
@@ -35,12 +36,16 @@ impl Store {
         let key = format!("secret/{name}");
         let fresh: [u8; 32] = rand::random();
         // compare_and_swap makes two concurrent first users agree on one secret.
-        let _ = self.t.meta_value.compare_and_swap(&key, None::<&[u8]>, Some(&fresh[..]))?;
+        let _ = self
+            .t
+            .meta_value
+            .compare_and_swap(&key, None::<&[u8]>, Some(&fresh[..]))?;
         let v = self
             .t
             .meta_value
             .get(&key)?
             .ok_or_else(|| super::corrupt("meta_value", "secret vanished"))?;
-        <[u8; 32]>::try_from(v.as_ref()).map_err(|_| super::corrupt("meta_value", "secret is not 32 bytes"))
+        <[u8; 32]>::try_from(v.as_ref())
+            .map_err(|_| super::corrupt("meta_value", "secret is not 32 bytes"))
     }
 }

@@ -24,8 +24,8 @@
 mod accounts;
 mod codes;
 mod durability;
-pub mod keys;
 mod keydir;
+pub mod keys;
 mod meta;
 mod queue;
 mod tokens;
@@ -96,7 +96,10 @@ impl Store {
 }
 
 fn corrupt(tree: &'static str, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt { tree, detail: detail.to_string() }
+    StoreError::Corrupt {
+        tree,
+        detail: detail.to_string(),
+    }
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {

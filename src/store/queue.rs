@@ -43,7 +43,9 @@ impl Store {
     /// Appends to the device's queue; returns the entry's seq.
     pub fn queue_push(&self, d: &DeviceId, rec: &QueueRecord) -> Result<u64, StoreError> {
         let seq = self.db.generate_id()?;
-        self.t.deviceseq_queuerecord.insert(keys::queue(d, seq), encode(rec))?;
+        self.t
+            .deviceseq_queuerecord
+            .insert(keys::queue(d, seq), encode(rec))?;
         Ok(seq)
     }
 
@@ -81,7 +83,11 @@ impl Store {
     }
 
     pub fn queue_len(&self, d: &DeviceId) -> Result<usize, StoreError> {
-        Ok(self.t.deviceseq_queuerecord.scan_prefix(keys::device(d)).count())
+        Ok(self
+            .t
+            .deviceseq_queuerecord
+            .scan_prefix(keys::device(d))
+            .count())
     }
 
     /// Deletes entries enqueued before `cutoff_ms` (retention ran out); returns the devices
@@ -98,7 +104,9 @@ impl Store {
         }
         for kv in self.t.sendermsgid_timestamp.iter() {
             let (k, v) = kv?;
-            let ts = <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes).unwrap_or(0);
+            let ts = <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
             if ts < cutoff_ms {
                 self.t.sendermsgid_timestamp.remove(k)?;
             }
@@ -118,7 +126,12 @@ impl Store {
 
     /// Records that `msg` from `sender` was accepted at `timestamp_ms`. Write it *after* the
     /// queue entries it guards (see the module docs of `store`).
-    pub fn seen_put(&self, sender: &AccountId, msg: &MsgId, timestamp_ms: u64) -> Result<(), StoreError> {
+    pub fn seen_put(
+        &self,
+        sender: &AccountId,
+        msg: &MsgId,
+        timestamp_ms: u64,
+    ) -> Result<(), StoreError> {
         self.t
             .sendermsgid_timestamp
             .insert(keys::seen(sender, msg), &timestamp_ms.to_be_bytes())?;

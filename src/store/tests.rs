@@ -32,12 +32,31 @@ fn a_one_time_key_is_claimed_once_then_the_fallback_is_handed_out() {
     let s = Store::open(dir.path()).unwrap();
     let d = dev(0);
     assert_eq!(s.keys_claim(&d).unwrap(), None);
-    let ik = IdentityKeys { identity: [1; 32], signing: [2; 32] };
-    assert_eq!(s.keys_set_identity(&d, &ik).unwrap(), IdentityOutcome::Stored);
-    assert_eq!(s.keys_set_identity(&d, &ik).unwrap(), IdentityOutcome::Unchanged);
-    let other = IdentityKeys { identity: [3; 32], signing: [2; 32] };
-    assert_eq!(s.keys_set_identity(&d, &other).unwrap(), IdentityOutcome::Conflict);
-    assert_eq!(s.keys_add_one_time(&d, &[(b"a".to_vec(), [5; 32])], 10).unwrap(), 1);
+    let ik = IdentityKeys {
+        identity: [1; 32],
+        signing: [2; 32],
+    };
+    assert_eq!(
+        s.keys_set_identity(&d, &ik).unwrap(),
+        IdentityOutcome::Stored
+    );
+    assert_eq!(
+        s.keys_set_identity(&d, &ik).unwrap(),
+        IdentityOutcome::Unchanged
+    );
+    let other = IdentityKeys {
+        identity: [3; 32],
+        signing: [2; 32],
+    };
+    assert_eq!(
+        s.keys_set_identity(&d, &other).unwrap(),
+        IdentityOutcome::Conflict
+    );
+    assert_eq!(
+        s.keys_add_one_time(&d, &[(b"a".to_vec(), [5; 32])], 10)
+            .unwrap(),
+        1
+    );
     s.keys_set_fallback(&d, b"fb", [6; 32]).unwrap();
     let first = s.keys_claim(&d).unwrap().unwrap();
     assert_eq!(first.key, Some((b"a".to_vec(), [5; 32])));

@@ -7,7 +7,9 @@ use crate::ids::DeviceId;
 impl Store {
     /// Records `id` as the device's only valid token id.
     pub fn token_set(&self, d: &DeviceId, id: u64) -> Result<(), StoreError> {
-        self.t.device_tokenid.insert(keys::device(d), &id.to_be_bytes())?;
+        self.t
+            .device_tokenid
+            .insert(keys::device(d), &id.to_be_bytes())?;
         Ok(())
     }
 

@@ -13,9 +13,8 @@ pub const FRAME_HEADER_BYTES: usize = 2;
 
 /// Prepends the length header to `payload`.
 pub fn encode(payload: &[u8]) -> Result<Vec<u8>, ProtocolError> {
-    let len = u16::try_from(payload.len()).map_err(|_| ProtocolError::FrameTooLarge {
-        len: payload.len(),
-    })?;
+    let len = u16::try_from(payload.len())
+        .map_err(|_| ProtocolError::FrameTooLarge { len: payload.len() })?;
     let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(payload);
@@ -96,7 +95,10 @@ mod tests {
     fn a_frame_over_the_limit_is_refused_before_its_body_arrives() {
         let mut d = FrameDecoder::new(100);
         d.extend(&[0x01, 0x00]);
-        assert!(matches!(d.next_frame(), Err(ProtocolError::FrameTooLarge { len: 256 })));
+        assert!(matches!(
+            d.next_frame(),
+            Err(ProtocolError::FrameTooLarge { len: 256 })
+        ));
     }
 
     #[test]

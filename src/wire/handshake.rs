@@ -144,7 +144,9 @@ pub struct ClientXx {
 impl ClientXx {
     /// Starts first contact. Returns the state and the first frame's payload.
     pub fn start(device: &StaticKeypair) -> Result<(Self, Vec<u8>), ProtocolError> {
-        let mut hs = builder(XX_PARAMS)?.local_private_key(&device.private)?.build_initiator()?;
+        let mut hs = builder(XX_PARAMS)?
+            .local_private_key(&device.private)?
+            .build_initiator()?;
         let msg = write_msg(&mut hs, &[])?;
         let mut payload = vec![VERSION, PATTERN_XX];
         payload.extend(msg);
@@ -162,7 +164,11 @@ impl ClientXx {
         read_msg(&mut self.hs, parse_reply(reply)?)?;
         let relay_static = remote_static(&self.hs)?;
         let msg3 = write_msg(&mut self.hs, &login.encode_to_vec())?;
-        Ok((Transport::new(self.hs.into_transport_mode()?), msg3, relay_static))
+        Ok((
+            Transport::new(self.hs.into_transport_mode()?),
+            msg3,
+            relay_static,
+        ))
     }
 }
 
@@ -210,24 +216,39 @@ pub enum Accepted {
 
 /// Reads the first frame of a connection.
 pub fn accept(relay: &RelayIdentity, first: &[u8]) -> Result<Accepted, ProtocolError> {
-    let (&version, rest) = first.split_first().ok_or(ProtocolError::BadPreamble("empty frame"))?;
+    let (&version, rest) = first
+        .split_first()
+        .ok_or(ProtocolError::BadPreamble("empty frame"))?;
     if version != VERSION {
         return Err(ProtocolError::BadPreamble("unsupported protocol version"));
     }
-    let (&pattern, msg) = rest.split_first().ok_or(ProtocolError::BadPreamble("no pattern"))?;
+    let (&pattern, msg) = rest
+        .split_first()
+        .ok_or(ProtocolError::BadPreamble("no pattern"))?;
     match pattern {
         PATTERN_XX => {
-            let mut hs = builder(XX_PARAMS)?.local_private_key(&relay.private)?.build_responder()?;
+            let mut hs = builder(XX_PARAMS)?
+                .local_private_key(&relay.private)?
+                .build_responder()?;
             read_msg(&mut hs, msg)?;
             let reply = with_marker(REPLY_NOISE, write_msg(&mut hs, &[])?);
-            Ok(Accepted::Xx { state: RelayXx { hs }, reply })
+            Ok(Accepted::Xx {
+                state: RelayXx { hs },
+                reply,
+            })
         }
         PATTERN_IK => {
-            let mut hs = builder(IK_PARAMS)?.local_private_key(&relay.private)?.build_responder()?;
+            let mut hs = builder(IK_PARAMS)?
+                .local_private_key(&relay.private)?
+                .build_responder()?;
             let payload = read_msg(&mut hs, msg)?;
             let login = decode(&payload, "Login")?;
             let client_static = remote_static(&hs)?;
-            Ok(Accepted::Ik(RelayIk { hs, login, client_static }))
+            Ok(Accepted::Ik(RelayIk {
+                hs,
+                login,
+                client_static,
+            }))
         }
         _ => Err(ProtocolError::BadPreamble("unknown handshake pattern")),
     }
@@ -245,7 +266,11 @@ impl RelayXx {
         let payload = read_msg(&mut self.hs, msg3)?;
         let login = decode(&payload, "Login")?;
         let client_static = remote_static(&self.hs)?;
-        Ok((Transport::new(self.hs.into_transport_mode()?), login, client_static))
+        Ok((
+            Transport::new(self.hs.into_transport_mode()?),
+            login,
+            client_static,
+        ))
     }
 }
 
@@ -262,7 +287,10 @@ impl RelayIk {
     /// Writes message 2 carrying `result`; returns the reply payload and the transport.
     pub fn respond(mut self, result: &LoginResult) -> Result<(Transport, Vec<u8>), ProtocolError> {
         let msg = write_msg(&mut self.hs, &result.encode_to_vec())?;
-        Ok((Transport::new(self.hs.into_transport_mode()?), with_marker(REPLY_NOISE, msg)))
+        Ok((
+            Transport::new(self.hs.into_transport_mode()?),
+            with_marker(REPLY_NOISE, msg),
+        ))
     }
 }
 
@@ -284,7 +312,9 @@ impl Transport {
     pub fn encrypt<M: Message>(&mut self, msg: &M) -> Result<Vec<u8>, ProtocolError> {
         let plain = msg.encode_to_vec();
         if plain.len() > MAX_PLAINTEXT_BYTES {
-            return Err(ProtocolError::FrameTooLarge { len: plain.len() + TAG_BYTES });
+            return Err(ProtocolError::FrameTooLarge {
+                len: plain.len() + TAG_BYTES,
+            });
         }
         let mut out = vec![0u8; plain.len() + TAG_BYTES];
         let n = self.state.write_message(&plain, &mut out)?;

@@ -16,13 +16,23 @@ struct Relay {
 
 impl Relay {
     fn new() -> Self {
-        Self { identity: StaticKeypair::generate(), tokens: TokenKey([7; 32]), valid: HashMap::new(), next_id: 1 }
+        Self {
+            identity: StaticKeypair::generate(),
+            tokens: TokenKey([7; 32]),
+            valid: HashMap::new(),
+            next_id: 1,
+        }
     }
 
     fn issue(&mut self, account: &str, now: u64) -> Vec<u8> {
         self.next_id += 1;
         self.valid.insert(account.to_owned(), self.next_id);
-        let claims = TokenClaims { account: account.into(), device: 0, id: self.next_id, expires_at_ms: now + 1_000 };
+        let claims = TokenClaims {
+            account: account.into(),
+            device: 0,
+            id: self.next_id,
+            expires_at_ms: now + 1_000,
+        };
         self.tokens.seal(&claims, [self.next_id as u8; 12])
     }
 
@@ -32,15 +42,25 @@ impl Relay {
             Err(e) => (refusal(e.code(), &e.to_string()), None),
             Ok(Accepted::Xx { state, reply }) => (reply, Some(state)),
             Ok(Accepted::Ik(ik)) => {
-                let Some(login::Kind::Device(dl)) = ik.login.kind.clone() else { panic!("no device login") };
-                let ok = self
-                    .tokens
-                    .open(&dl.token, now)
-                    .ok()
-                    .filter(|c| c.account == dl.account && self.valid.get(&c.account) == Some(&c.id));
+                let Some(login::Kind::Device(dl)) = ik.login.kind.clone() else {
+                    panic!("no device login")
+                };
+                let ok = self.tokens.open(&dl.token, now).ok().filter(|c| {
+                    c.account == dl.account && self.valid.get(&c.account) == Some(&c.id)
+                });
                 let result = match ok {
-                    Some(_) => LoginResult { result: Some(login_result::Result::Ok(LoginOk { token: self.issue(&dl.account, now), server_time_ms: now })) },
-                    None => LoginResult { result: Some(login_result::Result::Error(Error::new(ErrorCode::TokenInvalid, "token"))) },
+                    Some(_) => LoginResult {
+                        result: Some(login_result::Result::Ok(LoginOk {
+                            token: self.issue(&dl.account, now),
+                            server_time_ms: now,
+                        })),
+                    },
+                    None => LoginResult {
+                        result: Some(login_result::Result::Error(Error::new(
+                            ErrorCode::TokenInvalid,
+                            "token",
+                        ))),
+                    },
                 };
                 (ik.respond(&result).unwrap().1, None)
             }
@@ -49,7 +69,13 @@ impl Relay {
 }
 
 fn device_login(token: Vec<u8>) -> Login {
-    Login { kind: Some(login::Kind::Device(DeviceLogin { account: "+14155550100".into(), device: 0, token })) }
+    Login {
+        kind: Some(login::Kind::Device(DeviceLogin {
+            account: "+14155550100".into(),
+            device: 0,
+            token,
+        })),
+    }
 }
 
 /// Runs XX; returns the relay key the client pinned and the token it received.
@@ -61,13 +87,28 @@ fn xx(relay: &mut Relay, device: &StaticKeypair, now: u64) -> ([u8; 32], Vec<u8>
     assert_eq!(client_static, device.public);
     assert!(matches!(login.kind, Some(login::Kind::Device(_))));
     let token = relay.issue("+14155550100", now);
-    let result = LoginResult { result: Some(login_result::Result::Ok(LoginOk { token, server_time_ms: now })) };
-    let got: LoginResult = ct.decrypt(&rt.encrypt(&result).unwrap(), "LoginResult").unwrap();
-    let Some(login_result::Result::Ok(ok)) = got.result else { panic!("login failed") };
+    let result = LoginResult {
+        result: Some(login_result::Result::Ok(LoginOk {
+            token,
+            server_time_ms: now,
+        })),
+    };
+    let got: LoginResult = ct
+        .decrypt(&rt.encrypt(&result).unwrap(), "LoginResult")
+        .unwrap();
+    let Some(login_result::Result::Ok(ok)) = got.result else {
+        panic!("login failed")
+    };
     (pinned, ok.token)
 }
 
-fn ik(relay: &mut Relay, device: &StaticKeypair, pinned: &[u8; 32], token: Vec<u8>, now: u64) -> Result<LoginResult, ProtocolError> {
+fn ik(
+    relay: &mut Relay,
+    device: &StaticKeypair,
+    pinned: &[u8; 32],
+    token: Vec<u8>,
+    now: u64,
+) -> Result<LoginResult, ProtocolError> {
     let (client, m1) = ClientIk::start(device, pinned, &device_login(token)).unwrap();
     let (m2, _) = relay.first(&m1, now);
     client.finish(&m2).map(|(_, r)| r)
@@ -88,7 +129,9 @@ fn ik_resumption_with_the_token_succeeds_in_one_round_trip_and_rotates_the_token
     let device = StaticKeypair::generate();
     let (pinned, token) = xx(&mut relay, &device, 0);
     let r = ik(&mut relay, &device, &pinned, token.clone(), 1).unwrap();
-    let Some(login_result::Result::Ok(ok)) = r.result else { panic!("{r:?}") };
+    let Some(login_result::Result::Ok(ok)) = r.result else {
+        panic!("{r:?}")
+    };
     assert_ne!(ok.token, token);
 }
 
@@ -115,7 +158,9 @@ fn a_stale_token_is_refused_and_xx_still_works() {
     let device = StaticKeypair::generate();
     let (pinned, token) = xx(&mut relay, &device, 0);
     let r = ik(&mut relay, &device, &pinned, token, 5_000).unwrap();
-    let Some(login_result::Result::Error(e)) = r.result else { panic!("expired token accepted") };
+    let Some(login_result::Result::Error(e)) = r.result else {
+        panic!("expired token accepted")
+    };
     assert_eq!(e.code(), ErrorCode::TokenInvalid);
     // The client falls back to XX.
     let (pinned2, _) = xx(&mut relay, &device, 5_000);
@@ -137,7 +182,15 @@ fn ik_against_a_wrong_relay_key_is_refused_in_plaintext() {
 #[test]
 fn garbage_first_frames_are_refused_not_panicked_on() {
     let relay = Relay::new();
-    for garbage in [&b""[..], b"\x01", b"\x02\x01abc", b"\x01\x09abc", b"\x01\x01", b"\x01\x02short", b"GET / HTTP/1.1\r\n"] {
+    for garbage in [
+        &b""[..],
+        b"\x01",
+        b"\x02\x01abc",
+        b"\x01\x09abc",
+        b"\x01\x01",
+        b"\x01\x02short",
+        b"GET / HTTP/1.1\r\n",
+    ] {
         assert!(accept(&relay.identity, garbage).is_err(), "{garbage:?}");
     }
 }
@@ -148,7 +201,9 @@ fn an_anonymous_register_login_travels_in_message_three() {
     let device = StaticKeypair::generate();
     let (client, m1) = ClientXx::start(&device).unwrap();
     let (m2, state) = relay.first(&m1, 0);
-    let login = Login { kind: Some(login::Kind::Register(Register {})) };
+    let login = Login {
+        kind: Some(login::Kind::Register(Register {})),
+    };
     let (_, m3, _) = client.finish(&m2, &login).unwrap();
     let (_, got, _) = state.unwrap().finish(&m3).unwrap();
     assert_eq!(got, login);
@@ -163,6 +218,10 @@ fn transport_messages_are_bounded() {
     let (mut t, _, _) = client.finish(&m2, &device_login(vec![])).unwrap();
     let big = crate::wire::messages::Ping { nonce: 1 };
     assert!(t.encrypt(&big).is_ok());
-    let huge = crate::wire::messages::Error::new(ErrorCode::Internal, "x".repeat(MAX_PLAINTEXT_BYTES));
-    assert!(matches!(t.encrypt(&huge), Err(ProtocolError::FrameTooLarge { .. })));
+    let huge =
+        crate::wire::messages::Error::new(ErrorCode::Internal, "x".repeat(MAX_PLAINTEXT_BYTES));
+    assert!(matches!(
+        t.encrypt(&huge),
+        Err(ProtocolError::FrameTooLarge { .. })
+    ));
 }

@@ -48,7 +48,11 @@ impl TokenKey {
         let plain = postcard::to_allocvec(claims).unwrap_or_default();
         let mut out = nonce.to_vec();
         // Encryption with a valid key and in-memory buffer cannot fail.
-        out.extend(cipher.encrypt(Nonce::from_slice(&nonce), plain.as_slice()).unwrap_or_default());
+        out.extend(
+            cipher
+                .encrypt(Nonce::from_slice(&nonce), plain.as_slice())
+                .unwrap_or_default(),
+        );
         out
     }
 
@@ -75,7 +79,12 @@ mod tests {
     use super::*;
 
     fn claims() -> TokenClaims {
-        TokenClaims { account: "+14155550100".into(), device: 0, id: 7, expires_at_ms: 1_000 }
+        TokenClaims {
+            account: "+14155550100".into(),
+            device: 0,
+            id: 7,
+            expires_at_ms: 1_000,
+        }
     }
 
     #[test]

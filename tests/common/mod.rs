@@ -34,7 +34,13 @@ impl Relay {
     /// Starts a relay; `extra` is TOML appended to the test config (e.g. a `[limits]` table).
     pub fn start_with(extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut r = Self { dir, child: None, addr: String::new(), extra: extra.to_owned(), starts: 0 };
+        let mut r = Self {
+            dir,
+            child: None,
+            addr: String::new(),
+            extra: extra.to_owned(),
+            starts: 0,
+        };
         r.write_config(None);
         r.spawn();
         r
@@ -54,7 +60,9 @@ impl Relay {
 
     /// Every log the relay wrote so far, concatenated.
     pub fn logs(&self) -> String {
-        (0..self.starts).map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default()).collect()
+        (0..self.starts)
+            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect()
     }
 
     fn write_config(&self, port: Option<u16>) {
@@ -96,32 +104,52 @@ impl Relay {
         loop {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             if let Some(line) = text.lines().find(|l| l.contains("Relay ready.")) {
-                let addr = line.split_whitespace().find_map(|w| w.strip_prefix("tcp=")).expect("tcp= in ready line");
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("tcp="))
+                    .expect("tcp= in ready line");
                 self.addr = addr.to_owned();
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("relay exited with {status} before it was ready:\n{text}");
             }
-            assert!(Instant::now() < deadline, "relay not ready in time:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "relay not ready in time:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     fn port(&self) -> u16 {
-        self.addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
     }
 
     /// SIGTERM and wait (graceful); returns the exit status code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(s) = child.try_wait().unwrap() {
                 return s.code();
             }
-            assert!(Instant::now() < deadline, "relay did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "relay did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -181,12 +209,18 @@ impl Drop for Relay {
 
 /// The next event within [`PATIENCE`].
 pub async fn next_event(c: &mut Client) -> Event {
-    tokio::time::timeout(PATIENCE, c.next_event()).await.expect("timed out waiting for an event").expect("event")
+    tokio::time::timeout(PATIENCE, c.next_event())
+        .await
+        .expect("timed out waiting for an event")
+        .expect("event")
 }
 
 /// Whether any event arrives within `wait`.
 pub async fn quiet_for(c: &mut Client, wait: Duration) -> Option<Event> {
-    tokio::time::timeout(wait, c.next_event()).await.ok().map(|r| r.expect("event"))
+    tokio::time::timeout(wait, c.next_event())
+        .await
+        .ok()
+        .map(|r| r.expect("event"))
 }
 
 /// Searches every file under `dir` for `needle`.

@@ -14,7 +14,10 @@ impl Handler<Attach> for Device {
             let _ = old.tx.try_send(Push::Replaced);
         }
         self.detach();
-        self.session = Some(Attached { id: msg.session_id, tx: msg.tx });
+        self.session = Some(Attached {
+            id: msg.session_id,
+            tx: msg.tx,
+        });
         self.last_active = std::time::Instant::now();
         self.pump();
     }
@@ -24,7 +27,11 @@ impl Handler<Detach> for Device {
     type Result = ();
 
     fn handle(&mut self, msg: Detach, _: &mut Self::Context) {
-        if self.session.as_ref().is_some_and(|s| s.id == msg.session_id) {
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.id == msg.session_id)
+        {
             self.detach();
             self.last_active = std::time::Instant::now();
         }
@@ -63,7 +70,7 @@ impl Handler<Ack> for Device {
     type Result = ();
 
     fn handle(&mut self, msg: Ack, _: &mut Self::Context) {
-        if !self.session.as_ref().is_some_and(|s| s.id == msg.session_id) {
+        if self.session.as_ref().is_none_or(|s| s.id != msg.session_id) {
             return;
         }
         for seq in msg.seqs {
@@ -74,7 +81,9 @@ impl Handler<Ack> for Device {
             match self.store.queue_remove(&self.id, seq) {
                 Ok(Some(rec)) => self.receipt_delivered(&rec),
                 Ok(None) => {}
-                Err(e) => tracing::error!(device = %self.id, error = %e, "Deleting an acknowledged entry failed."),
+                Err(e) => {
+                    tracing::error!(device = %self.id, error = %e, "Deleting an acknowledged entry failed.")
+                }
             }
         }
         self.last_active = std::time::Instant::now();

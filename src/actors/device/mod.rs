@@ -66,7 +66,13 @@ pub struct Device {
 }
 
 impl Device {
-    pub fn new(id: DeviceId, store: Store, durability: Durability, directory: Directory, settings: DeviceSettings) -> Self {
+    pub fn new(
+        id: DeviceId,
+        store: Store,
+        durability: Durability,
+        directory: Directory,
+        settings: DeviceSettings,
+    ) -> Self {
         Self {
             id,
             store,
@@ -123,8 +129,12 @@ impl Device {
 
     /// Queues a DELIVERED receipt on every device of the message's sender.
     fn receipt_delivered(&self, rec: &QueueRecord) {
-        let QueueItem::Message { msg_id, from, .. } = &rec.item else { return };
-        let Ok(account) = crate::ids::AccountId::parse(from) else { return };
+        let QueueItem::Message { msg_id, from, .. } = &rec.item else {
+            return;
+        };
+        let Ok(account) = crate::ids::AccountId::parse(from) else {
+            return;
+        };
         let receipt = QueueItem::Receipt {
             from: self.id.account.to_string(),
             from_device: self.id.device,
@@ -144,30 +154,43 @@ impl Device {
 /// The frame a queue entry is pushed as.
 pub fn frame_of(seq: u64, rec: QueueRecord) -> ServerFrame {
     let body = match rec.item {
-        QueueItem::Message { msg_id, from, from_device, timestamp_ms, olm_type, ciphertext, kind } => {
-            server_frame::Body::Deliver(Deliver {
-                seq,
-                msg_id: msg_id.to_vec(),
-                from,
-                from_device,
-                timestamp_ms,
-                olm_type,
-                ciphertext,
-                kind: MessageKind::try_from(kind).unwrap_or(MessageKind::Chat) as i32,
-            })
-        }
-        QueueItem::Receipt { from, from_device, kind, msg_ids, timestamp_ms } => {
-            server_frame::Body::Receipt(ReceiptEvent {
-                seq,
-                from,
-                from_device,
-                kind,
-                msg_ids: msg_ids.iter().map(|m| m.to_vec()).collect(),
-                timestamp_ms,
-            })
-        }
+        QueueItem::Message {
+            msg_id,
+            from,
+            from_device,
+            timestamp_ms,
+            olm_type,
+            ciphertext,
+            kind,
+        } => server_frame::Body::Deliver(Deliver {
+            seq,
+            msg_id: msg_id.to_vec(),
+            from,
+            from_device,
+            timestamp_ms,
+            olm_type,
+            ciphertext,
+            kind: MessageKind::try_from(kind).unwrap_or(MessageKind::Chat) as i32,
+        }),
+        QueueItem::Receipt {
+            from,
+            from_device,
+            kind,
+            msg_ids,
+            timestamp_ms,
+        } => server_frame::Body::Receipt(ReceiptEvent {
+            seq,
+            from,
+            from_device,
+            kind,
+            msg_ids: msg_ids.iter().map(|m| m.to_vec()).collect(),
+            timestamp_ms,
+        }),
     };
-    ServerFrame { req_id: 0, body: Some(body) }
+    ServerFrame {
+        req_id: 0,
+        body: Some(body),
+    }
 }
 
 impl Actor for Device {

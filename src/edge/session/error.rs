@@ -85,18 +85,31 @@ impl RequestError {
                 e.attempts_left = *attempts_left;
                 return e;
             }
-            Self::Code(CodeError::Expired) => (ErrorCode::CodeExpired, "no pending code for this number, or it expired".into()),
-            Self::Code(CodeError::TooManyAttempts) => {
-                (ErrorCode::TooManyAttempts, "too many wrong codes; request a new one".into())
-            }
-            Self::Code(CodeError::Malformed) => (ErrorCode::InvalidArgument, "code must be the digits that were sent".into()),
+            Self::Code(CodeError::Expired) => (
+                ErrorCode::CodeExpired,
+                "no pending code for this number, or it expired".into(),
+            ),
+            Self::Code(CodeError::TooManyAttempts) => (
+                ErrorCode::TooManyAttempts,
+                "too many wrong codes; request a new one".into(),
+            ),
+            Self::Code(CodeError::Malformed) => (
+                ErrorCode::InvalidArgument,
+                "code must be the digits that were sent".into(),
+            ),
             Self::RateLimited(ms) => {
                 let mut e = Error::new(ErrorCode::RateLimited, self.to_string());
                 e.retry_after_ms = *ms;
                 return e;
             }
-            Self::Verifier(_) => (ErrorCode::VerifierFailed, "the relay could not send the code; try again later".into()),
-            Self::Store(_) | Self::Directory(_) => (ErrorCode::Internal, "internal error; retry with the same msg_id".into()),
+            Self::Verifier(_) => (
+                ErrorCode::VerifierFailed,
+                "the relay could not send the code; try again later".into(),
+            ),
+            Self::Store(_) | Self::Directory(_) => (
+                ErrorCode::Internal,
+                "internal error; retry with the same msg_id".into(),
+            ),
         };
         Error::new(code, message)
     }

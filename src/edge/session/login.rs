@@ -9,11 +9,16 @@ use super::{Auth, FrameIo, SessionError};
 use crate::edge::RelayCtx;
 use crate::ids::{AccountId, DeviceId};
 use crate::wire::handshake::{accept, refusal, Accepted, Transport};
-use crate::wire::messages::{login, login_result, DeviceLogin, Error, ErrorCode, Login, LoginOk, LoginResult};
+use crate::wire::messages::{
+    login, login_result, DeviceLogin, Error, ErrorCode, Login, LoginOk, LoginResult,
+};
 use crate::wire::token::TokenClaims;
 
 /// Runs the handshake; on success returns the transport and who the peer is.
-pub(super) async fn handshake<T: FrameIo>(ctx: &Arc<RelayCtx>, io: &mut T) -> Result<(Transport, Auth), SessionError> {
+pub(super) async fn handshake<T: FrameIo>(
+    ctx: &Arc<RelayCtx>,
+    io: &mut T,
+) -> Result<(Transport, Auth), SessionError> {
     let first = match io.read_frame().await {
         Ok(Some(f)) => f,
         Ok(None) => return Err(SessionError::Closed),
@@ -36,42 +41,65 @@ pub(super) async fn handshake<T: FrameIo>(ctx: &Arc<RelayCtx>, io: &mut T) -> Re
             let outcome = authorize(ctx, &login, client_static, false);
             let result = login_result(&outcome);
             io.write_frame(&transport.encrypt(&result)?).await?;
-            outcome.map(|(auth, _)| (transport, auth)).map_err(SessionError::LoginRefused)
+            outcome
+                .map(|(auth, _)| (transport, auth))
+                .map_err(SessionError::LoginRefused)
         }
         Ok(Accepted::Ik(ik)) => {
             let outcome = authorize(ctx, &ik.login, ik.client_static, true);
             let (transport, reply) = ik.respond(&login_result(&outcome))?;
             io.write_frame(&reply).await?;
-            outcome.map(|(auth, _)| (transport, auth)).map_err(SessionError::LoginRefused)
+            outcome
+                .map(|(auth, _)| (transport, auth))
+                .map_err(SessionError::LoginRefused)
         }
     }
 }
 
 fn login_result(outcome: &Result<(Auth, Vec<u8>), Error>) -> LoginResult {
     let result = match outcome {
-        Ok((_, token)) => {
-            login_result::Result::Ok(LoginOk { token: token.clone(), server_time_ms: crate::clock::now_ms() })
-        }
+        Ok((_, token)) => login_result::Result::Ok(LoginOk {
+            token: token.clone(),
+            server_time_ms: crate::clock::now_ms(),
+        }),
         Err(e) => login_result::Result::Error(e.clone()),
     };
-    LoginResult { result: Some(result) }
+    LoginResult {
+        result: Some(result),
+    }
 }
 
 /// Decides who the peer is. For a device login, the Noise static key must be the device's
 /// registered key, and over IK the single-use token must be valid; a new token is issued.
-fn authorize(ctx: &RelayCtx, login: &Login, client_static: [u8; 32], ik: bool) -> Result<(Auth, Vec<u8>), Error> {
+fn authorize(
+    ctx: &RelayCtx,
+    login: &Login,
+    client_static: [u8; 32],
+    ik: bool,
+) -> Result<(Auth, Vec<u8>), Error> {
     match &login.kind {
-        Some(login::Kind::Register(_)) if !ik => Ok((Auth::Anonymous { client_static }, Vec::new())),
-        Some(login::Kind::Register(_)) => Err(Error::new(ErrorCode::InvalidArgument, "register over IK is not allowed; use XX")),
+        Some(login::Kind::Register(_)) if !ik => {
+            Ok((Auth::Anonymous { client_static }, Vec::new()))
+        }
+        Some(login::Kind::Register(_)) => Err(Error::new(
+            ErrorCode::InvalidArgument,
+            "register over IK is not allowed; use XX",
+        )),
         Some(login::Kind::Device(dl)) => {
             let device = check_device(ctx, dl, client_static)?;
             let token = if ik {
-                let presented = ctx
-                    .tokens
-                    .open(&dl.token, crate::clock::now_ms())
-                    .map_err(|e| Error::new(ErrorCode::TokenInvalid, format!("{e}; reconnect with XX")))?;
-                if presented.account != device.account.as_str() || presented.device != device.device {
-                    return Err(Error::new(ErrorCode::TokenInvalid, "token belongs to another device; reconnect with XX"));
+                let presented =
+                    ctx.tokens
+                        .open(&dl.token, crate::clock::now_ms())
+                        .map_err(|e| {
+                            Error::new(ErrorCode::TokenInvalid, format!("{e}; reconnect with XX"))
+                        })?;
+                if presented.account != device.account.as_str() || presented.device != device.device
+                {
+                    return Err(Error::new(
+                        ErrorCode::TokenInvalid,
+                        "token belongs to another device; reconnect with XX",
+                    ));
                 }
                 rotate_token(ctx, &device, Some(presented.id))?
             } else {
@@ -83,8 +111,17 @@ fn authorize(ctx: &RelayCtx, login: &Login, client_static: [u8; 32], ik: bool) -
     }
 }
 
-fn check_device(ctx: &RelayCtx, dl: &DeviceLogin, client_static: [u8; 32]) -> Result<DeviceId, Error> {
-    let unknown = || Error::new(ErrorCode::UnknownDevice, "this device key is not registered for that account and device");
+fn check_device(
+    ctx: &RelayCtx,
+    dl: &DeviceLogin,
+    client_static: [u8; 32],
+) -> Result<DeviceId, Error> {
+    let unknown = || {
+        Error::new(
+            ErrorCode::UnknownDevice,
+            "this device key is not registered for that account and device",
+        )
+    };
     let account = AccountId::parse(&dl.account).map_err(|_| unknown())?;
     let device = DeviceId::new(account, dl.device);
     match ctx.store.device(&device) {
@@ -99,7 +136,11 @@ fn check_device(ctx: &RelayCtx, dl: &DeviceLogin, client_static: [u8; 32]) -> Re
 
 /// Issues a new token for `device`. With `presented`, only if that id is still the valid one
 /// (single use: a replayed handshake loses this race and is refused).
-pub(super) fn rotate_token(ctx: &RelayCtx, device: &DeviceId, presented: Option<u64>) -> Result<Vec<u8>, Error> {
+pub(super) fn rotate_token(
+    ctx: &RelayCtx,
+    device: &DeviceId,
+    presented: Option<u64>,
+) -> Result<Vec<u8>, Error> {
     let next = rand::thread_rng().next_u64();
     let stored = match presented {
         Some(old) => ctx.store.token_swap(device, old, next),
@@ -107,7 +148,12 @@ pub(super) fn rotate_token(ctx: &RelayCtx, device: &DeviceId, presented: Option<
     };
     match stored {
         Ok(true) => {}
-        Ok(false) => return Err(Error::new(ErrorCode::TokenInvalid, "token already used; reconnect with XX")),
+        Ok(false) => {
+            return Err(Error::new(
+                ErrorCode::TokenInvalid,
+                "token already used; reconnect with XX",
+            ))
+        }
         Err(e) => {
             tracing::error!(error = %e, "Storing a token id failed.");
             return Err(Error::new(ErrorCode::Internal, "internal error"));

@@ -28,7 +28,9 @@ use crate::edge::RelayCtx;
 use crate::ids::{DeviceId, MsgId};
 use crate::registration::ratelimit::RateLimiter;
 use crate::shutdown::Shutdown;
-use crate::wire::messages::{server_frame, ClientFrame, Error, ErrorCode, KeysLow, Ping, ServerFrame};
+use crate::wire::messages::{
+    server_frame, ClientFrame, Error, ErrorCode, KeysLow, Ping, ServerFrame,
+};
 use crate::wire::Transport;
 
 /// Requests of one session running at once; reading pauses while the bound is reached.
@@ -83,14 +85,17 @@ pub(super) struct Caller {
 pub async fn run<T: FrameIo>(ctx: Arc<RelayCtx>, mut io: T, peer: SocketAddr, shutdown: Shutdown) {
     let deadline = ctx.cfg.limits.handshake_timeout;
     io.set_max_frame(MAX_HANDSHAKE_FRAME_BYTES);
-    let (transport, auth) = match tokio::time::timeout(deadline, login::handshake(&ctx, &mut io)).await {
+    let (transport, auth) = match tokio::time::timeout(deadline, login::handshake(&ctx, &mut io))
+        .await
+    {
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => {
             tracing::info!(%peer, error = %e, "Handshake failed.");
             return;
         }
         Err(_) => {
-            let e = crate::wire::handshake::refusal(ErrorCode::HandshakeFailed, "handshake timed out");
+            let e =
+                crate::wire::handshake::refusal(ErrorCode::HandshakeFailed, "handshake timed out");
             let _ = io.write_frame(&e).await;
             tracing::info!(%peer, "Handshake timed out.");
             return;
@@ -102,11 +107,18 @@ pub async fn run<T: FrameIo>(ctx: Arc<RelayCtx>, mut io: T, peer: SocketAddr, sh
         Auth::Anonymous { .. } => tracing::debug!(%peer, "Registration session started."),
     }
     let mut session = Session {
-        frames: RateLimiter::new(ctx.cfg.limits.frames_per_second_per_device.max(1), Duration::from_secs(1)),
+        frames: RateLimiter::new(
+            ctx.cfg.limits.frames_per_second_per_device.max(1),
+            Duration::from_secs(1),
+        ),
         ctx,
         io,
         transport,
-        caller: Caller { auth, peer, sending: Rc::default() },
+        caller: Caller {
+            auth,
+            peer,
+            sending: Rc::default(),
+        },
         id: rand::random(),
         push_rx: None,
         attached: None,
@@ -211,7 +223,11 @@ impl<T: FrameIo> Session<T> {
         if let Err(retry) = self.frames.check("frames", crate::clock::now_ms()) {
             if req_id != 0 {
                 let e = RequestError::RateLimited(retry.0).to_wire();
-                self.send(&ServerFrame { req_id, body: Some(server_frame::Body::Error(e)) }).await?;
+                self.send(&ServerFrame {
+                    req_id,
+                    body: Some(server_frame::Body::Error(e)),
+                })
+                .await?;
             }
             return Ok(None);
         }
@@ -223,7 +239,14 @@ impl<T: FrameIo> Session<T> {
         let (tx, rx) = mpsc::channel(window + PUSH_SLACK);
         self.push_rx = Some(rx);
         let addr = self.ctx.directory.get(&d);
-        if addr.send(Attach { session_id: self.id, tx }).await.is_err() {
+        if addr
+            .send(Attach {
+                session_id: self.id,
+                tx,
+            })
+            .await
+            .is_err()
+        {
             tracing::warn!(device = %d, "Device actor stopped while attaching.");
         }
         self.attached = Some(d.clone());
@@ -233,25 +256,44 @@ impl<T: FrameIo> Session<T> {
     /// Tells a device that logs in with few one-time keys left to upload more.
     async fn warn_keys_low(&mut self, d: &DeviceId) {
         let keys = &self.ctx.cfg.keys;
-        let Ok(has_identity) = self.ctx.store.keys_identity(d).map(|k| k.is_some()) else { return };
-        let Ok(held) = self.ctx.store.keys_one_time_count(d) else { return };
+        let Ok(has_identity) = self.ctx.store.keys_identity(d).map(|k| k.is_some()) else {
+            return;
+        };
+        let Ok(held) = self.ctx.store.keys_one_time_count(d) else {
+            return;
+        };
         if has_identity && held < to_usize(keys.one_time_keys_low) {
-            let low = KeysLow { remaining: to_u32(held), wanted: keys.one_time_keys_wanted };
-            let _ = self.send(&ServerFrame { req_id: 0, body: Some(server_frame::Body::KeysLow(low)) }).await;
+            let low = KeysLow {
+                remaining: to_u32(held),
+                wanted: keys.one_time_keys_wanted,
+            };
+            let _ = self
+                .send(&ServerFrame {
+                    req_id: 0,
+                    body: Some(server_frame::Body::KeysLow(low)),
+                })
+                .await;
         }
     }
 
     fn detach(&mut self) {
         if let Some(d) = self.attached.take() {
             if let Some(addr) = self.ctx.directory.get_live(&d) {
-                addr.do_send(Detach { session_id: self.id });
+                addr.do_send(Detach {
+                    session_id: self.id,
+                });
             }
         }
     }
 
     async fn send(&mut self, frame: &ServerFrame) -> Result<(), SessionError> {
         let payload = self.transport.encrypt(frame)?;
-        match tokio::time::timeout(self.ctx.cfg.limits.write_timeout, self.io.write_frame(&payload)).await {
+        match tokio::time::timeout(
+            self.ctx.cfg.limits.write_timeout,
+            self.io.write_frame(&payload),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => Err(SessionError::Timeout("write")),
         }
@@ -259,7 +301,12 @@ impl<T: FrameIo> Session<T> {
 
     /// Tells the peer why the relay closes the session (best effort).
     async fn close(&mut self, e: Error) {
-        let _ = self.send(&ServerFrame { req_id: 0, body: Some(server_frame::Body::Closing(e)) }).await;
+        let _ = self
+            .send(&ServerFrame {
+                req_id: 0,
+                body: Some(server_frame::Body::Closing(e)),
+            })
+            .await;
     }
 }
 

@@ -13,9 +13,9 @@ use crate::ids::{AccountId, DeviceId, MsgId, MAX_DEVICES_PER_ACCOUNT};
 use crate::registration::{codes, phone};
 use crate::store::{IdentityKeys, IdentityOutcome, QueueItem, QueueRecord};
 use crate::wire::messages::{
-    client_frame, server_frame, ChatStateEvent, ClientFrame, ClaimKeys, ClaimedKeys, CodeSent, DeviceKeys, KeysLow,
-    KeysUploaded, OneTimeKey, Pong, ReceiptKind, RequestCode, Send, SendChatState, SendReceipt, ServerAck,
-    ServerFrame, Status, UploadKeys, Verified, VerifyCode,
+    client_frame, server_frame, ChatStateEvent, ClaimKeys, ClaimedKeys, ClientFrame, CodeSent,
+    DeviceKeys, KeysLow, KeysUploaded, OneTimeKey, Pong, ReceiptKind, RequestCode, Send,
+    SendChatState, SendReceipt, ServerAck, ServerFrame, Status, UploadKeys, Verified, VerifyCode,
 };
 
 type Body = server_frame::Body;
@@ -30,10 +30,18 @@ pub const MAX_RECEIPT_IDS: usize = 256;
 pub const MAX_ACK_SEQS: usize = 1024;
 
 /// Starts a request. Frames that need no answer are handled here and yield `None`.
-pub(super) fn dispatch(ctx: &Arc<RelayCtx>, caller: &Caller, session_id: u64, cf: ClientFrame) -> Option<AnswerFuture> {
+pub(super) fn dispatch(
+    ctx: &Arc<RelayCtx>,
+    caller: &Caller,
+    session_id: u64,
+    cf: ClientFrame,
+) -> Option<AnswerFuture> {
     let req_id = cf.req_id;
     let Some(body) = cf.body else {
-        return Some(answer_now(req_id, Err(RequestError::invalid("frame has no body"))));
+        return Some(answer_now(
+            req_id,
+            Err(RequestError::invalid("frame has no body")),
+        ));
     };
     let (ctx, caller) = (ctx.clone(), caller.clone());
     match body {
@@ -49,24 +57,51 @@ pub(super) fn dispatch(ctx: &Arc<RelayCtx>, caller: &Caller, session_id: u64, cf
             None
         }
         client_frame::Body::Pong(_) => None,
-        client_frame::Body::Ping(p) => Some(answer_now(req_id, Ok(Body::Pong(Pong { nonce: p.nonce })))),
-        client_frame::Body::RequestCode(r) => Some(run(req_id, async move { request_code(&ctx, &caller, r).await })),
+        client_frame::Body::Ping(p) => {
+            Some(answer_now(req_id, Ok(Body::Pong(Pong { nonce: p.nonce }))))
+        }
+        client_frame::Body::RequestCode(r) => {
+            Some(run(
+                req_id,
+                async move { request_code(&ctx, &caller, r).await },
+            ))
+        }
         client_frame::Body::VerifyCode(v) => Some(Box::pin(async move {
             match verify_code(&ctx, &caller, v).await {
-                Ok((device, body)) => Answer { frame: frame(req_id, body), became: Some(device) },
+                Ok((device, body)) => Answer {
+                    frame: frame(req_id, body),
+                    became: Some(device),
+                },
                 Err(e) => error_answer(req_id, &caller, e),
             }
         })),
-        client_frame::Body::UploadKeys(u) => Some(run(req_id, async move { upload_keys(&ctx, &caller, u).await })),
-        client_frame::Body::ClaimKeys(c) => Some(run(req_id, async move { claim_keys(&ctx, &caller, c).await })),
-        client_frame::Body::Send(s) => Some(run(req_id, async move { send(&ctx, &caller, s).await })),
-        client_frame::Body::Receipt(r) => Some(run(req_id, async move { receipt(&ctx, &caller, r).await })),
+        client_frame::Body::UploadKeys(u) => {
+            Some(run(
+                req_id,
+                async move { upload_keys(&ctx, &caller, u).await },
+            ))
+        }
+        client_frame::Body::ClaimKeys(c) => {
+            Some(run(
+                req_id,
+                async move { claim_keys(&ctx, &caller, c).await },
+            ))
+        }
+        client_frame::Body::Send(s) => {
+            Some(run(req_id, async move { send(&ctx, &caller, s).await }))
+        }
+        client_frame::Body::Receipt(r) => {
+            Some(run(req_id, async move { receipt(&ctx, &caller, r).await }))
+        }
         client_frame::Body::GetStatus(_) => Some(run(req_id, async move { status(&ctx, &caller) })),
     }
 }
 
 fn frame(req_id: u64, body: Body) -> ServerFrame {
-    ServerFrame { req_id, body: Some(body) }
+    ServerFrame {
+        req_id,
+        body: Some(body),
+    }
 }
 
 fn error_answer(req_id: u64, caller: &Caller, e: RequestError) -> Answer {
@@ -76,28 +111,49 @@ fn error_answer(req_id: u64, caller: &Caller, e: RequestError) -> Answer {
         }
         _ => tracing::debug!(peer = %caller.peer, error = %e, "Request refused."),
     }
-    Answer { frame: frame(req_id, Body::Error(e.to_wire())), became: None }
+    Answer {
+        frame: frame(req_id, Body::Error(e.to_wire())),
+        became: None,
+    }
 }
 
 fn answer_now(req_id: u64, r: Result<Body, RequestError>) -> AnswerFuture {
     Box::pin(async move {
         match r {
-            Ok(body) => Answer { frame: frame(req_id, body), became: None },
-            Err(e) => Answer { frame: frame(req_id, Body::Error(e.to_wire())), became: None },
+            Ok(body) => Answer {
+                frame: frame(req_id, body),
+                became: None,
+            },
+            Err(e) => Answer {
+                frame: frame(req_id, Body::Error(e.to_wire())),
+                became: None,
+            },
         }
     })
 }
 
-fn run(req_id: u64, fut: impl std::future::Future<Output = Result<Body, RequestError>> + 'static) -> AnswerFuture {
+fn run(
+    req_id: u64,
+    fut: impl std::future::Future<Output = Result<Body, RequestError>> + 'static,
+) -> AnswerFuture {
     Box::pin(async move {
         match fut.await {
-            Ok(body) => Answer { frame: frame(req_id, body), became: None },
+            Ok(body) => Answer {
+                frame: frame(req_id, body),
+                became: None,
+            },
             // The caller is not needed for the log line of ordinary refusals.
             Err(e) => {
-                if matches!(e, RequestError::Store(_) | RequestError::Directory(_) | RequestError::Verifier(_)) {
+                if matches!(
+                    e,
+                    RequestError::Store(_) | RequestError::Directory(_) | RequestError::Verifier(_)
+                ) {
                     tracing::error!(error = %e, "Request failed on the relay side.");
                 }
-                Answer { frame: frame(req_id, Body::Error(e.to_wire())), became: None }
+                Answer {
+                    frame: frame(req_id, Body::Error(e.to_wire())),
+                    became: None,
+                }
             }
         }
     })
@@ -115,7 +171,8 @@ fn account(s: &str) -> Result<AccountId, RequestError> {
 }
 
 fn key32(b: &[u8], what: &str) -> Result<[u8; 32], RequestError> {
-    <[u8; 32]>::try_from(b).map_err(|_| RequestError::invalid(format!("{what} must be 32 bytes, got {}", b.len())))
+    <[u8; 32]>::try_from(b)
+        .map_err(|_| RequestError::invalid(format!("{what} must be 32 bytes, got {}", b.len())))
 }
 
 fn ms(d: std::time::Duration) -> u64 {
@@ -123,26 +180,54 @@ fn ms(d: std::time::Duration) -> u64 {
 }
 
 /// RequestCode: the same answer whether or not the number is registered.
-async fn request_code(ctx: &RelayCtx, caller: &Caller, r: RequestCode) -> Result<Body, RequestError> {
+async fn request_code(
+    ctx: &RelayCtx,
+    caller: &Caller,
+    r: RequestCode,
+) -> Result<Body, RequestError> {
     let reg = &ctx.cfg.registration;
     let phone = phone::normalise(&r.phone, reg.default_country.as_ref())?;
     let now = crate::clock::now_ms();
     {
         let mut limits = ctx.limits();
-        limits.codes_per_address.check(&caller.peer.ip().to_string(), now).map_err(|r| RequestError::RateLimited(r.0))?;
-        limits.codes_per_number.check(phone.as_str(), now).map_err(|r| RequestError::RateLimited(r.0))?;
+        limits
+            .codes_per_address
+            .check(&caller.peer.ip().to_string(), now)
+            .map_err(|r| RequestError::RateLimited(r.0))?;
+        limits
+            .codes_per_number
+            .check(phone.as_str(), now)
+            .map_err(|r| RequestError::RateLimited(r.0))?;
     }
-    let (code, rec) = codes::issue(&ctx.code_secret, &phone, reg.code_digits, now, ms(reg.code_ttl), reg.max_attempts);
+    let (code, rec) = codes::issue(
+        &ctx.code_secret,
+        &phone,
+        reg.code_digits,
+        now,
+        ms(reg.code_ttl),
+        reg.max_attempts,
+    );
     ctx.store.code_put(&phone, &rec)?;
     ctx.durability.wait().await?;
-    ctx.verifier.send(&phone, &code, reg.verifier_timeout).await?;
-    Ok(Body::CodeSent(CodeSent { phone: phone.to_string(), expires_in_ms: ms(reg.code_ttl) }))
+    ctx.verifier
+        .send(&phone, &code, reg.verifier_timeout)
+        .await?;
+    Ok(Body::CodeSent(CodeSent {
+        phone: phone.to_string(),
+        expires_in_ms: ms(reg.code_ttl),
+    }))
 }
 
 /// VerifyCode: on success the session's Noise key becomes the account's primary device.
-async fn verify_code(ctx: &RelayCtx, caller: &Caller, v: VerifyCode) -> Result<(DeviceId, Body), RequestError> {
+async fn verify_code(
+    ctx: &RelayCtx,
+    caller: &Caller,
+    v: VerifyCode,
+) -> Result<(DeviceId, Body), RequestError> {
     let Auth::Anonymous { client_static } = caller.auth else {
-        return Err(RequestError::invalid("this session is already a device; verify from a registration session"));
+        return Err(RequestError::invalid(
+            "this session is already a device; verify from a registration session",
+        ));
     };
     let phone = phone::normalise(&v.phone, ctx.cfg.registration.default_country.as_ref())?;
     let now = crate::clock::now_ms();
@@ -163,10 +248,15 @@ async fn verify_code(ctx: &RelayCtx, caller: &Caller, v: VerifyCode) -> Result<(
         }
     }
     let device = ctx.store.register_primary(&phone, client_static, now)?;
-    let token = super::login::rotate_token(ctx, &device, None).map_err(|_| RequestError::invalid("token"))?;
+    let token = super::login::rotate_token(ctx, &device, None)
+        .map_err(|_| RequestError::invalid("token"))?;
     ctx.durability.wait().await?;
     tracing::info!(account = %phone, "Device registered.");
-    let body = Body::Verified(Verified { account: phone.to_string(), device: device.device, token });
+    let body = Body::Verified(Verified {
+        account: phone.to_string(),
+        device: device.device,
+        token,
+    });
     Ok((device, body))
 }
 
@@ -174,29 +264,48 @@ async fn verify_code(ctx: &RelayCtx, caller: &Caller, v: VerifyCode) -> Result<(
 async fn upload_keys(ctx: &RelayCtx, caller: &Caller, u: UploadKeys) -> Result<Body, RequestError> {
     let d = device_of(caller)?;
     if u.one_time_keys.len() > MAX_KEYS_PER_UPLOAD {
-        return Err(RequestError::invalid(format!("at most {MAX_KEYS_PER_UPLOAD} one-time keys per upload")));
+        return Err(RequestError::invalid(format!(
+            "at most {MAX_KEYS_PER_UPLOAD} one-time keys per upload"
+        )));
     }
     if !u.identity_key.is_empty() || !u.signing_key.is_empty() {
-        let ik = IdentityKeys { identity: key32(&u.identity_key, "identity_key")?, signing: key32(&u.signing_key, "signing_key")? };
+        let ik = IdentityKeys {
+            identity: key32(&u.identity_key, "identity_key")?,
+            signing: key32(&u.signing_key, "signing_key")?,
+        };
         if ctx.store.keys_set_identity(d, &ik)? == IdentityOutcome::Conflict {
-            return Err(RequestError::invalid("identity keys cannot change; register again to reset them"));
+            return Err(RequestError::invalid(
+                "identity keys cannot change; register again to reset them",
+            ));
         }
     } else if ctx.store.keys_identity(d)?.is_none() {
-        return Err(RequestError::invalid("the first upload must carry identity_key and signing_key"));
+        return Err(RequestError::invalid(
+            "the first upload must carry identity_key and signing_key",
+        ));
     }
-    let otks = u.one_time_keys.iter().map(one_time_key).collect::<Result<Vec<_>, _>>()?;
+    let otks = u
+        .one_time_keys
+        .iter()
+        .map(one_time_key)
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(fb) = &u.fallback_key {
         let (id, public) = one_time_key(fb)?;
         ctx.store.keys_set_fallback(d, &id, public)?;
     }
-    let held = ctx.store.keys_add_one_time(d, &otks, to_usize(ctx.cfg.keys.max_one_time_keys))?;
+    let held = ctx
+        .store
+        .keys_add_one_time(d, &otks, to_usize(ctx.cfg.keys.max_one_time_keys))?;
     ctx.durability.wait().await?;
-    Ok(Body::KeysUploaded(KeysUploaded { one_time_keys: to_u32(held) }))
+    Ok(Body::KeysUploaded(KeysUploaded {
+        one_time_keys: to_u32(held),
+    }))
 }
 
 fn one_time_key(k: &OneTimeKey) -> Result<(Vec<u8>, [u8; 32]), RequestError> {
     if k.key_id.is_empty() || k.key_id.len() > MAX_KEY_ID_BYTES {
-        return Err(RequestError::invalid(format!("key_id must be 1..={MAX_KEY_ID_BYTES} bytes")));
+        return Err(RequestError::invalid(format!(
+            "key_id must be 1..={MAX_KEY_ID_BYTES} bytes"
+        )));
     }
     Ok((k.key_id.clone(), key32(&k.public_key, "public_key")?))
 }
@@ -218,23 +327,34 @@ async fn claim_keys(ctx: &RelayCtx, caller: &Caller, c: ClaimKeys) -> Result<Bod
             continue;
         }
         let d = DeviceId::new(target.clone(), no);
-        let Some(claimed) = ctx.store.keys_claim(&d)? else { continue };
+        let Some(claimed) = ctx.store.keys_claim(&d)? else {
+            continue;
+        };
         let held = ctx.store.keys_one_time_count(&d)?;
         if held < to_usize(ctx.cfg.keys.one_time_keys_low) {
-            let low = KeysLow { remaining: to_u32(held), wanted: ctx.cfg.keys.one_time_keys_wanted };
+            let low = KeysLow {
+                remaining: to_u32(held),
+                wanted: ctx.cfg.keys.one_time_keys_wanted,
+            };
             ctx.directory.ephemeral(&d, frame(0, Body::KeysLow(low)));
         }
         out.push(DeviceKeys {
             device: no,
             identity_key: claimed.identity.identity.to_vec(),
             signing_key: claimed.identity.signing.to_vec(),
-            one_time_key: claimed.key.map(|(key_id, public)| OneTimeKey { key_id, public_key: public.to_vec() }),
+            one_time_key: claimed.key.map(|(key_id, public)| OneTimeKey {
+                key_id,
+                public_key: public.to_vec(),
+            }),
             is_fallback: claimed.is_fallback,
         });
     }
     // A claimed one-time key must not be handed out again after a crash.
     ctx.durability.wait().await?;
-    Ok(Body::ClaimedKeys(ClaimedKeys { account: target.to_string(), devices: out }))
+    Ok(Body::ClaimedKeys(ClaimedKeys {
+        account: target.to_string(),
+        devices: out,
+    }))
 }
 
 /// Send: validate, dedupe by msg_id, check the envelopes cover exactly the recipient's
@@ -245,9 +365,16 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
     let to = account(&s.to)?;
     let m = &ctx.cfg.messaging;
     if s.envelopes.is_empty() || s.envelopes.len() > to_usize(m.max_envelopes) {
-        return Err(RequestError::invalid(format!("a send carries 1..={} envelopes", m.max_envelopes)));
+        return Err(RequestError::invalid(format!(
+            "a send carries 1..={} envelopes",
+            m.max_envelopes
+        )));
     }
-    if let Some(e) = s.envelopes.iter().find(|e| e.ciphertext.is_empty() || e.ciphertext.len() > to_usize(m.max_ciphertext_bytes)) {
+    if let Some(e) = s
+        .envelopes
+        .iter()
+        .find(|e| e.ciphertext.is_empty() || e.ciphertext.len() > to_usize(m.max_ciphertext_bytes))
+    {
         return Err(RequestError::invalid(format!(
             "ciphertext for device {} must be 1..={} bytes",
             e.device, m.max_ciphertext_bytes
@@ -255,13 +382,21 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
     }
     if let Some(ts) = ctx.store.seen_get(&me.account, &msg_id)? {
         ctx.durability.wait().await?;
-        return Ok(Body::ServerAck(ServerAck { msg_id: msg_id.0.to_vec(), timestamp_ms: ts }));
+        return Ok(Body::ServerAck(ServerAck {
+            msg_id: msg_id.0.to_vec(),
+            timestamp_ms: ts,
+        }));
     }
     // A concurrent retry of the same msg_id on this session waits for the first to finish.
     if !caller.sending.borrow_mut().insert(msg_id) {
-        return Err(RequestError::invalid("a send with this msg_id is already in progress"));
+        return Err(RequestError::invalid(
+            "a send with this msg_id is already in progress",
+        ));
     }
-    let _guard = SendingGuard { set: caller.sending.clone(), msg_id };
+    let _guard = SendingGuard {
+        set: caller.sending.clone(),
+        msg_id,
+    };
     let current: BTreeSet<u32> = ctx
         .store
         .devices(&to)?
@@ -277,7 +412,9 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
         return Err(RequestError::invalid("two envelopes for the same device"));
     }
     if addressed != current {
-        return Err(RequestError::MismatchedDevices(current.into_iter().collect()));
+        return Err(RequestError::MismatchedDevices(
+            current.into_iter().collect(),
+        ));
     }
     let now = crate::clock::now_ms();
     let enqueues = s.envelopes.into_iter().map(|e| {
@@ -302,7 +439,10 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
     // After the entries: a surviving seen record implies surviving entries (store docs).
     ctx.store.seen_put(&me.account, &msg_id, now)?;
     ctx.durability.wait().await?;
-    Ok(Body::ServerAck(ServerAck { msg_id: msg_id.0.to_vec(), timestamp_ms: now }))
+    Ok(Body::ServerAck(ServerAck {
+        msg_id: msg_id.0.to_vec(),
+        timestamp_ms: now,
+    }))
 }
 
 /// Removes a msg_id from the session's in-progress set however the send ends.
@@ -323,10 +463,14 @@ async fn receipt(ctx: &RelayCtx, caller: &Caller, r: SendReceipt) -> Result<Body
     let to = account(&r.to)?;
     let kind = ReceiptKind::try_from(r.kind).unwrap_or(ReceiptKind::Unspecified);
     if !matches!(kind, ReceiptKind::Read | ReceiptKind::Played) {
-        return Err(RequestError::invalid("clients send READ or PLAYED receipts; DELIVERED comes from the relay"));
+        return Err(RequestError::invalid(
+            "clients send READ or PLAYED receipts; DELIVERED comes from the relay",
+        ));
     }
     if r.msg_ids.is_empty() || r.msg_ids.len() > MAX_RECEIPT_IDS {
-        return Err(RequestError::invalid(format!("a receipt names 1..={MAX_RECEIPT_IDS} msg_ids")));
+        return Err(RequestError::invalid(format!(
+            "a receipt names 1..={MAX_RECEIPT_IDS} msg_ids"
+        )));
     }
     let msg_ids = r
         .msg_ids
@@ -347,16 +491,30 @@ async fn receipt(ctx: &RelayCtx, caller: &Caller, r: SendReceipt) -> Result<Body
     };
     ctx.directory.enqueue_account(&to, item).await?;
     ctx.durability.wait().await?;
-    Ok(Body::ServerAck(ServerAck { msg_id: Vec::new(), timestamp_ms: now }))
+    Ok(Body::ServerAck(ServerAck {
+        msg_id: Vec::new(),
+        timestamp_ms: now,
+    }))
 }
 
 /// Chat state: to the recipient's online devices only; never stored, never answered.
 fn chat_state(ctx: &RelayCtx, caller: &Caller, cs: SendChatState) {
-    let (Ok(me), Ok(to)) = (device_of(caller), AccountId::parse(&cs.to)) else { return };
-    let Ok(devices) = ctx.store.devices(&to) else { return };
-    let event = ChatStateEvent { from: me.account.to_string(), from_device: me.device, state: cs.state };
+    let (Ok(me), Ok(to)) = (device_of(caller), AccountId::parse(&cs.to)) else {
+        return;
+    };
+    let Ok(devices) = ctx.store.devices(&to) else {
+        return;
+    };
+    let event = ChatStateEvent {
+        from: me.account.to_string(),
+        from_device: me.device,
+        state: cs.state,
+    };
     for (no, _) in devices {
-        ctx.directory.ephemeral(&DeviceId::new(to.clone(), no), frame(0, Body::ChatState(event.clone())));
+        ctx.directory.ephemeral(
+            &DeviceId::new(to.clone(), no),
+            frame(0, Body::ChatState(event.clone())),
+        );
     }
 }
 
@@ -365,7 +523,12 @@ fn status(ctx: &RelayCtx, caller: &Caller) -> Result<Body, RequestError> {
     Ok(Body::Status(Status {
         account: d.account.to_string(),
         device: d.device,
-        devices: ctx.store.devices(&d.account)?.into_iter().map(|(no, _)| no).collect(),
+        devices: ctx
+            .store
+            .devices(&d.account)?
+            .into_iter()
+            .map(|(no, _)| no)
+            .collect(),
         one_time_keys: to_u32(ctx.store.keys_one_time_count(d)?),
         queued: u64::try_from(ctx.store.queue_len(d)?).unwrap_or(u64::MAX),
     }))
