@@ -63,7 +63,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         durability,
         directory,
         limits: Mutex::new(limits),
-        shutdown: shutdown.clone(),
+        shutdown: shutdown.listener(),
         cfg,
     });
 
@@ -73,7 +73,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         admission,
         shutdown.task(),
     ));
-    actix_rt::spawn(sweep(ctx.clone()));
+    actix_rt::spawn(sweep(ctx.clone(), shutdown.task()));
     let watchdog = actix_rt::spawn(watchdog());
 
     tracing::info!(
@@ -113,10 +113,9 @@ fn verifier_of(cfg: &Config) -> Verifier {
 }
 
 /// Deletes undelivered messages and codes past their retention, periodically.
-async fn sweep(ctx: Arc<RelayCtx>) {
+async fn sweep(ctx: Arc<RelayCtx>, mut stop: crate::shutdown::Shutdown) {
     let mut every = tokio::time::interval(ctx.cfg.messaging.sweep_interval);
     let retention = u64::try_from(ctx.cfg.messaging.retention.as_millis()).unwrap_or(u64::MAX);
-    let mut stop = ctx.shutdown.task();
     loop {
         tokio::select! {
             _ = every.tick() => {}

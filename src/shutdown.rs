@@ -10,8 +10,9 @@ use tokio::sync::{mpsc, watch};
 #[derive(Clone)]
 pub struct Shutdown {
     rx: watch::Receiver<bool>,
-    /// Held by every task that must finish before the relay exits.
-    drain: mpsc::Sender<()>,
+    /// Held by every task that must finish before the relay exits; `None` for a handle that
+    /// only listens (shared state must not keep the relay waiting for itself).
+    drain: Option<mpsc::Sender<()>>,
 }
 
 /// The side that triggers and awaits shutdown.
@@ -27,7 +28,7 @@ impl ShutdownController {
         let (drain_tx, drain_rx) = mpsc::channel(1);
         let s = Shutdown {
             rx,
-            drain: drain_tx.clone(),
+            drain: Some(drain_tx.clone()),
         };
         (
             Self {
@@ -69,8 +70,41 @@ impl Shutdown {
         }
     }
 
-    /// Keeps `drain` referenced so the handle counts as a live task.
-    pub fn holds_drain(&self) -> bool {
-        !self.drain.is_closed()
+    /// A handle that sees the signal but is not waited for (for long-lived shared state).
+    pub fn listener(&self) -> Shutdown {
+        Self {
+            rx: self.rx.clone(),
+            drain: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn shutdown_waits_for_tasks_but_not_for_listeners() {
+        let (controller, s) = ShutdownController::new();
+        let _listener = s.listener();
+        let mut task = s.task();
+        drop(s);
+        let worker = tokio::spawn(async move {
+            task.recv().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+        assert!(
+            controller.shutdown(Duration::from_secs(5)).await,
+            "drained in time"
+        );
+        assert!(worker.is_finished());
+    }
+
+    #[tokio::test]
+    async fn a_task_that_never_finishes_runs_out_the_grace_period() {
+        let (controller, s) = ShutdownController::new();
+        let _stuck = s.task();
+        drop(s);
+        assert!(!controller.shutdown(Duration::from_millis(50)).await);
     }
 }

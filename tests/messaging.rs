@@ -199,3 +199,25 @@ async fn no_plaintext_reaches_the_relays_disk_or_logs() {
     );
     assert!(!relay.logs().contains(&canary), "plaintext in the logs");
 }
+
+#[tokio::test]
+async fn a_graceful_stop_tells_connected_clients_why_and_exits_zero() {
+    let mut relay = Relay::start();
+    let mut bob = relay.user("bob", BOB).await;
+    bob.conn().await.unwrap();
+    assert_eq!(relay.stop(), Some(0));
+    let err = tokio::time::timeout(common::PATIENCE, bob.next_event())
+        .await
+        .unwrap()
+        .err()
+        .expect("closed");
+    let code = err
+        .downcast_ref::<relaybox::client::connection::ClientError>()
+        .and_then(|e| e.relay_code());
+    assert_eq!(
+        code,
+        Some(relaybox::wire::messages::ErrorCode::ShuttingDown),
+        "{err:#}"
+    );
+    assert!(relay.logs().contains("Relay stopped."));
+}

@@ -163,3 +163,19 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #[test]
+    fn queue_records_round_trip_through_their_encoding(
+        at in any::<u64>(), id in any::<[u8; 16]>(), from in ".{0,20}", ct in proptest::collection::vec(any::<u8>(), 0..200),
+        receipt in any::<bool>(),
+    ) {
+        let item = if receipt {
+            QueueItem::Receipt { from, from_device: 1, kind: 2, msg_ids: vec![id], timestamp_ms: at }
+        } else {
+            QueueItem::Message { msg_id: id, from, from_device: 0, timestamp_ms: at, olm_type: 1, ciphertext: ct, kind: 1 }
+        };
+        let rec = QueueRecord { enqueued_at_ms: at, item };
+        prop_assert_eq!(super::decode::<QueueRecord>("t", &super::encode(&rec)).unwrap(), rec);
+    }
+}

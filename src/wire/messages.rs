@@ -23,3 +23,36 @@ impl std::fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use prost::Message as _;
+
+    proptest! {
+        #[test]
+        fn sends_round_trip_through_protobuf(
+            req_id in any::<u64>(), msg_id in proptest::collection::vec(any::<u8>(), 16),
+            to in ".{0,20}", devices in proptest::collection::vec((any::<u32>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64)), 0..4),
+        ) {
+            let envelopes = devices.into_iter().map(|(device, olm_type, ciphertext)| Envelope { device, olm_type, ciphertext }).collect();
+            let f = ClientFrame { req_id, body: Some(client_frame::Body::Send(Send { msg_id, to, envelopes, kind: 1 })) };
+            prop_assert_eq!(ClientFrame::decode(f.encode_to_vec().as_slice()).unwrap(), f);
+        }
+
+        #[test]
+        fn delivers_round_trip_through_protobuf(seq in any::<u64>(), from in ".{0,20}", ct in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let f = ServerFrame { req_id: 0, body: Some(server_frame::Body::Deliver(Deliver { seq, from, ciphertext: ct, ..Default::default() })) };
+            prop_assert_eq!(ServerFrame::decode(f.encode_to_vec().as_slice()).unwrap(), f);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = ClientFrame::decode(bytes.as_slice());
+            let _ = ServerFrame::decode(bytes.as_slice());
+            let _ = Login::decode(bytes.as_slice());
+            let _ = LoginResult::decode(bytes.as_slice());
+        }
+    }
+}

@@ -106,3 +106,26 @@ mod tests {
         assert_eq!(key.open(&[], 0), Err(TokenError::Forged));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_claims_round_trip_through_a_sealed_token(
+            account in "\\+[1-9][0-9]{7,14}", device in any::<u32>(), id in any::<u64>(),
+            expires in 1u64.., nonce in any::<[u8; 12]>(), key in any::<[u8; 32]>(),
+        ) {
+            let claims = TokenClaims { account, device, id, expires_at_ms: expires };
+            let key = TokenKey(key);
+            prop_assert_eq!(key.open(&key.seal(&claims, nonce), expires - 1), Ok(claims));
+        }
+
+        #[test]
+        fn opening_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = TokenKey([1; 32]).open(&bytes, 0);
+        }
+    }
+}
