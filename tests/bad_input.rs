@@ -154,8 +154,7 @@ async fn a_wrong_code_six_times_voids_the_code_even_for_the_right_one() {
     let e = c
         .request(body)
         .await
-        .err()
-        .expect("right code refused after too many attempts");
+        .expect_err("right code refused after too many attempts");
     assert_eq!(e.relay_code(), Some(ErrorCode::CodeExpired));
     still_serves(&relay, BOB).await;
 }
@@ -178,8 +177,7 @@ async fn a_malformed_phone_number_is_refused_with_invalid_phone_number() {
                 phone: bad.into(),
             }))
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(
             e.relay_code(),
             Some(ErrorCode::InvalidPhoneNumber),
@@ -196,8 +194,7 @@ async fn a_send_to_an_unknown_account_is_refused_with_unknown_account() {
     let err = alice
         .send_text("+14155550199", "anyone?")
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let code = err
         .downcast_ref::<ClientError>()
         .and_then(|e| e.relay_code());
@@ -226,8 +223,7 @@ async fn envelopes_for_the_wrong_devices_get_mismatched_devices_with_the_current
         .unwrap()
         .request(client_frame::Body::Send(send))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     match e {
         ClientError::Relay(e) => {
             assert_eq!(e.code(), ErrorCode::MismatchedDevices);
@@ -317,8 +313,7 @@ async fn a_registration_session_cannot_send() {
     let e = c
         .request(client_frame::Body::Send(send))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(e.relay_code(), Some(ErrorCode::NotAuthenticated));
 }
 

@@ -209,8 +209,7 @@ async fn a_graceful_stop_tells_connected_clients_why_and_exits_zero() {
     let err = tokio::time::timeout(common::PATIENCE, bob.next_event())
         .await
         .unwrap()
-        .err()
-        .expect("closed");
+        .expect_err("closed");
     let code = err
         .downcast_ref::<relaybox::client::connection::ClientError>()
         .and_then(|e| e.relay_code());

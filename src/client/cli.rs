@@ -216,9 +216,10 @@ async fn listen(
     json: bool,
 ) -> anyhow::Result<()> {
     let mut shown = 0;
+    let mut ticks = Ticks::default();
     loop {
         let event = client.next_event().await?;
-        print_event(&event, json);
+        print_event(&event, json, &mut ticks);
         if let Event::Message { from, msg_id, .. } = &event {
             if read {
                 client.receipt(from, ReceiptKind::Read, &[*msg_id]).await?;
@@ -231,7 +232,28 @@ async fn listen(
     }
 }
 
-fn print_event(event: &Event, json: bool) {
+/// The furthest receipt shown per message, so that a late DELIVERED after READ is not shown
+/// as a step back (receipts travel separately and may overtake each other).
+#[derive(Default)]
+struct Ticks(std::collections::HashMap<MsgId, i32>);
+
+impl Ticks {
+    /// Keeps only the message ids whose receipt is an upgrade.
+    fn upgrades(&mut self, kind: ReceiptKind, ids: &[MsgId]) -> Vec<MsgId> {
+        let rank = kind as i32;
+        ids.iter()
+            .filter(|id| {
+                let seen = self.0.entry(**id).or_insert(0);
+                let up = rank > *seen;
+                *seen = (*seen).max(rank);
+                up
+            })
+            .copied()
+            .collect()
+    }
+}
+
+fn print_event(event: &Event, json: bool, ticks: &mut Ticks) {
     if json {
         let v = match event {
             Event::Message {
@@ -291,13 +313,14 @@ fn print_event(event: &Event, json: bool) {
             kind,
             msg_ids,
         } => {
+            let msg_ids = ticks.upgrades(*kind, msg_ids);
             let mark = match kind {
                 ReceiptKind::Delivered => "✓✓ delivered to",
                 ReceiptKind::Read => "✓✓ read by",
                 ReceiptKind::Played => "✓✓ played by",
                 ReceiptKind::Unspecified => "receipt from",
             };
-            for m in msg_ids {
+            for m in &msg_ids {
                 println!("  {mark} {from}: {m}");
             }
         }
@@ -318,18 +341,28 @@ async fn chat(client: &mut Client, peer: &str) -> anyhow::Result<()> {
     println!("Chatting as {account} with {peer}. Type a message and press Enter; Ctrl-D to quit.");
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     client.conn().await?;
+    let mut ticks = Ticks::default();
     loop {
         tokio::select! {
             line = lines.next_line() => {
                 let Some(line) = line? else { return Ok(()) };
                 let text = line.trim();
                 if text.is_empty() { continue; }
-                let (msg_id, _) = client.send_text(peer, text).await?;
-                println!("  ✓ sent {msg_id}");
+                match client.send_text(peer, text).await {
+                    Ok((msg_id, _)) => println!("  ✓ sent {msg_id}"),
+                    Err(e) => println!("  ✗ not sent: {e:#}"),
+                }
             }
             event = client.next_event() => {
-                let event = event?;
-                print_event(&event, false);
+                let event = match event {
+                    Ok(e) => e,
+                    Err(e) => {
+                        println!("  (connection lost: {e:#}; reconnecting…)");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        continue;
+                    }
+                };
+                print_event(&event, false, &mut ticks);
                 if let Event::Message { from, msg_id, .. } = &event {
                     if from == peer {
                         client.receipt(from, ReceiptKind::Read, &[*msg_id]).await?;

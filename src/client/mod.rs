@@ -7,7 +7,7 @@ pub mod cli;
 pub mod connection;
 pub mod state;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
@@ -59,6 +59,12 @@ pub enum Event {
 pub struct Client {
     pub state: State,
     conn: Option<Connection>,
+    /// Events decoded but not yet returned by `next_event`.
+    ready: VecDeque<Event>,
+    /// Queue seqs processed but not yet acknowledged to the relay.
+    unacked: Vec<u64>,
+    /// The relay asked for more one-time keys.
+    keys_low: bool,
 }
 
 impl Client {
@@ -68,7 +74,13 @@ impl Client {
         if let Some(r) = relay {
             state.relay = r.to_owned();
         }
-        Ok(Self { state, conn: None })
+        Ok(Self {
+            state,
+            conn: None,
+            ready: VecDeque::new(),
+            unacked: Vec::new(),
+            keys_low: false,
+        })
     }
 
     /// Pins the relay's static key out of band (an operator published it).
@@ -118,6 +130,9 @@ impl Client {
     /// Drops the connection (the next call reconnects).
     pub fn disconnect(&mut self) {
         self.conn = None;
+        // Unsent acks die with the session: the relay redelivers, and `first_sight` hides the
+        // repeats.
+        self.unacked.clear();
     }
 
     /// Asks the relay to send a verification code to `phone`.
@@ -271,84 +286,90 @@ impl Client {
     }
 
     /// Waits for the next event, decrypting and acknowledging as it goes.
+    ///
+    /// Cancel-safe (the chat loop races it against the keyboard): a frame is turned into an
+    /// event and a pending ack in one synchronous step, and both survive a cancelled await.
     pub async fn next_event(&mut self) -> anyhow::Result<Event> {
+        let r = self.next_event_inner().await;
+        if r.is_err() {
+            // A failed connection is not reused; the next call reconnects.
+            self.disconnect();
+        }
+        r
+    }
+
+    async fn next_event_inner(&mut self) -> anyhow::Result<Event> {
         loop {
+            if !self.unacked.is_empty() {
+                let seqs = self.unacked.clone();
+                let ack = client_frame::Body::Ack(Ack { seqs });
+                self.conn().await?.send_only(ack).await?;
+                self.unacked.clear();
+            }
+            if let Some(e) = self.ready.pop_front() {
+                return Ok(e);
+            }
             let frame = self.conn().await?.next_push().await?;
-            let Some(body) = frame.body else { continue };
-            match body {
-                server_frame::Body::Deliver(d) => {
-                    let msg_id = MsgId::from_slice(&d.msg_id).unwrap_or(MsgId([0; 16]));
-                    let fresh = self.state.first_sight(&d.msg_id);
-                    let event = if !fresh {
-                        None
-                    } else {
-                        match self.state.e2e.decrypt(
-                            &d.from,
-                            d.from_device,
-                            d.olm_type,
-                            &d.ciphertext,
-                        ) {
-                            Ok(plain) => match Inner::decode(&plain) {
-                                Ok(inner) => Some(Event::Message {
-                                    from: d.from.clone(),
-                                    from_device: d.from_device,
-                                    msg_id,
-                                    timestamp_ms: d.timestamp_ms,
-                                    inner,
-                                }),
-                                Err(e) => Some(undecryptable(
-                                    &d.from,
-                                    d.from_device,
-                                    msg_id,
-                                    e.to_string(),
-                                )),
-                            },
-                            Err(e) => {
-                                Some(undecryptable(&d.from, d.from_device, msg_id, e.to_string()))
-                            }
-                        }
-                    };
-                    // Persist the ratchet before acknowledging: an ack deletes the relay's copy.
-                    self.state.save()?;
-                    self.ack(d.seq).await?;
-                    if let Some(e) = event {
-                        return Ok(e);
-                    }
-                }
-                server_frame::Body::Receipt(r) => {
-                    self.ack(r.seq).await?;
-                    let kind = ReceiptKind::try_from(r.kind).unwrap_or(ReceiptKind::Unspecified);
-                    let msg_ids = r
-                        .msg_ids
-                        .iter()
-                        .filter_map(|m| MsgId::from_slice(m).ok())
-                        .collect();
-                    return Ok(Event::Receipt {
-                        from: r.from,
-                        kind,
-                        msg_ids,
-                    });
-                }
-                server_frame::Body::ChatState(c) => {
-                    let state = ChatState::try_from(c.state).unwrap_or(ChatState::Unspecified);
-                    return Ok(Event::ChatState {
-                        from: c.from,
-                        state,
-                    });
-                }
-                server_frame::Body::KeysLow(_) => {
-                    self.upload_keys().await?;
-                }
-                _ => {}
+            if let Some(body) = frame.body {
+                self.absorb(body)?;
+            }
+            if self.keys_low {
+                self.keys_low = false;
+                self.upload_keys().await?;
             }
         }
     }
 
-    async fn ack(&mut self, seq: u64) -> anyhow::Result<()> {
-        self.conn()
-            .await?
-            .send_only(client_frame::Body::Ack(Ack { seqs: vec![seq] }))
-            .await?;
+    /// Turns one push into events and acks, synchronously. The ratchet state is saved before
+    /// the ack is queued: an ack deletes the relay's copy.
+    fn absorb(&mut self, body: server_frame::Body) -> anyhow::Result<()> {
+        match body {
+            server_frame::Body::Deliver(d) => {
+                let msg_id = MsgId::from_slice(&d.msg_id).unwrap_or(MsgId([0; 16]));
+                if self.state.first_sight(&d.msg_id) {
+                    let decrypted = self
+                        .state
+                        .e2e
+                        .decrypt(&d.from, d.from_device, d.olm_type, &d.ciphertext)
+                        .and_then(|plain| Inner::decode(&plain));
+                    self.ready.push_back(match decrypted {
+                        Ok(inner) => Event::Message {
+                            from: d.from.clone(),
+                            from_device: d.from_device,
+                            msg_id,
+                            timestamp_ms: d.timestamp_ms,
+                            inner,
+                        },
+                        Err(e) => undecryptable(&d.from, d.from_device, msg_id, e.to_string()),
+                    });
+                }
+                self.state.save()?;
+                self.unacked.push(d.seq);
+            }
+            server_frame::Body::Receipt(r) => {
+                let kind = ReceiptKind::try_from(r.kind).unwrap_or(ReceiptKind::Unspecified);
+                let msg_ids = r
+                    .msg_ids
+                    .iter()
+                    .filter_map(|m| MsgId::from_slice(m).ok())
+                    .collect();
+                self.ready.push_back(Event::Receipt {
+                    from: r.from,
+                    kind,
+                    msg_ids,
+                });
+                self.unacked.push(r.seq);
+            }
+            server_frame::Body::ChatState(c) => {
+                let state = ChatState::try_from(c.state).unwrap_or(ChatState::Unspecified);
+                self.ready.push_back(Event::ChatState {
+                    from: c.from,
+                    state,
+                });
+            }
+            server_frame::Body::KeysLow(_) => self.keys_low = true,
+            _ => {}
+        }
         Ok(())
     }
 

@@ -91,7 +91,7 @@ impl Verifier {
             Verifier::Log => {
                 tracing::info!(
                     phone = %phone,
-                    code,
+                    code = %code,
                     "Verification code issued (log verifier; development only)."
                 );
                 Ok(())
