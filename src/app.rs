@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::actors::device::DeviceSettings;
+use crate::actors::notifier::Notifier;
+use crate::actors::presence::Presence;
 use crate::actors::Directory;
 use crate::config::{to_usize, Config, Verifier as VerifierKind};
 use crate::edge::context::Limiters;
@@ -42,7 +44,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         window: to_usize(cfg.messaging.delivery_window),
         idle_stop: cfg.sessions.device_idle_stop,
     };
-    let directory = Directory::new(store.clone(), durability.clone(), settings);
+    let push_relay = if cfg.push.relay_address.is_empty() {
+        tcp_addr.to_string()
+    } else {
+        cfg.push.relay_address.clone()
+    };
+    let notifier = Notifier::spawn(store.clone(), push_relay);
+    let directory = Directory::new(store.clone(), durability.clone(), settings, notifier);
     let (controller, shutdown) = ShutdownController::new();
     let reg = &cfg.registration;
     let limits = Limiters {
@@ -63,6 +71,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         durability,
         directory,
         limits: Mutex::new(limits),
+        presence: Presence::default(),
         shutdown: shutdown.listener(),
         cfg,
     });

@@ -214,8 +214,10 @@ async fn envelopes_for_the_wrong_devices_get_mismatched_devices_with_the_current
             device: 5,
             olm_type: 0,
             ciphertext: vec![1, 2, 3],
+            ..Default::default()
         }],
         kind: 1,
+        ..Default::default()
     };
     let e = alice
         .conn()
@@ -243,6 +245,7 @@ async fn out_of_bounds_send_fields_are_refused_with_invalid_argument() {
             device: 0,
             olm_type: 1,
             ciphertext: vec![1; len],
+            ..Default::default()
         }]
     };
     let cases = [
@@ -251,30 +254,35 @@ async fn out_of_bounds_send_fields_are_refused_with_invalid_argument() {
             to: BOB.into(),
             envelopes: env(3),
             kind: 1,
+            ..Default::default()
         },
         Send {
             msg_id: vec![1; 16],
             to: "bob".into(),
             envelopes: env(3),
             kind: 1,
+            ..Default::default()
         },
         Send {
             msg_id: vec![1; 16],
             to: BOB.into(),
             envelopes: vec![],
             kind: 1,
+            ..Default::default()
         },
         Send {
             msg_id: vec![1; 16],
             to: BOB.into(),
             envelopes: env(0),
             kind: 1,
+            ..Default::default()
         },
         Send {
             msg_id: vec![1; 16],
             to: BOB.into(),
             envelopes: env(60_001),
             kind: 1,
+            ..Default::default()
         },
     ];
     for (i, s) in cases.into_iter().enumerate() {
@@ -309,6 +317,7 @@ async fn a_registration_session_cannot_send() {
         to: BOB.into(),
         envelopes: vec![],
         kind: 1,
+        ..Default::default()
     };
     let e = c
         .request(client_frame::Body::Send(send))
@@ -341,7 +350,7 @@ async fn a_replayed_ik_handshake_is_refused_and_the_client_falls_back_to_xx() {
                 device: 0,
                 token: match &who {
                     Identity::Device { token, .. } => token.clone().unwrap(),
-                    Identity::Register => unreachable!(),
+                    _ => unreachable!(),
                 },
             })),
         },

@@ -80,7 +80,7 @@ async fn chat_states_reach_online_devices_only_and_are_never_stored() {
     let mut bob = relay.user("bob", BOB).await;
     alice.chat_state(BOB, ChatState::Recording).await.unwrap();
     match next_event(&mut bob).await {
-        Event::ChatState { from, state } => {
+        Event::ChatState { from, state, .. } => {
             assert_eq!((from.as_str(), state), (ALICE, ChatState::Recording))
         }
         other => panic!("expected a chat state, got {other:?}"),

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use actix::prelude::*;
 
 use super::device::{Device, DeviceSettings, Enqueue, Ephemeral};
+use super::notifier::Notifier;
+use super::thread::Thread;
 use crate::ids::{AccountId, DeviceId};
 use crate::store::{Durability, QueueItem, QueueRecord, Store, StoreError};
 use crate::wire::messages::ServerFrame;
@@ -21,9 +23,11 @@ const SEND_ATTEMPTS: usize = 3;
 #[derive(Clone)]
 pub struct Directory {
     live: Arc<Mutex<HashMap<DeviceId, Addr<Device>>>>,
+    threads: Arc<Mutex<HashMap<String, Addr<Thread>>>>,
     store: Store,
     durability: Durability,
     settings: DeviceSettings,
+    notifier: Notifier,
 }
 
 /// Why a message could not be handed to a device actor.
@@ -37,12 +41,46 @@ pub enum DirectoryError {
 }
 
 impl Directory {
-    pub fn new(store: Store, durability: Durability, settings: DeviceSettings) -> Self {
+    pub fn new(
+        store: Store,
+        durability: Durability,
+        settings: DeviceSettings,
+        notifier: Notifier,
+    ) -> Self {
         Self {
             live: Arc::default(),
+            threads: Arc::default(),
             store,
             durability,
             settings,
+            notifier,
+        }
+    }
+
+    /// The push notifier (device actors call it when something waits for an offline device).
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// The group's actor, activated from the store; `None` if there is no such group.
+    pub fn thread(&self, id: &str) -> Result<Option<Addr<Thread>>, StoreError> {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(addr) = threads.get(id).filter(|a| a.connected()) {
+            return Ok(Some(addr.clone()));
+        }
+        let Some(record) = self.store.group(id)? else {
+            return Ok(None);
+        };
+        let addr = Thread::new(id.to_owned(), record, self.store.clone(), self.clone()).start();
+        threads.insert(id.to_owned(), addr.clone());
+        Ok(Some(addr))
+    }
+
+    /// Called by a thread actor that stops.
+    pub fn forget_thread(&self, id: &str, addr: &Addr<Thread>) {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if threads.get(id) == Some(addr) {
+            threads.remove(id);
         }
     }
 

@@ -7,5 +7,8 @@
 
 pub mod device;
 pub mod directory;
+pub mod notifier;
+pub mod presence;
+pub mod thread;
 
 pub use directory::Directory;

@@ -8,10 +8,11 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use tokio::io::AsyncBufReadExt;
 
+use super::settings::MuteFor;
 use super::{Client, Event};
 use crate::e2e::payload::Payload;
 use crate::ids::MsgId;
-use crate::wire::messages::{ChatState, ReceiptKind};
+use crate::wire::messages::{ChatState, GroupOp, PresencePrivacy, ReceiptKind};
 
 /// Relay address used when none is given or saved.
 pub const DEFAULT_RELAY: &str = "127.0.0.1:7700";
@@ -71,6 +72,96 @@ pub enum ClientCmd {
     },
     /// Show `to` that you are composing, recording or paused.
     State { to: String, state: StateArg },
+    /// Groups: create, add, remove, promote, leave, subject, info, send, list.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// On a new companion (its own --home): show a pairing code and wait to be linked.
+    Pair {
+        /// Seconds to wait for the primary to link this device.
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+    },
+    /// On the primary: link the companion that shows this pairing code, and send it history.
+    Link { code: String },
+    /// On the primary: remove a linked companion.
+    Unlink { device: u32 },
+    /// List an account's devices (default: your own).
+    Devices { account: Option<String> },
+    /// Upload your contact list (replaces it); shows which numbers use relaybox.
+    Contacts {
+        #[arg(required = true, num_args = 1..)]
+        numbers: Vec<String>,
+    },
+    /// Who may see when you are online: everyone (who has you), contacts (mutual), nobody.
+    Privacy { who: PrivacyArg },
+    /// Mute a conversation (a phone number or a group id).
+    Mute {
+        thread: String,
+        /// For this long, e.g. 8h or 2d [default: groups in proportion to their size, 1:1 forever].
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        #[arg(long, conflicts_with = "duration")]
+        forever: bool,
+    },
+    /// Unmute a conversation.
+    Unmute { thread: String },
+    /// Register the URL the relay POSTs to when messages wait while you are offline
+    /// (e.g. an ntfy topic); `--off` removes it.
+    Push {
+        #[arg(required_unless_present = "off")]
+        url: Option<String>,
+        #[arg(long)]
+        off: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCmd {
+    /// Create a group with you as admin.
+    Create {
+        subject: String,
+        #[arg(num_args = 0..)]
+        members: Vec<String>,
+    },
+    /// Add members (admins only).
+    Add {
+        group: String,
+        #[arg(required = true, num_args = 1..)]
+        accounts: Vec<String>,
+    },
+    /// Remove members (admins only).
+    Remove {
+        group: String,
+        #[arg(required = true, num_args = 1..)]
+        accounts: Vec<String>,
+    },
+    /// Make members admins (admins only).
+    Promote {
+        group: String,
+        #[arg(required = true, num_args = 1..)]
+        accounts: Vec<String>,
+    },
+    /// Leave a group.
+    Leave { group: String },
+    /// Change the subject (admins only).
+    Subject { group: String, subject: String },
+    /// Show members, admins and devices.
+    Info { group: String },
+    /// Send a text to the group.
+    Send {
+        group: String,
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+    /// The groups this client knows.
+    List,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum PrivacyArg {
+    Everyone,
+    Contacts,
+    Nobody,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -192,6 +283,98 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
             client.receipt(&to, kind, &ids).await?;
             println!("receipt sent");
         }
+        ClientCmd::Group(g) => group(&mut client, g).await?,
+        ClientCmd::Pair { wait } => {
+            let code = client.pairing_code()?;
+            println!("Pairing code (show it to your primary device):\n\n    {code}\n");
+            println!("On the primary run: relaybox client link {code}");
+            println!("Waiting up to {wait} s to be linked…");
+            let (account, device) = client.await_link(Duration::from_secs(wait)).await?;
+            println!("Linked to {account} as device {device}. Keys published.");
+            println!("Run `relaybox client listen` to receive history and new messages.");
+        }
+        ClientCmd::Link { code } => {
+            let (device, sent) = client.link(&code).await?;
+            println!(
+                "Linked device {device}; sent {sent} history messages to it, end-to-end encrypted."
+            );
+        }
+        ClientCmd::Unlink { device } => {
+            client.unlink(device).await?;
+            println!("Device {device} unlinked; its keys and queue are gone.");
+        }
+        ClientCmd::Devices { account } => {
+            let account = match account {
+                Some(a) => a,
+                None => client.state.account()?.to_owned(),
+            };
+            let d = client.devices(&account).await?;
+            println!("{}: devices {:?}", d.account, d.devices);
+        }
+        ClientCmd::Contacts { numbers } => {
+            let r = client.upload_contacts(&numbers).await?;
+            println!(
+                "On relaybox: {}",
+                if r.registered.is_empty() {
+                    "nobody yet".into()
+                } else {
+                    r.registered.join(", ")
+                }
+            );
+            if !r.invalid.is_empty() {
+                println!("Not phone numbers: {}", r.invalid.join(", "));
+            }
+        }
+        ClientCmd::Privacy { who } => {
+            let p = match who {
+                PrivacyArg::Everyone => PresencePrivacy::Everyone,
+                PrivacyArg::Contacts => PresencePrivacy::Contacts,
+                PrivacyArg::Nobody => PresencePrivacy::Nobody,
+            };
+            client.set_privacy(p).await?;
+            println!("Presence visible to: {who:?}");
+        }
+        ClientCmd::Mute {
+            thread,
+            duration,
+            forever,
+        } => {
+            let how = match (duration, forever) {
+                (_, true) => MuteFor::Forever,
+                (Some(d), _) => MuteFor::Until(
+                    crate::clock::now_ms()
+                        .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                ),
+                (None, false) => MuteFor::Default,
+            };
+            let m = client.mute(&thread, how).await?;
+            if m.forever {
+                println!("Muted {} until you unmute it.", m.thread);
+            } else {
+                let left = m.until_ms.saturating_sub(crate::clock::now_ms()) / 1000;
+                println!(
+                    "Muted {} for {}.",
+                    m.thread,
+                    humantime::format_duration(Duration::from_secs(left))
+                );
+            }
+        }
+        ClientCmd::Unmute { thread } => {
+            client.unmute(&thread).await?;
+            println!("Unmuted {thread}.");
+        }
+        ClientCmd::Push { url, off } => {
+            let url = if off { None } else { url };
+            client.register_push(url.as_deref()).await?;
+            println!(
+                "{}",
+                if url.is_some() {
+                    "Push endpoint registered."
+                } else {
+                    "Push endpoint removed."
+                }
+            );
+        }
         ClientCmd::State { to, state } => {
             let state = match state {
                 StateArg::Composing => ChatState::Composing,
@@ -255,38 +438,7 @@ impl Ticks {
 
 fn print_event(event: &Event, json: bool, ticks: &mut Ticks) {
     if json {
-        let v = match event {
-            Event::Message {
-                from,
-                from_device,
-                msg_id,
-                timestamp_ms,
-                inner,
-            } => serde_json::json!({
-                "event": "message", "from": from, "from_device": from_device, "msg_id": msg_id.to_string(),
-                "timestamp_ms": timestamp_ms, "payload": inner.payload,
-            }),
-            Event::Undecryptable {
-                from,
-                from_device,
-                msg_id,
-                error,
-            } => serde_json::json!({
-                "event": "undecryptable", "from": from, "from_device": from_device, "msg_id": msg_id.to_string(), "error": error,
-            }),
-            Event::Receipt {
-                from,
-                kind,
-                msg_ids,
-            } => serde_json::json!({
-                "event": "receipt", "from": from, "kind": kind.as_str_name(),
-                "msg_ids": msg_ids.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
-            }),
-            Event::ChatState { from, state } => serde_json::json!({
-                "event": "chat_state", "from": from, "state": state.as_str_name(),
-            }),
-        };
-        println!("{v}");
+        println!("{}", event_json(event));
         return;
     }
     match event {
@@ -294,12 +446,17 @@ fn print_event(event: &Event, json: bool, ticks: &mut Ticks) {
             from,
             msg_id,
             inner,
+            group,
+            muted,
             ..
-        } => match &inner.payload {
-            Payload::Text { body } => println!("[{from}] {body}    ({msg_id})"),
-            #[allow(unreachable_patterns)]
-            other => println!("[{from}] {other:?}    ({msg_id})"),
-        },
+        } => {
+            let bell = if *muted { " 🔕" } else { "" };
+            let place = group.as_ref().map(|g| format!("{g} ")).unwrap_or_default();
+            match &inner.payload {
+                Payload::Text { body } => println!("[{place}{from}]{bell} {body}    ({msg_id})"),
+                other => println!("[{place}{from}]{bell} {other:?}    ({msg_id})"),
+            }
+        }
         Event::Undecryptable {
             from,
             msg_id,
@@ -324,20 +481,130 @@ fn print_event(event: &Event, json: bool, ticks: &mut Ticks) {
                 println!("  {mark} {from}: {m}");
             }
         }
-        Event::ChatState { from, state } => {
+        Event::ChatState { from, state, group } => {
             let what = match state {
                 ChatState::Composing => "is typing…",
                 ChatState::Recording => "is recording audio…",
                 ChatState::Paused | ChatState::Unspecified => "stopped typing",
             };
-            println!("  {from} {what}");
+            let place = group
+                .as_ref()
+                .map(|g| format!(" in {g}"))
+                .unwrap_or_default();
+            println!("  {from} {what}{place}");
+        }
+        Event::Group {
+            group,
+            actor,
+            op,
+            accounts,
+            subject,
+        } => {
+            let what = match op {
+                GroupOp::Create => format!("created \"{subject}\" with {}", accounts.join(", ")),
+                GroupOp::Add => format!("added {}", accounts.join(", ")),
+                GroupOp::Remove => format!("removed {}", accounts.join(", ")),
+                GroupOp::Leave => "left".to_owned(),
+                GroupOp::Promote => format!("made {} admin", accounts.join(", ")),
+                GroupOp::SetSubject => format!("changed the subject to \"{subject}\""),
+                GroupOp::Unspecified => "changed the group".to_owned(),
+            };
+            println!("  * {group}: {actor} {what}");
+        }
+        Event::DevicesChanged { account, devices } => {
+            println!("  * {account} now has devices {devices:?}")
+        }
+        Event::Presence {
+            account,
+            available,
+            last_seen_ms,
+        } => {
+            if *available {
+                println!("  ● {account} is online");
+            } else {
+                println!("  ○ {account} was last seen {}", ago(*last_seen_ms));
+            }
+        }
+        Event::History { entries, .. } => {
+            println!("  * received {entries} messages of history from your primary device")
         }
     }
 }
 
-/// Interactive chat: lines typed are sent to `peer`; everything that arrives is printed.
+fn ago(at_ms: u64) -> String {
+    if at_ms == 0 {
+        return "never".into();
+    }
+    let secs = crate::clock::now_ms().saturating_sub(at_ms) / 1000;
+    format!(
+        "{} ago",
+        humantime::format_duration(Duration::from_secs(secs))
+    )
+}
+
+fn event_json(event: &Event) -> serde_json::Value {
+    match event {
+        Event::Message {
+            from,
+            from_device,
+            msg_id,
+            timestamp_ms,
+            inner,
+            group,
+            muted,
+        } => serde_json::json!({
+            "event": "message", "from": from, "from_device": from_device, "msg_id": msg_id.to_string(),
+            "timestamp_ms": timestamp_ms, "payload": inner.payload, "group": group, "muted": muted,
+        }),
+        Event::Undecryptable {
+            from,
+            from_device,
+            msg_id,
+            error,
+        } => serde_json::json!({
+            "event": "undecryptable", "from": from, "from_device": from_device, "msg_id": msg_id.to_string(), "error": error,
+        }),
+        Event::Receipt {
+            from,
+            kind,
+            msg_ids,
+        } => serde_json::json!({
+            "event": "receipt", "from": from, "kind": kind.as_str_name(),
+            "msg_ids": msg_ids.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+        }),
+        Event::ChatState { from, state, group } => serde_json::json!({
+            "event": "chat_state", "from": from, "state": state.as_str_name(), "group": group,
+        }),
+        Event::Group {
+            group,
+            actor,
+            op,
+            accounts,
+            subject,
+        } => serde_json::json!({
+            "event": "group", "group": group, "actor": actor, "op": op.as_str_name(), "accounts": accounts, "subject": subject,
+        }),
+        Event::DevicesChanged { account, devices } => serde_json::json!({
+            "event": "devices_changed", "account": account, "devices": devices,
+        }),
+        Event::Presence {
+            account,
+            available,
+            last_seen_ms,
+        } => serde_json::json!({
+            "event": "presence", "account": account, "available": available, "last_seen_ms": last_seen_ms,
+        }),
+        Event::History { from, entries } => {
+            serde_json::json!({ "event": "history", "from": from, "entries": entries })
+        }
+    }
+}
+
+/// Interactive chat: lines typed are sent to `peer` (a phone number or a group id); everything
+/// that arrives is printed.
 async fn chat(client: &mut Client, peer: &str) -> anyhow::Result<()> {
     let account = client.state.account()?.to_owned();
+    let is_group = crate::actors::thread::is_group_id(peer);
     println!("Chatting as {account} with {peer}. Type a message and press Enter; Ctrl-D to quit.");
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     client.conn().await?;
@@ -348,7 +615,8 @@ async fn chat(client: &mut Client, peer: &str) -> anyhow::Result<()> {
                 let Some(line) = line? else { return Ok(()) };
                 let text = line.trim();
                 if text.is_empty() { continue; }
-                match client.send_text(peer, text).await {
+                let sent = if is_group { client.send_group_text(peer, text).await } else { client.send_text(peer, text).await };
+                match sent {
                     Ok((msg_id, _)) => println!("  ✓ sent {msg_id}"),
                     Err(e) => println!("  ✗ not sent: {e:#}"),
                 }
@@ -363,12 +631,68 @@ async fn chat(client: &mut Client, peer: &str) -> anyhow::Result<()> {
                     }
                 };
                 print_event(&event, false, &mut ticks);
-                if let Event::Message { from, msg_id, .. } = &event {
-                    if from == peer {
-                        client.receipt(from, ReceiptKind::Read, &[*msg_id]).await?;
+                if let Event::Message { from, msg_id, group, .. } = &event {
+                    let here = if is_group { group.as_deref() == Some(peer) } else { from == peer && group.is_none() };
+                    if here {
+                        let _ = client.receipt(from, ReceiptKind::Read, &[*msg_id]).await;
                     }
                 }
             }
         }
     }
+}
+
+async fn group(client: &mut Client, cmd: GroupCmd) -> anyhow::Result<()> {
+    let info = match cmd {
+        GroupCmd::Create { subject, members } => client.create_group(&subject, &members).await?,
+        GroupCmd::Add { group, accounts } => {
+            client
+                .update_group(&group, GroupOp::Add, &accounts, "")
+                .await?
+        }
+        GroupCmd::Remove { group, accounts } => {
+            client
+                .update_group(&group, GroupOp::Remove, &accounts, "")
+                .await?
+        }
+        GroupCmd::Promote { group, accounts } => {
+            client
+                .update_group(&group, GroupOp::Promote, &accounts, "")
+                .await?
+        }
+        GroupCmd::Leave { group } => {
+            client.update_group(&group, GroupOp::Leave, &[], "").await?;
+            println!("You left {group}.");
+            return Ok(());
+        }
+        GroupCmd::Subject { group, subject } => {
+            client
+                .update_group(&group, GroupOp::SetSubject, &[], &subject)
+                .await?
+        }
+        GroupCmd::Info { group } => client.group_info(&group).await?,
+        GroupCmd::Send { group, text } => {
+            let (msg_id, ack) = client.send_group_text(&group, &text.join(" ")).await?;
+            println!("sent {msg_id} at {} ✓", ack.timestamp_ms);
+            return Ok(());
+        }
+        GroupCmd::List => {
+            for (id, g) in &client.state.groups {
+                println!("{id}  \"{}\"  {} members", g.subject, g.members.len());
+            }
+            return Ok(());
+        }
+    };
+    println!("group:   {}", info.group);
+    println!("subject: {}", info.subject);
+    println!("version: {}", info.version);
+    for m in &info.members {
+        println!(
+            "  {}{}  devices {:?}",
+            m.account,
+            if m.admin { " (admin)" } else { "" },
+            m.devices
+        );
+    }
+    Ok(())
 }

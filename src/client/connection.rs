@@ -12,8 +12,8 @@ use tokio::net::TcpStream;
 use crate::wire::frame::{self, FrameDecoder, MAX_FRAME_BYTES};
 use crate::wire::handshake::{ClientIk, ClientXx, StaticKeypair, Transport};
 use crate::wire::messages::{
-    client_frame, login, login_result, server_frame, ClientFrame, DeviceLogin, Error, ErrorCode,
-    Login, Pong, Register, ServerFrame,
+    client_frame, login, login_result, server_frame, ClientFrame, CompanionLogin, DeviceLogin,
+    Error, ErrorCode, Login, Pong, Register, ServerFrame,
 };
 use crate::wire::ProtocolError;
 
@@ -62,6 +62,8 @@ impl ClientError {
 pub enum Identity {
     /// An anonymous registration session.
     Register,
+    /// A companion whose key a primary linked (first login carries the pairing secret).
+    Companion { secret: Vec<u8> },
     /// A registered device, with its resumption token if it has one.
     Device {
         account: String,
@@ -79,6 +81,9 @@ pub struct Established {
     pub token: Vec<u8>,
     /// Whether the one-round-trip IK resumption was used.
     pub resumed: bool,
+    /// Who the relay says this session is (device sessions).
+    pub account: String,
+    pub device: u32,
 }
 
 /// A TCP stream with framing, before and after the handshake.
@@ -128,6 +133,11 @@ impl Connection {
             Identity::Device {
                 account, device, ..
             } => device_login(account, *device, Vec::new()),
+            Identity::Companion { secret } => Login {
+                kind: Some(login::Kind::Companion(CompanionLogin {
+                    secret: secret.clone(),
+                })),
+            },
         };
         Self::xx(addr, device_key, &login).await
     }
@@ -167,15 +177,15 @@ impl Connection {
         raw.write(&first).await?;
         let reply = raw.read_timeout(HANDSHAKE_TIMEOUT).await?;
         let (transport, result) = state.finish(&reply)?;
-        let token = login_ok(result)?;
-        Ok((
-            Self::new(raw, transport),
-            Established {
-                relay_key: *relay,
-                token,
-                resumed: true,
-            },
-        ))
+        let ok = login_ok(result)?;
+        let est = Established {
+            relay_key: *relay,
+            token: ok.token,
+            resumed: true,
+            account: ok.account,
+            device: ok.device,
+        };
+        Ok((Self::new(raw, transport), est))
     }
 
     async fn xx(
@@ -191,15 +201,15 @@ impl Connection {
         raw.write(&msg3).await?;
         let result_frame = raw.read_timeout(HANDSHAKE_TIMEOUT).await?;
         let result = transport.decrypt(&result_frame, "LoginResult")?;
-        let token = login_ok(result)?;
-        Ok((
-            Self::new(raw, transport),
-            Established {
-                relay_key,
-                token,
-                resumed: false,
-            },
-        ))
+        let ok = login_ok(result)?;
+        let est = Established {
+            relay_key,
+            token: ok.token,
+            resumed: false,
+            account: ok.account,
+            device: ok.device,
+        };
+        Ok((Self::new(raw, transport), est))
     }
 
     async fn write_raw(&mut self, payload: &[u8]) -> Result<(), ClientError> {
@@ -312,9 +322,11 @@ fn device_login(account: &str, device: u32, token: Vec<u8>) -> Login {
     }
 }
 
-fn login_ok(result: crate::wire::messages::LoginResult) -> Result<Vec<u8>, ClientError> {
+fn login_ok(
+    result: crate::wire::messages::LoginResult,
+) -> Result<crate::wire::messages::LoginOk, ClientError> {
     match result.result {
-        Some(login_result::Result::Ok(ok)) => Ok(ok.token),
+        Some(login_result::Result::Ok(ok)) => Ok(ok),
         Some(login_result::Result::Error(e)) => Err(ClientError::Relay(e)),
         None => Err(ClientError::Unexpected("empty login result".into())),
     }

@@ -5,6 +5,9 @@
 
 pub mod cli;
 pub mod connection;
+pub mod devices;
+mod groups;
+pub mod settings;
 pub mod state;
 
 use std::collections::{HashMap, VecDeque};
@@ -12,12 +15,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _};
 
-use crate::e2e::payload::{Inner, Payload};
+use crate::e2e::payload::{HistoryEntry, Inner, Payload};
 use crate::ids::MsgId;
 use crate::wire::messages::{
-    client_frame, server_frame, Ack, ChatState, ClaimKeys, CodeSent, DeviceKeys, ErrorCode,
-    GetStatus, MessageKind, ReceiptKind, RequestCode, Send, SendChatState, SendReceipt, ServerAck,
-    Status, Verified, VerifyCode,
+    client_frame, server_frame, Ack, ChatState, ClaimKeys, CodeSent, DeviceKeys, Envelope,
+    ErrorCode, GetDevices, GetStatus, GroupOp, MessageKind, ReceiptKind, RequestCode, Send,
+    SendChatState, SendReceipt, ServerAck, Status, Verified, VerifyCode,
 };
 use connection::{ClientError, Connection, Identity};
 use state::State;
@@ -36,6 +39,10 @@ pub enum Event {
         msg_id: MsgId,
         timestamp_ms: u64,
         inner: Inner,
+        /// The group, for a group message.
+        group: Option<String>,
+        /// The user muted this thread: show it silently.
+        muted: bool,
     },
     /// A message that could not be decrypted (shown so the user knows something was lost).
     Undecryptable {
@@ -52,7 +59,26 @@ pub enum Event {
     ChatState {
         from: String,
         state: ChatState,
+        group: Option<String>,
     },
+    /// A group changed (someone was added, removed, promoted, left, or the subject changed).
+    Group {
+        group: String,
+        actor: String,
+        op: GroupOp,
+        accounts: Vec<String>,
+        subject: String,
+    },
+    /// A correspondent's device list changed.
+    DevicesChanged { account: String, devices: Vec<u32> },
+    /// A contact came online or went offline.
+    Presence {
+        account: String,
+        available: bool,
+        last_seen_ms: u64,
+    },
+    /// Recent history arrived from the account's primary (this is a newly linked device).
+    History { from: String, entries: usize },
 }
 
 /// A client: its state plus, once connected, its connection.
@@ -192,16 +218,15 @@ impl Client {
 
     /// Sends a text message to every device of `to`.
     pub async fn send_text(&mut self, to: &str, text: &str) -> anyhow::Result<(MsgId, ServerAck)> {
-        let inner = Inner {
-            v: 1,
-            sent_at_ms: crate::clock::now_ms(),
-            payload: Payload::Text {
+        let inner = Inner::new(
+            crate::clock::now_ms(),
+            Payload::Text {
                 body: text.to_owned(),
             },
-            reply_to: None,
-        };
+        );
         let msg_id = MsgId::random();
         let ack = self.send_inner(to, msg_id, &inner).await?;
+        self.remember_sent(to, &inner);
         Ok((msg_id, ack))
     }
 
@@ -213,42 +238,34 @@ impl Client {
         msg_id: MsgId,
         inner: &Inner,
     ) -> anyhow::Result<ServerAck> {
+        self.send_to_account(to, msg_id, inner, MessageKind::Chat, &HashMap::new())
+            .await
+    }
+
+    async fn send_to_account(
+        &mut self,
+        to: &str,
+        msg_id: MsgId,
+        inner: &Inner,
+        kind: MessageKind,
+        bundles: &HashMap<(String, u32), DeviceKeys>,
+    ) -> anyhow::Result<ServerAck> {
         let plaintext = inner.encode();
-        let mut devices = self.state.peers.get(to).cloned().unwrap_or_default();
-        let mut bundles: HashMap<u32, DeviceKeys> = HashMap::new();
         for _ in 0..=MISMATCH_RETRIES {
-            if devices.is_empty() {
-                for dk in self.claim(to, &[]).await? {
-                    devices.push(dk.device);
-                    bundles.insert(dk.device, dk);
-                }
-                self.state.peers.insert(to.to_owned(), devices.clone());
+            let mut devices = self.devices_of(to).await?;
+            if to == self.state.account()? {
+                let me = self.state.device;
+                devices.retain(|&d| d != me);
             }
-            let missing: Vec<u32> = devices
-                .iter()
-                .copied()
-                .filter(|d| !self.state.e2e.has_session(to, *d) && !bundles.contains_key(d))
-                .collect();
-            if !missing.is_empty() {
-                for dk in self.claim(to, &missing).await? {
-                    bundles.insert(dk.device, dk);
-                }
-            }
-            let mut envelopes = Vec::with_capacity(devices.len());
-            for &d in &devices {
-                let bundle = if self.state.e2e.has_session(to, d) {
-                    None
-                } else {
-                    bundles.get(&d)
-                };
-                envelopes.push(self.state.e2e.encrypt(to, d, bundle, &plaintext)?);
-            }
-            self.state.save()?;
+            let envelopes = self
+                .encrypt_for(&[(to.to_owned(), devices)], &plaintext, false, bundles)
+                .await?;
             let send = Send {
                 msg_id: msg_id.0.to_vec(),
                 to: to.to_owned(),
                 envelopes,
-                kind: MessageKind::Chat as i32,
+                kind: kind as i32,
+                group: String::new(),
             };
             match self
                 .conn()
@@ -259,13 +276,99 @@ impl Client {
                 Ok(server_frame::Body::ServerAck(ack)) => return Ok(ack),
                 Ok(other) => bail!("unexpected answer {other:?}"),
                 Err(ClientError::Relay(e)) if e.code() == ErrorCode::MismatchedDevices => {
-                    devices = e.devices.clone();
-                    self.state.peers.insert(to.to_owned(), devices.clone());
+                    let mut devices = e.devices.clone();
+                    if to == self.state.account()? {
+                        devices.push(self.state.device);
+                        devices.sort_unstable();
+                    }
+                    self.set_devices(to, devices);
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         bail!("the recipient's devices kept changing; try again")
+    }
+
+    /// The known devices of `account`, asking the relay if this client knows none.
+    async fn devices_of(&mut self, account: &str) -> anyhow::Result<Vec<u32>> {
+        if let Some(d) = self.state.peers.get(account) {
+            return Ok(d.clone());
+        }
+        let req = GetDevices {
+            account: account.to_owned(),
+        };
+        match self
+            .conn()
+            .await?
+            .request(client_frame::Body::GetDevices(req))
+            .await?
+        {
+            server_frame::Body::Devices(d) => {
+                self.set_devices(account, d.devices.clone());
+                Ok(d.devices)
+            }
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// Records a peer's device list, forgetting sessions with devices that are gone.
+    fn set_devices(&mut self, account: &str, devices: Vec<u32>) {
+        if let Some(old) = self.state.peers.get(account) {
+            for d in old.clone() {
+                if !devices.contains(&d) {
+                    self.state.e2e.forget(account, d);
+                }
+            }
+        }
+        self.state.peers.insert(account.to_owned(), devices);
+    }
+
+    /// One envelope per (account, device), claiming keys and starting sessions where needed.
+    /// `bundles` holds keys claimed already (history transfer).
+    async fn encrypt_for(
+        &mut self,
+        targets: &[(String, Vec<u32>)],
+        plaintext: &[u8],
+        group: bool,
+        bundles: &HashMap<(String, u32), DeviceKeys>,
+    ) -> anyhow::Result<Vec<Envelope>> {
+        let mut envelopes = Vec::new();
+        for (account, devices) in targets {
+            let missing: Vec<u32> = devices
+                .iter()
+                .copied()
+                .filter(|&d| {
+                    !self.state.e2e.has_session(account, d)
+                        && !bundles.contains_key(&(account.clone(), d))
+                })
+                .collect();
+            let mut claimed: HashMap<u32, DeviceKeys> = HashMap::new();
+            if !missing.is_empty() {
+                for dk in self.claim(account, &missing).await? {
+                    claimed.insert(dk.device, dk);
+                }
+            }
+            for &d in devices {
+                let bundle = if self.state.e2e.has_session(account, d) {
+                    None
+                } else {
+                    let b = bundles
+                        .get(&(account.clone(), d))
+                        .or_else(|| claimed.get(&d));
+                    if b.is_none() {
+                        bail!("device {d} of {account} has not published its keys yet; try again shortly");
+                    }
+                    b
+                };
+                let mut env = self.state.e2e.encrypt(account, d, bundle, plaintext)?;
+                if group {
+                    env.account = account.clone();
+                }
+                envelopes.push(env);
+            }
+        }
+        self.state.save()?;
+        Ok(envelopes)
     }
 
     /// Claims one key bundle for each of `devices` of `to` (all if empty).
@@ -282,6 +385,18 @@ impl Client {
         {
             server_frame::Body::ClaimedKeys(c) => Ok(c.devices),
             other => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    fn remember_sent(&mut self, thread: &str, inner: &Inner) {
+        if let (Payload::Text { body }, Some(me)) = (&inner.payload, self.state.account.clone()) {
+            self.state.remember(HistoryEntry {
+                thread: thread.to_owned(),
+                from: me,
+                at_ms: inner.sent_at_ms,
+                body: body.clone(),
+            });
+            let _ = self.state.save();
         }
     }
 
@@ -332,16 +447,13 @@ impl Client {
                         .e2e
                         .decrypt(&d.from, d.from_device, d.olm_type, &d.ciphertext)
                         .and_then(|plain| Inner::decode(&plain));
-                    self.ready.push_back(match decrypted {
-                        Ok(inner) => Event::Message {
-                            from: d.from.clone(),
-                            from_device: d.from_device,
-                            msg_id,
-                            timestamp_ms: d.timestamp_ms,
-                            inner,
-                        },
-                        Err(e) => undecryptable(&d.from, d.from_device, msg_id, e.to_string()),
-                    });
+                    let event = match decrypted {
+                        Ok(inner) => self.received(&d, msg_id, inner),
+                        Err(e) => {
+                            Some(undecryptable(&d.from, d.from_device, msg_id, e.to_string()))
+                        }
+                    };
+                    self.ready.extend(event);
                 }
                 self.state.save()?;
                 self.unacked.push(d.seq);
@@ -362,15 +474,105 @@ impl Client {
             }
             server_frame::Body::ChatState(c) => {
                 let state = ChatState::try_from(c.state).unwrap_or(ChatState::Unspecified);
+                let group = (!c.group.is_empty()).then_some(c.group);
                 self.ready.push_back(Event::ChatState {
                     from: c.from,
                     state,
+                    group,
+                });
+            }
+            server_frame::Body::GroupEvent(g) => {
+                let op = GroupOp::try_from(g.op).unwrap_or(GroupOp::Unspecified);
+                let me = self.state.account.clone().unwrap_or_default();
+                let gone = matches!(op, GroupOp::Remove | GroupOp::Leave)
+                    && (g.accounts.contains(&me) || (op == GroupOp::Leave && g.actor == me));
+                if gone {
+                    self.state.groups.remove(&g.group);
+                } else {
+                    // Fetched again (with devices) before the next send to the group.
+                    self.state.groups.remove(&g.group);
+                }
+                self.state.save()?;
+                self.ready.push_back(Event::Group {
+                    group: g.group,
+                    actor: g.actor,
+                    op,
+                    accounts: g.accounts,
+                    subject: g.subject,
+                });
+                self.unacked.push(g.seq);
+            }
+            server_frame::Body::DevicesChanged(c) => {
+                self.set_devices(&c.account, c.devices.clone());
+                self.state.save()?;
+                self.ready.push_back(Event::DevicesChanged {
+                    account: c.account,
+                    devices: c.devices,
+                });
+                self.unacked.push(c.seq);
+            }
+            server_frame::Body::Presence(p) => {
+                self.ready.push_back(Event::Presence {
+                    account: p.account,
+                    available: p.available,
+                    last_seen_ms: p.last_seen_ms,
                 });
             }
             server_frame::Body::KeysLow(_) => self.keys_low = true,
             _ => {}
         }
         Ok(())
+    }
+
+    /// What a decrypted message means to the user; history from our own primary is merged.
+    fn received(
+        &mut self,
+        d: &crate::wire::messages::Deliver,
+        msg_id: MsgId,
+        inner: Inner,
+    ) -> Option<Event> {
+        let group = (!d.group.is_empty()).then(|| d.group.clone());
+        match &inner.payload {
+            Payload::History { entries, .. } => {
+                if Some(&d.from) != self.state.account.as_ref() {
+                    // Only the account's own devices may hand it history.
+                    return Some(undecryptable(
+                        &d.from,
+                        d.from_device,
+                        msg_id,
+                        "history from another account ignored".into(),
+                    ));
+                }
+                for e in entries {
+                    if !self.state.history.contains(e) {
+                        self.state.remember(e.clone());
+                    }
+                }
+                return Some(Event::History {
+                    from: d.from.clone(),
+                    entries: entries.len(),
+                });
+            }
+            Payload::Text { body } => {
+                let thread = group.clone().unwrap_or_else(|| d.from.clone());
+                self.state.remember(HistoryEntry {
+                    thread,
+                    from: d.from.clone(),
+                    at_ms: inner.sent_at_ms,
+                    body: body.clone(),
+                });
+            }
+            Payload::Unknown => {}
+        }
+        Some(Event::Message {
+            from: d.from.clone(),
+            from_device: d.from_device,
+            msg_id,
+            timestamp_ms: d.timestamp_ms,
+            inner,
+            group,
+            muted: d.muted,
+        })
     }
 
     /// Tells `to` that its messages were read or played.
@@ -395,6 +597,7 @@ impl Client {
     /// Shows `to` that this user is typing, recording or stopped.
     pub async fn chat_state(&mut self, to: &str, state: ChatState) -> anyhow::Result<()> {
         let s = SendChatState {
+            group: String::new(),
             to: to.to_owned(),
             state: state as i32,
         };

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+use crate::e2e::payload::HistoryEntry;
 use crate::e2e::{E2e, E2ePickle};
 use crate::wire::handshake::StaticKeypair;
 
@@ -29,7 +30,25 @@ struct OnDisk {
     peers: BTreeMap<String, Vec<u32>>,
     #[serde(default)]
     seen: VecDeque<String>,
+    #[serde(default)]
+    groups: BTreeMap<String, GroupView>,
+    #[serde(default)]
+    history: VecDeque<HistoryEntry>,
+    #[serde(default)]
+    pending_link_secret: Option<String>,
 }
+
+/// What this client knows of a group.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupView {
+    pub subject: String,
+    /// Member account → admin.
+    pub members: BTreeMap<String, bool>,
+    pub version: u64,
+}
+
+/// Messages kept locally (for the user and for history transfer to a linked device).
+pub const HISTORY_KEPT: usize = 200;
 
 /// The loaded state.
 pub struct State {
@@ -46,6 +65,12 @@ pub struct State {
     pub peers: BTreeMap<String, Vec<u32>>,
     /// Recently received msg_ids (hex), oldest first.
     pub seen: VecDeque<String>,
+    /// Groups this account is in.
+    pub groups: BTreeMap<String, GroupView>,
+    /// Recent messages, oldest first.
+    pub history: VecDeque<HistoryEntry>,
+    /// The secret of this companion's pairing code, until the primary links it.
+    pub pending_link_secret: Option<Vec<u8>>,
 }
 
 impl State {
@@ -67,6 +92,9 @@ impl State {
                 e2e: E2e::new(),
                 peers: BTreeMap::new(),
                 seen: VecDeque::new(),
+                groups: BTreeMap::new(),
+                history: VecDeque::new(),
+                pending_link_secret: None,
             }),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -98,6 +126,14 @@ impl State {
             e2e: E2e::from_pickle(d.e2e).context("e2e account")?,
             peers: d.peers,
             seen: d.seen,
+            groups: d.groups,
+            history: d.history,
+            pending_link_secret: d
+                .pending_link_secret
+                .as_deref()
+                .map(hex::decode)
+                .transpose()
+                .context("pending_link_secret")?,
         })
     }
 
@@ -116,6 +152,9 @@ impl State {
             e2e: self.e2e.to_pickle(),
             peers: self.peers.clone(),
             seen: self.seen.clone(),
+            groups: self.groups.clone(),
+            history: self.history.clone(),
+            pending_link_secret: self.pending_link_secret.as_ref().map(hex::encode),
         };
         let path = self.home.join(STATE_FILE);
         let tmp = self.home.join(format!("{STATE_FILE}.tmp"));
@@ -142,6 +181,14 @@ impl State {
         }
         self.seen.push_back(id);
         true
+    }
+
+    /// Appends to the local history (bounded).
+    pub fn remember(&mut self, entry: HistoryEntry) {
+        if self.history.len() >= HISTORY_KEPT {
+            self.history.pop_front();
+        }
+        self.history.push_back(entry);
     }
 
     /// The registered account, or an error telling the user to register first.

@@ -44,6 +44,9 @@ pub struct Config {
     pub messaging: MessagingConfig,
     pub keys: KeysConfig,
     pub sessions: SessionsConfig,
+    pub groups: GroupsConfig,
+    pub muting: MutingConfig,
+    pub push: PushConfig,
     pub log: LogConfig,
 }
 
@@ -210,7 +213,7 @@ impl Default for MessagingConfig {
         Self {
             retention: Duration::from_secs(30 * 24 * 60 * 60),
             delivery_window: 64,
-            max_envelopes: 64,
+            max_envelopes: 1024,
             max_ciphertext_bytes: 60_000,
             sweep_interval: Duration::from_secs(60 * 60),
         }
@@ -237,6 +240,50 @@ impl Default for KeysConfig {
             max_one_time_keys: 200,
         }
     }
+}
+
+/// `[groups]`: group chats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// Most members in one group.
+    pub max_members: u32,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        Self { max_members: 256 }
+    }
+}
+
+/// `[muting]`: how long a group mute with no explicit end lasts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MutingConfig {
+    /// Mute time per group participant: a busier group stays muted longer.
+    #[serde(with = "humantime_serde")]
+    pub per_participant: Duration,
+    /// The longest such a mute lasts.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+}
+
+impl Default for MutingConfig {
+    fn default() -> Self {
+        Self {
+            per_participant: Duration::from_secs(10 * 60),
+            max: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// `[push]`: notifications to offline devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// The `host:port` clients should connect to, put in push notifications. Empty: the
+    /// TCP listen address.
+    pub relay_address: String,
 }
 
 /// `[sessions]`: resumption tokens and device actors.

@@ -233,6 +233,7 @@ impl E2e {
             device,
             olm_type,
             ciphertext,
+            account: String::new(),
         })
     }
 

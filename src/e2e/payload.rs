@@ -35,11 +35,29 @@ const MSG_ID_BYTES: usize = 16;
 pub enum Payload {
     /// A text message.
     Text { body: String },
-    // Room for later: Media { blob, key, … }, History { … }. Add variants here; older
-    // clients read them as `Unknown`.
+    /// Recent history, sent by a primary to a newly linked device of the same account, in
+    /// parts that each fit a frame.
+    History {
+        part: u32,
+        parts: u32,
+        entries: Vec<HistoryEntry>,
+    },
+    // Room for later: Media { blob, key, … }. Add variants here; older clients read them as
+    // `Unknown`.
     /// A payload type added after this build; show "update to see this message".
     #[serde(other)]
     Unknown,
+}
+
+/// One message of a transferred history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The conversation: the other account, or a group id.
+    pub thread: String,
+    /// Who wrote it (E.164).
+    pub from: String,
+    pub at_ms: u64,
+    pub body: String,
 }
 
 /// One inner message.

@@ -2,6 +2,7 @@
 
 use std::sync::Mutex;
 
+use crate::actors::presence::Presence;
 use crate::actors::Directory;
 use crate::config::Config;
 use crate::registration::ratelimit::RateLimiter;
@@ -26,6 +27,8 @@ pub struct RelayCtx {
     pub code_secret: [u8; 32],
     pub verifier: Verifier,
     pub limits: Mutex<Limiters>,
+    /// Who is online, and who may know.
+    pub presence: Presence,
     pub shutdown: Shutdown,
 }
 

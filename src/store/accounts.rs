@@ -67,16 +67,99 @@ impl Store {
         if let Some(old) = self.device(&d)? {
             if old.noise_static != noise_static {
                 self.forget_device_state(&d)?;
+                self.t.noisestatic_device.remove(old.noise_static)?;
             }
         }
+        self.put_device(&d, noise_static, now_ms)?;
+        Ok(d)
+    }
+
+    fn put_device(
+        &self,
+        d: &DeviceId,
+        noise_static: [u8; 32],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         let rec = DeviceRecord {
             noise_static,
             registered_at_ms: now_ms,
         };
         self.t
+            .noisestatic_device
+            .insert(noise_static, keys::device(d))?;
+        self.t
             .accountdevice_record
-            .insert(keys::device(&d), encode(&rec))?;
-        Ok(d)
+            .insert(keys::device(d), encode(&rec))?;
+        Ok(())
+    }
+
+    /// Adds a companion device with `noise_static`, pending its first login with `secret`.
+    /// Device numbers are never reused, so peers' sessions with an unlinked device can never
+    /// be mistaken for a new one. `None` if the key is already registered.
+    pub fn link_companion(
+        &self,
+        account: &AccountId,
+        noise_static: [u8; 32],
+        secret: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<DeviceId>, StoreError> {
+        if self.t.noisestatic_device.contains_key(noise_static)? {
+            return Ok(None);
+        }
+        let next = self
+            .t
+            .account_nextdevice
+            .update_and_fetch(account.as_str(), |old| {
+                let n = old
+                    .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(1);
+                Some(n.saturating_add(1).to_be_bytes().to_vec())
+            })?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| super::corrupt("account_nextdevice", "no value"))?;
+        let d = DeviceId::new(account.clone(), next - 1);
+        self.t.device_linksecret.insert(keys::device(&d), secret)?;
+        self.put_device(&d, noise_static, now_ms)?;
+        Ok(Some(d))
+    }
+
+    /// The device registered with this Noise static key.
+    pub fn device_by_key(&self, noise_static: &[u8; 32]) -> Result<Option<DeviceId>, StoreError> {
+        Ok(self
+            .t
+            .noisestatic_device
+            .get(noise_static)?
+            .and_then(|v| keys::parse_device(&v)))
+    }
+
+    /// Checks a companion's first login: `true` if no link is pending for `d` (the device
+    /// already logged in once; its key alone authenticates it) or if `secret` matches the
+    /// pending one, which is then consumed.
+    pub fn check_link_secret(&self, d: &DeviceId, secret: &[u8]) -> Result<bool, StoreError> {
+        let k = keys::device(d);
+        match self.t.device_linksecret.get(&k)? {
+            None => Ok(true),
+            Some(pending) if pending.as_ref() == secret => {
+                self.t.device_linksecret.remove(&k)?;
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+        }
+    }
+
+    /// Removes a companion: its registration, keys, queue, token and push endpoint.
+    pub fn unlink(&self, d: &DeviceId) -> Result<bool, StoreError> {
+        let Some(rec) = self.device(d)? else {
+            return Ok(false);
+        };
+        self.t.accountdevice_record.remove(keys::device(d))?;
+        self.t.noisestatic_device.remove(rec.noise_static)?;
+        self.t.device_linksecret.remove(keys::device(d))?;
+        self.t.device_pushendpoint.remove(keys::device(d))?;
+        self.forget_device_state(d)?;
+        Ok(true)
     }
 
     /// Removes a device's keys, queue and token (not its registration).

@@ -15,6 +15,13 @@ pub fn account_prefix(account: &AccountId) -> Vec<u8> {
     k
 }
 
+/// `account ‖ 0x00 ‖ item`: an account-scoped entry (a group id, a thread, a contact).
+pub fn account_item(account: &AccountId, item: &[u8]) -> Vec<u8> {
+    let mut k = account_prefix(account);
+    k.extend_from_slice(item);
+    k
+}
+
 /// `account ‖ 0x00 ‖ device:u32-be`.
 pub fn device(d: &DeviceId) -> Vec<u8> {
     let mut k = account_prefix(&d.account);

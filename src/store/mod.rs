@@ -23,10 +23,13 @@
 
 mod accounts;
 mod codes;
+mod contacts;
 mod durability;
+mod groups;
 mod keydir;
 pub mod keys;
 mod meta;
+mod mutes;
 mod queue;
 mod tokens;
 mod trees;
@@ -35,7 +38,9 @@ use std::path::{Path, PathBuf};
 
 pub use accounts::DeviceRecord;
 pub use durability::Durability;
+pub use groups::GroupRecord;
 pub use keydir::{ClaimedKey, IdentityKeys, IdentityOutcome};
+pub use mutes::MUTE_FOREVER;
 pub use queue::{QueueItem, QueueRecord};
 use trees::Trees;
 

@@ -22,6 +22,8 @@ pub enum QueueItem {
         olm_type: u32,
         ciphertext: Vec<u8>,
         kind: i32,
+        /// Group id for a group message, empty for 1:1.
+        group: String,
     },
     Receipt {
         from: String,
@@ -30,6 +32,18 @@ pub enum QueueItem {
         msg_ids: Vec<[u8; 16]>,
         timestamp_ms: u64,
     },
+    /// A group changed (system event).
+    GroupEvent {
+        group: String,
+        version: u64,
+        actor: String,
+        op: i32,
+        accounts: Vec<String>,
+        subject: String,
+        timestamp_ms: u64,
+    },
+    /// A correspondent's device list changed.
+    DevicesChanged { account: String, devices: Vec<u32> },
 }
 
 /// A stored queue entry.

@@ -22,6 +22,7 @@ fn msg(i: u8) -> QueueRecord {
             olm_type: 1,
             ciphertext: vec![i; 3],
             kind: 1,
+            group: String::new(),
         },
     }
 }
@@ -173,7 +174,7 @@ proptest! {
         let item = if receipt {
             QueueItem::Receipt { from, from_device: 1, kind: 2, msg_ids: vec![id], timestamp_ms: at }
         } else {
-            QueueItem::Message { msg_id: id, from, from_device: 0, timestamp_ms: at, olm_type: 1, ciphertext: ct, kind: 1 }
+            QueueItem::Message { msg_id: id, from, from_device: 0, timestamp_ms: at, olm_type: 1, ciphertext: ct, kind: 1, group: String::new() }
         };
         let rec = QueueRecord { enqueued_at_ms: at, item };
         prop_assert_eq!(super::decode::<QueueRecord>("t", &super::encode(&rec)).unwrap(), rec);

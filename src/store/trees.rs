@@ -5,21 +5,43 @@ use super::StoreError;
 
 #[derive(Clone)]
 pub(super) struct Trees {
+    /// account → postcard Vec<String>: the account's uploaded contacts (E.164).
+    pub account_contacts: sled::Tree,
+    /// account → last_seen_ms:u64-be.
+    pub account_lastseen: sled::Tree,
+    /// account → next companion device number:u32-be (never reused).
+    pub account_nextdevice: sled::Tree,
+    /// account → presence privacy (the PresencePrivacy number, one byte).
+    pub account_privacy: sled::Tree,
     /// device ‖ → DeviceRecord. `device = account ‖ 0x00 ‖ device_no:u32-be`, so a prefix scan
     /// with `account ‖ 0x00` lists an account's devices.
     pub accountdevice_record: sled::Tree,
+    /// account ‖ 0x00 ‖ group → (): the groups an account is a member of.
+    pub accountgroup_: sled::Tree,
+    /// account ‖ 0x00 ‖ thread → until_ms:u64-be (u64::MAX = forever): muted threads.
+    pub accountthread_muteuntil: sled::Tree,
+    /// contact ‖ 0x00 ‖ account → (): reverse contacts, "who has `contact` in their list".
+    pub contactaccount_: sled::Tree,
     /// device → fallback OneTimeKey (key_id, public key).
     pub device_fallbackkey: sled::Tree,
     /// device → IdentityKeys (curve25519 identity, ed25519 signing).
     pub device_identitykeys: sled::Tree,
+    /// device → one-time secret of a pending companion link.
+    pub device_linksecret: sled::Tree,
+    /// device → push endpoint URL (utf-8).
+    pub device_pushendpoint: sled::Tree,
     /// device → id:u64-be of the one valid resumption token.
     pub device_tokenid: sled::Tree,
     /// device ‖ key_id → one-time public key.
     pub deviceotk_publickey: sled::Tree,
     /// device ‖ seq:u64-be → QueueRecord. `seq` comes from sled's monotonic id generator.
     pub deviceseq_queuerecord: sled::Tree,
+    /// group id → GroupRecord.
+    pub group_record: sled::Tree,
     /// name (utf-8) → value. Schema version and the relay's secrets.
     pub meta_value: sled::Tree,
+    /// Noise static public key → device: finds a linked companion by its key.
+    pub noisestatic_device: sled::Tree,
     /// phone (E.164) → pending verification CodeRecord.
     pub phone_coderecord: sled::Tree,
     /// sender account ‖ 0x00 ‖ msg_id[16] → timestamp_ms:u64-be (dedupe of retries).
@@ -29,13 +51,24 @@ pub(super) struct Trees {
 impl Trees {
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         Ok(Self {
+            account_contacts: db.open_tree("account_contacts")?,
+            account_lastseen: db.open_tree("account_lastseen")?,
+            account_nextdevice: db.open_tree("account_nextdevice")?,
+            account_privacy: db.open_tree("account_privacy")?,
             accountdevice_record: db.open_tree("accountdevice_record")?,
+            accountgroup_: db.open_tree("accountgroup_")?,
+            accountthread_muteuntil: db.open_tree("accountthread_muteuntil")?,
+            contactaccount_: db.open_tree("contactaccount_")?,
             device_fallbackkey: db.open_tree("device_fallbackkey")?,
             device_identitykeys: db.open_tree("device_identitykeys")?,
+            device_linksecret: db.open_tree("device_linksecret")?,
+            device_pushendpoint: db.open_tree("device_pushendpoint")?,
             device_tokenid: db.open_tree("device_tokenid")?,
             deviceotk_publickey: db.open_tree("deviceotk_publickey")?,
             deviceseq_queuerecord: db.open_tree("deviceseq_queuerecord")?,
+            group_record: db.open_tree("group_record")?,
             meta_value: db.open_tree("meta_value")?,
+            noisestatic_device: db.open_tree("noisestatic_device")?,
             phone_coderecord: db.open_tree("phone_coderecord")?,
             sendermsgid_timestamp: db.open_tree("sendermsgid_timestamp")?,
         })

@@ -53,6 +53,7 @@ impl Relay {
                         result: Some(login_result::Result::Ok(LoginOk {
                             token: self.issue(&dl.account, now),
                             server_time_ms: now,
+                            ..Default::default()
                         })),
                     },
                     None => LoginResult {
@@ -91,6 +92,7 @@ fn xx(relay: &mut Relay, device: &StaticKeypair, now: u64) -> ([u8; 32], Vec<u8>
         result: Some(login_result::Result::Ok(LoginOk {
             token,
             server_time_ms: now,
+            ..Default::default()
         })),
     };
     let got: LoginResult = ct

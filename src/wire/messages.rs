@@ -36,8 +36,8 @@ mod tests {
             req_id in any::<u64>(), msg_id in proptest::collection::vec(any::<u8>(), 16),
             to in ".{0,20}", devices in proptest::collection::vec((any::<u32>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64)), 0..4),
         ) {
-            let envelopes = devices.into_iter().map(|(device, olm_type, ciphertext)| Envelope { device, olm_type, ciphertext }).collect();
-            let f = ClientFrame { req_id, body: Some(client_frame::Body::Send(Send { msg_id, to, envelopes, kind: 1 })) };
+            let envelopes = devices.into_iter().map(|(device, olm_type, ciphertext)| Envelope { device, olm_type, ciphertext, ..Default::default() }).collect();
+            let f = ClientFrame { req_id, body: Some(client_frame::Body::Send(Send { msg_id, to, envelopes, kind: 1, ..Default::default() })) };
             prop_assert_eq!(ClientFrame::decode(f.encode_to_vec().as_slice()).unwrap(), f);
         }
 

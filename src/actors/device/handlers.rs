@@ -44,6 +44,10 @@ impl Handler<Enqueue> for Device {
     fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
         let seq = self.store.queue_push(&self.id, &msg.record)?;
         self.pending_durable.insert(seq);
+        if self.session.is_none() {
+            let muted = self.is_muted(&msg.record.item);
+            self.directory.notifier().waiting(&self.id, muted);
+        }
         self.last_active = std::time::Instant::now();
         let durability = self.durability.clone();
         let me = ctx.address();
@@ -88,6 +92,19 @@ impl Handler<Ack> for Device {
         }
         self.last_active = std::time::Instant::now();
         self.pump();
+    }
+}
+
+impl Handler<Revoke> for Device {
+    type Result = ();
+
+    fn handle(&mut self, _: Revoke, ctx: &mut Self::Context) {
+        if let Some(s) = self.session.take() {
+            let _ = s.tx.try_send(Push::Revoked);
+        }
+        self.detach();
+        self.directory.forget(&self.id, &ctx.address());
+        ctx.stop();
     }
 }
 

@@ -46,6 +46,11 @@ pub struct Ack {
     pub seqs: Vec<u64>,
 }
 
+/// The device was unlinked: close its session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Revoke;
+
 /// An ephemeral frame (chat state, keys-low notice): sent if a session is live, else dropped.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]

@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 
 use crate::ids::DeviceId;
 use crate::store::{Durability, QueueItem, QueueRecord, Store};
-use crate::wire::messages::{server_frame, Deliver, MessageKind, ReceiptEvent, ServerFrame};
+use crate::wire::messages::{
+    server_frame, Deliver, DevicesChanged, GroupEvent, MessageKind, ReceiptEvent, ServerFrame,
+};
 
 pub use messages::*;
 
@@ -26,6 +28,8 @@ pub enum Push {
     Frame(ServerFrame),
     /// A newer session of the same device took over: close this one.
     Replaced,
+    /// The device was unlinked: close its session.
+    Revoked,
 }
 
 /// The session currently attached to the device.
@@ -106,7 +110,8 @@ impl Device {
             if first_pending.is_some_and(|p| seq >= p) {
                 break;
             }
-            match session.tx.try_send(Push::Frame(frame_of(seq, rec))) {
+            let muted = self.is_muted(&rec.item);
+            match session.tx.try_send(Push::Frame(frame_of(seq, rec, muted))) {
                 Ok(()) => {
                     self.inflight.insert(seq);
                     self.pushed_upto = Some(seq);
@@ -119,6 +124,15 @@ impl Device {
                 }
             }
         }
+    }
+
+    /// Whether this device's account muted the entry's thread.
+    pub(super) fn is_muted(&self, item: &QueueItem) -> bool {
+        thread_of(item).is_some_and(|t| {
+            self.store
+                .muted(&self.id.account, t, crate::clock::now_ms())
+                .unwrap_or(false)
+        })
     }
 
     fn detach(&mut self) {
@@ -151,8 +165,17 @@ impl Device {
     }
 }
 
+/// The thread a queue entry belongs to (for muting): the group, else the other account.
+pub fn thread_of(item: &QueueItem) -> Option<&str> {
+    match item {
+        QueueItem::Message { group, from, .. } => Some(if group.is_empty() { from } else { group }),
+        QueueItem::GroupEvent { group, .. } => Some(group),
+        _ => None,
+    }
+}
+
 /// The frame a queue entry is pushed as.
-pub fn frame_of(seq: u64, rec: QueueRecord) -> ServerFrame {
+pub fn frame_of(seq: u64, rec: QueueRecord, muted: bool) -> ServerFrame {
     let body = match rec.item {
         QueueItem::Message {
             msg_id,
@@ -162,6 +185,7 @@ pub fn frame_of(seq: u64, rec: QueueRecord) -> ServerFrame {
             olm_type,
             ciphertext,
             kind,
+            group,
         } => server_frame::Body::Deliver(Deliver {
             seq,
             msg_id: msg_id.to_vec(),
@@ -171,6 +195,8 @@ pub fn frame_of(seq: u64, rec: QueueRecord) -> ServerFrame {
             olm_type,
             ciphertext,
             kind: MessageKind::try_from(kind).unwrap_or(MessageKind::Chat) as i32,
+            group,
+            muted,
         }),
         QueueItem::Receipt {
             from,
@@ -186,6 +212,31 @@ pub fn frame_of(seq: u64, rec: QueueRecord) -> ServerFrame {
             msg_ids: msg_ids.iter().map(|m| m.to_vec()).collect(),
             timestamp_ms,
         }),
+        QueueItem::GroupEvent {
+            group,
+            version,
+            actor,
+            op,
+            accounts,
+            subject,
+            timestamp_ms,
+        } => server_frame::Body::GroupEvent(GroupEvent {
+            seq,
+            group,
+            version,
+            actor,
+            op,
+            accounts,
+            subject,
+            timestamp_ms,
+        }),
+        QueueItem::DevicesChanged { account, devices } => {
+            server_frame::Body::DevicesChanged(DevicesChanged {
+                seq,
+                account,
+                devices,
+            })
+        }
     };
     ServerFrame {
         req_id: 0,

@@ -1,11 +1,12 @@
 //! Errors of a session, and the one place that maps request errors to wire error codes.
 
 use crate::actors::directory::DirectoryError;
+use crate::actors::thread::GroupError;
 use crate::registration::codes::CodeError;
 use crate::registration::phone::PhoneError;
 use crate::registration::verifier::VerifierError;
 use crate::store::StoreError;
-use crate::wire::messages::{Error, ErrorCode};
+use crate::wire::messages::{AccountDevices, Error, ErrorCode};
 use crate::wire::ProtocolError;
 
 /// Why a session ended abnormally. Each closes this connection only.
@@ -61,6 +62,12 @@ pub enum RequestError {
     /// An actor was unreachable. (the relay's fault, usually shutdown)
     #[error("{0}")]
     Directory(#[from] DirectoryError),
+    /// A group refused the request.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// The caller may not do that (e.g. link from a companion). (client's fault)
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 impl RequestError {
@@ -106,10 +113,31 @@ impl RequestError {
                 ErrorCode::VerifierFailed,
                 "the relay could not send the code; try again later".into(),
             ),
-            Self::Store(_) | Self::Directory(_) => (
+            Self::Store(_) | Self::Directory(_) | Self::Group(GroupError::Store(_)) => (
                 ErrorCode::Internal,
                 "internal error; retry with the same msg_id".into(),
             ),
+            Self::NotAllowed(m) => (ErrorCode::NotAllowed, m.clone()),
+            Self::Group(g) => match g {
+                GroupError::Unknown => (ErrorCode::UnknownGroup, g.to_string()),
+                GroupError::NotMember | GroupError::NotAdmin => {
+                    (ErrorCode::NotAllowed, g.to_string())
+                }
+                GroupError::UnknownAccount(_) => (ErrorCode::UnknownAccount, g.to_string()),
+                GroupError::Invalid(m) => (ErrorCode::InvalidArgument, m.clone()),
+                GroupError::Mismatch(lists) => {
+                    let mut e = Error::new(ErrorCode::MismatchedDevices, g.to_string());
+                    e.members = lists
+                        .iter()
+                        .map(|(account, devices)| AccountDevices {
+                            account: account.clone(),
+                            devices: devices.clone(),
+                        })
+                        .collect();
+                    return e;
+                }
+                GroupError::Store(_) => (ErrorCode::Internal, "internal error".into()),
+            },
         };
         Error::new(code, message)
     }

@@ -58,9 +58,17 @@ pub(super) async fn handshake<T: FrameIo>(
 
 fn login_result(outcome: &Result<(Auth, Vec<u8>), Error>) -> LoginResult {
     let result = match outcome {
-        Ok((_, token)) => login_result::Result::Ok(LoginOk {
+        Ok((auth, token)) => login_result::Result::Ok(LoginOk {
             token: token.clone(),
             server_time_ms: crate::clock::now_ms(),
+            account: match auth {
+                Auth::Device(d) => d.account.to_string(),
+                Auth::Anonymous { .. } => String::new(),
+            },
+            device: match auth {
+                Auth::Device(d) => d.device,
+                Auth::Anonymous { .. } => 0,
+            },
         }),
         Err(e) => login_result::Result::Error(e.clone()),
     };
@@ -105,6 +113,37 @@ fn authorize(
             } else {
                 rotate_token(ctx, &device, None)?
             };
+            Ok((Auth::Device(device), token))
+        }
+        Some(login::Kind::Companion(c)) => {
+            let not_linked = || {
+                Error::new(
+                    ErrorCode::UnknownDevice,
+                    "this key is not linked to an account (yet); link it from the primary",
+                )
+            };
+            let device = match ctx.store.device_by_key(&client_static) {
+                Ok(Some(d)) => d,
+                Ok(None) => return Err(not_linked()),
+                Err(e) => {
+                    tracing::error!(error = %e, "Looking up a companion key failed.");
+                    return Err(Error::new(ErrorCode::Internal, "internal error"));
+                }
+            };
+            match ctx.store.check_link_secret(&device, &c.secret) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Error::new(
+                        ErrorCode::UnknownDevice,
+                        "the pairing secret does not match",
+                    ))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Checking a link secret failed.");
+                    return Err(Error::new(ErrorCode::Internal, "internal error"));
+                }
+            }
+            let token = rotate_token(ctx, &device, None)?;
             Ok((Auth::Device(device), token))
         }
         None => Err(Error::new(ErrorCode::Malformed, "login has no kind")),

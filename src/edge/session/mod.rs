@@ -4,7 +4,9 @@
 //!
 //! A transport plugs in by implementing [`FrameIo`]: read one frame payload, write one.
 
+mod account;
 mod error;
+mod groups;
 mod login;
 mod requests;
 
@@ -189,8 +191,16 @@ impl<T: FrameIo> Session<T> {
                 push = recv_push(&mut self.push_rx) => match push {
                     Some(Push::Frame(f)) => self.send(&f).await?,
                     Some(Push::Replaced) => {
-                        self.attached = None;
+                        // The actor already serves the new session: no Detach, but this
+                        // session no longer counts for presence.
+                        if let Some(d) = self.attached.take() {
+                            self.ctx.presence.detached(&self.ctx.store, &self.ctx.directory, &d.account);
+                        }
                         self.close(Error::new(ErrorCode::SessionReplaced, "another session of this device logged in")).await;
+                        return Ok(());
+                    }
+                    Some(Push::Revoked) => {
+                        self.close(Error::new(ErrorCode::UnknownDevice, "this device was unlinked by the account's primary")).await;
                         return Ok(());
                     }
                     None => self.push_rx = None,
@@ -250,7 +260,23 @@ impl<T: FrameIo> Session<T> {
             tracing::warn!(device = %d, "Device actor stopped while attaching.");
         }
         self.attached = Some(d.clone());
+        self.ctx
+            .presence
+            .attached(&self.ctx.store, &self.ctx.directory, &d.account);
         self.warn_keys_low(&d).await;
+        match self.ctx.presence.snapshot_for(&self.ctx.store, &d.account) {
+            Ok(events) => {
+                for p in events {
+                    let _ = self
+                        .send(&ServerFrame {
+                            req_id: 0,
+                            body: Some(server_frame::Body::Presence(p)),
+                        })
+                        .await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Reading presence for a new session failed."),
+        }
     }
 
     /// Tells a device that logs in with few one-time keys left to upload more.
@@ -278,6 +304,9 @@ impl<T: FrameIo> Session<T> {
 
     fn detach(&mut self) {
         if let Some(d) = self.attached.take() {
+            self.ctx
+                .presence
+                .detached(&self.ctx.store, &self.ctx.directory, &d.account);
             if let Some(addr) = self.ctx.directory.get_live(&d) {
                 addr.do_send(Detach {
                     session_id: self.id,

@@ -53,7 +53,16 @@ pub(super) fn dispatch(
             None
         }
         client_frame::Body::ChatState(cs) => {
-            chat_state(&ctx, &caller, cs);
+            if cs.group.is_empty() {
+                chat_state(&ctx, &caller, cs);
+            } else if let Ok(me) = device_of(&caller).cloned() {
+                actix::spawn(async move {
+                    if let Err(e) = super::groups::chat_state(&ctx, &me, &cs.group, cs.state).await
+                    {
+                        tracing::debug!(error = %e, "Group chat state dropped.");
+                    }
+                });
+            }
             None
         }
         client_frame::Body::Pong(_) => None,
@@ -94,6 +103,36 @@ pub(super) fn dispatch(
             Some(run(req_id, async move { receipt(&ctx, &caller, r).await }))
         }
         client_frame::Body::GetStatus(_) => Some(run(req_id, async move { status(&ctx, &caller) })),
+        client_frame::Body::CreateGroup(c) => Some(run(req_id, async move {
+            super::groups::create(&ctx, &caller, c).await
+        })),
+        client_frame::Body::UpdateGroup(u) => Some(run(req_id, async move {
+            super::groups::update(&ctx, &caller, u).await
+        })),
+        client_frame::Body::GetGroup(g) => Some(run(req_id, async move {
+            super::groups::get(&ctx, &caller, g).await
+        })),
+        client_frame::Body::LinkDevice(l) => Some(run(req_id, async move {
+            super::account::link(&ctx, &caller, l).await
+        })),
+        client_frame::Body::UnlinkDevice(u) => Some(run(req_id, async move {
+            super::account::unlink(&ctx, &caller, u).await
+        })),
+        client_frame::Body::GetDevices(g) => Some(run(req_id, async move {
+            super::account::devices(&ctx, &caller, g)
+        })),
+        client_frame::Body::UploadContacts(u) => Some(run(req_id, async move {
+            super::account::contacts(&ctx, &caller, u).await
+        })),
+        client_frame::Body::SetPrivacy(p) => Some(run(req_id, async move {
+            super::account::privacy(&ctx, &caller, p).await
+        })),
+        client_frame::Body::Mute(m) => Some(run(req_id, async move {
+            super::account::mute(&ctx, &caller, m).await
+        })),
+        client_frame::Body::RegisterPush(r) => Some(run(req_id, async move {
+            super::account::push(&ctx, &caller, r).await
+        })),
     }
 }
 
@@ -159,18 +198,18 @@ fn run(
     })
 }
 
-fn device_of(caller: &Caller) -> Result<&DeviceId, RequestError> {
+pub(super) fn device_of(caller: &Caller) -> Result<&DeviceId, RequestError> {
     match &caller.auth {
         Auth::Device(d) => Ok(d),
         Auth::Anonymous { .. } => Err(RequestError::NotAuthenticated),
     }
 }
 
-fn account(s: &str) -> Result<AccountId, RequestError> {
+pub(super) fn account(s: &str) -> Result<AccountId, RequestError> {
     AccountId::parse(s).map_err(|e| RequestError::invalid(e.to_string()))
 }
 
-fn key32(b: &[u8], what: &str) -> Result<[u8; 32], RequestError> {
+pub(super) fn key32(b: &[u8], what: &str) -> Result<[u8; 32], RequestError> {
     <[u8; 32]>::try_from(b)
         .map_err(|_| RequestError::invalid(format!("{what} must be 32 bytes, got {}", b.len())))
 }
@@ -362,7 +401,9 @@ async fn claim_keys(ctx: &RelayCtx, caller: &Caller, c: ClaimKeys) -> Result<Bod
 async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestError> {
     let me = device_of(caller)?.clone();
     let msg_id = MsgId::from_slice(&s.msg_id).map_err(|e| RequestError::invalid(e.to_string()))?;
-    let to = account(&s.to)?;
+    if s.group.is_empty() {
+        account(&s.to)?;
+    }
     let m = &ctx.cfg.messaging;
     if s.envelopes.is_empty() || s.envelopes.len() > to_usize(m.max_envelopes) {
         return Err(RequestError::invalid(format!(
@@ -397,27 +438,52 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
         set: caller.sending.clone(),
         msg_id,
     };
-    let current: BTreeSet<u32> = ctx
-        .store
-        .devices(&to)?
-        .into_iter()
-        .map(|(no, _)| no)
-        .filter(|&no| !(to == me.account && no == me.device))
-        .collect();
-    if current.is_empty() {
-        return Err(RequestError::UnknownAccount);
-    }
-    let addressed: BTreeSet<u32> = s.envelopes.iter().map(|e| e.device).collect();
-    if addressed.len() != s.envelopes.len() {
-        return Err(RequestError::invalid("two envelopes for the same device"));
-    }
-    if addressed != current {
-        return Err(RequestError::MismatchedDevices(
-            current.into_iter().collect(),
-        ));
-    }
+    // Who receives which envelope: every device of the recipient (1:1), or of every member
+    // (group), except the sending device; anything else is a mismatch.
+    let targets: Vec<DeviceId> = if s.group.is_empty() {
+        let to = account(&s.to)?;
+        let current: BTreeSet<u32> = ctx
+            .store
+            .devices(&to)?
+            .into_iter()
+            .map(|(no, _)| no)
+            .filter(|&no| !(to == me.account && no == me.device))
+            .collect();
+        if current.is_empty() {
+            return Err(RequestError::UnknownAccount);
+        }
+        let addressed: BTreeSet<u32> = s.envelopes.iter().map(|e| e.device).collect();
+        if addressed.len() != s.envelopes.len() {
+            return Err(RequestError::invalid("two envelopes for the same device"));
+        }
+        if addressed != current {
+            return Err(RequestError::MismatchedDevices(
+                current.into_iter().collect(),
+            ));
+        }
+        s.envelopes
+            .iter()
+            .map(|e| DeviceId::new(to.clone(), e.device))
+            .collect()
+    } else {
+        let targets = s
+            .envelopes
+            .iter()
+            .map(|e| account(&e.account).map(|a| DeviceId::new(a, e.device)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let addressed: BTreeSet<(String, u32)> = targets
+            .iter()
+            .map(|d| (d.account.to_string(), d.device))
+            .collect();
+        if addressed.len() != targets.len() {
+            return Err(RequestError::invalid("two envelopes for the same device"));
+        }
+        super::groups::check_send(ctx, &me, &s.group, addressed).await?;
+        targets
+    };
     let now = crate::clock::now_ms();
-    let enqueues = s.envelopes.into_iter().map(|e| {
+    let group = s.group;
+    let enqueues = s.envelopes.into_iter().zip(targets).map(|(e, d)| {
         let rec = QueueRecord {
             enqueued_at_ms: now,
             item: QueueItem::Message {
@@ -428,9 +494,9 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
                 olm_type: e.olm_type,
                 ciphertext: e.ciphertext,
                 kind: s.kind,
+                group: group.clone(),
             },
         };
-        let d = DeviceId::new(to.clone(), e.device);
         async move { ctx.directory.enqueue(&d, rec).await }
     });
     for r in futures::future::join_all(enqueues).await {
@@ -509,6 +575,7 @@ fn chat_state(ctx: &RelayCtx, caller: &Caller, cs: SendChatState) {
         from: me.account.to_string(),
         from_device: me.device,
         state: cs.state,
+        group: String::new(),
     };
     for (no, _) in devices {
         ctx.directory.ephemeral(

@@ -1,0 +1,99 @@
+//! Contacts (each account's uploaded list and the reverse index), presence privacy and
+//! last-seen times.
+
+use super::{decode, encode, keys, Store, StoreError};
+use crate::ids::AccountId;
+
+const TREE: &str = "account_contacts";
+
+impl Store {
+    /// Replaces `account`'s contact list and the reverse index.
+    pub fn contacts_set(
+        &self,
+        account: &AccountId,
+        contacts: &[AccountId],
+    ) -> Result<(), StoreError> {
+        let old = self.contacts(account)?;
+        for c in &old {
+            if !contacts.contains(c) {
+                self.t
+                    .contactaccount_
+                    .remove(keys::account_item(c, account.as_str().as_bytes()))?;
+            }
+        }
+        for c in contacts {
+            self.t
+                .contactaccount_
+                .insert(keys::account_item(c, account.as_str().as_bytes()), &[])?;
+        }
+        let list: Vec<String> = contacts.iter().map(|c| c.to_string()).collect();
+        self.t
+            .account_contacts
+            .insert(account.as_str(), encode(&list))?;
+        Ok(())
+    }
+
+    /// `account`'s contact list.
+    pub fn contacts(&self, account: &AccountId) -> Result<Vec<AccountId>, StoreError> {
+        let list: Vec<String> = match self.t.account_contacts.get(account.as_str())? {
+            Some(v) => decode(TREE, &v)?,
+            None => Vec::new(),
+        };
+        Ok(list
+            .iter()
+            .filter_map(|s| AccountId::parse(s).ok())
+            .collect())
+    }
+
+    /// Whether `account` has `other` in its contacts.
+    pub fn has_contact(&self, account: &AccountId, other: &AccountId) -> Result<bool, StoreError> {
+        Ok(self
+            .t
+            .contactaccount_
+            .contains_key(keys::account_item(other, account.as_str().as_bytes()))?)
+    }
+
+    /// The accounts that have `contact` in their contacts.
+    pub fn contact_of(&self, contact: &AccountId) -> Result<Vec<AccountId>, StoreError> {
+        let prefix = keys::account_prefix(contact);
+        let mut out = Vec::new();
+        for k in self.t.contactaccount_.scan_prefix(&prefix).keys() {
+            let k = k?;
+            if let Ok(a) = std::str::from_utf8(&k[prefix.len()..]).map(AccountId::parse) {
+                out.extend(a.ok());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The account's presence privacy (the `PresencePrivacy` number), if set.
+    pub fn privacy(&self, account: &AccountId) -> Result<Option<u8>, StoreError> {
+        Ok(self
+            .t
+            .account_privacy
+            .get(account.as_str())?
+            .and_then(|v| v.first().copied()))
+    }
+
+    pub fn privacy_set(&self, account: &AccountId, value: u8) -> Result<(), StoreError> {
+        self.t.account_privacy.insert(account.as_str(), &[value])?;
+        Ok(())
+    }
+
+    pub fn last_seen(&self, account: &AccountId) -> Result<u64, StoreError> {
+        Ok(self
+            .t
+            .account_lastseen
+            .get(account.as_str())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    pub fn last_seen_set(&self, account: &AccountId, at_ms: u64) -> Result<(), StoreError> {
+        self.t
+            .account_lastseen
+            .insert(account.as_str(), &at_ms.to_be_bytes())?;
+        Ok(())
+    }
+}
