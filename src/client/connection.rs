@@ -212,8 +212,33 @@ impl Connection {
         Ok((Self::new(raw, transport), est))
     }
 
+    /// Writes a frame. If the relay already closed the connection, the reason it sent (a
+    /// `closing` frame still unread) is returned rather than a bare broken pipe.
     async fn write_raw(&mut self, payload: &[u8]) -> Result<(), ClientError> {
-        self.raw.write(payload).await
+        match self.raw.write(payload).await {
+            Ok(()) => Ok(()),
+            Err(ClientError::Io(e)) => {
+                Err(self.closing_reason().await.unwrap_or(ClientError::Io(e)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Looks briefly for a `closing` frame among what the relay sent last.
+    async fn closing_reason(&mut self) -> Option<ClientError> {
+        let look = async {
+            loop {
+                let raw = self.raw.read().await.ok()?;
+                let f: ServerFrame = self.transport.decrypt(&raw, "ServerFrame").ok()?;
+                if let Some(server_frame::Body::Closing(e)) = f.body {
+                    return Some(ClientError::Closed(Some(e)));
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(200), look)
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn read_raw(&mut self) -> Result<Vec<u8>, ClientError> {

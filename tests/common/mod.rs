@@ -74,7 +74,7 @@ impl Relay {
             String::new()
         } else {
             format!(
-                "[registration]\nverifier = \"command\"\ncommand = [\"sh\", \"-c\", \"printf %s {{code}} > '{}/{{phone}}'\"]\n",
+                "[registration]\nverifier = \"command\"\ncodes_per_address_per_hour = 10000\ncommand = [\"sh\", \"-c\", \"printf %s {{code}} > '{}/{{phone}}'\"]\n",
                 codes.display()
             )
         };
