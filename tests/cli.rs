@@ -264,3 +264,92 @@ fn client_errors_are_specific_and_exit_non_zero() {
         text(&out)
     );
 }
+
+#[test]
+fn a_group_with_a_linked_companion_works_from_the_command_line() {
+    let relay = Relay::start();
+    cli_user(&relay, "alice", "+14155550101", "+14155550101");
+    cli_user(&relay, "bob", "+14155550102", "+14155550102");
+    // Alice pairs a laptop: `pair` waits in the background while the phone links it.
+    let laptop = relay.dir.path().join("alice-laptop");
+    let mut pair = Command::new(BIN)
+        .args(["client", "--home"])
+        .arg(&laptop)
+        .args(["--relay", &relay.addr, "pair", "--wait", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = laptop.join("state.json");
+    let deadline = Instant::now() + common::PATIENCE;
+    while !state.exists() {
+        assert!(Instant::now() < deadline, "pair wrote no state");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The code is on the companion's screen; the test reads it from its first lines.
+    let mut stdout = pair.stdout.take().unwrap();
+    let mut seen = String::new();
+    let code = loop {
+        let mut buf = [0u8; 256];
+        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if let Some(code) = seen.split_whitespace().find(|w| w.starts_with("rbx1:")) {
+            break code.to_owned();
+        }
+        assert!(n > 0, "no pairing code in: {seen}");
+    };
+    let out = client(&relay, "alice", &["link", &code]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Linked device 1"), "{}", text(&out));
+    let paired = pair.wait_with_output().unwrap();
+    assert!(
+        paired.status.success(),
+        "{}",
+        String::from_utf8_lossy(&paired.stderr)
+    );
+
+    let out = client(
+        &relay,
+        "alice",
+        &["group", "create", "Branch 12", "+14155550102"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let group = text(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("group:").map(|g| g.trim().to_owned()))
+        .unwrap();
+    let out = client(
+        &relay,
+        "bob",
+        &["group", "send", &group, "deliveries", "at", "ten"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    for home in ["alice", "alice-laptop"] {
+        let out = client(
+            &relay,
+            home,
+            &["listen", "--json", "--count", "1", "--timeout", "20"],
+        );
+        let all = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success(), "{home}: {all}");
+        let msg = all
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["event"] == "message")
+            .unwrap();
+        assert_eq!(msg["payload"]["body"], "deliveries at ten", "{home}");
+        assert_eq!(msg["group"], group.as_str(), "{home}");
+    }
+    let out = client(&relay, "bob", &["mute", &group]);
+    assert!(
+        text(&out).contains("Muted") && text(&out).contains("20m"),
+        "{}",
+        text(&out)
+    );
+    let out = client(&relay, "alice", &["group", "info", &group]);
+    assert!(
+        text(&out).contains("+14155550101 (admin)  devices [0, 1]"),
+        "{}",
+        text(&out)
+    );
+}

@@ -351,7 +351,7 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
             if m.forever {
                 println!("Muted {} until you unmute it.", m.thread);
             } else {
-                let left = m.until_ms.saturating_sub(crate::clock::now_ms()) / 1000;
+                let left = (m.until_ms.saturating_sub(crate::clock::now_ms()) + 500) / 1000;
                 println!(
                     "Muted {} for {}.",
                     m.thread,
