@@ -47,6 +47,8 @@ pub enum Cmd {
     },
     /// A terminal client.
     Client(crate::client::cli::ClientArgs),
+    /// Measure throughput, latency and footprint (of relaybox, or of an MQTT/NATS peer).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Parses the command line and runs it; returns the process exit code.
@@ -58,6 +60,7 @@ pub fn run() -> i32 {
             0
         }
         Cmd::Client(args) => crate::client::cli::run(args),
+        Cmd::Bench(args) => crate::bench::run(args),
         Cmd::CheckConfig => match load(&cli.config, &cli.set, &[]) {
             Ok(_) => {
                 println!("configuration ok");

@@ -24,6 +24,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;

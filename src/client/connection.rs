@@ -108,6 +108,18 @@ impl Connection {
         pinned: Option<[u8; 32]>,
         who: &Identity,
     ) -> Result<(Self, Established), ClientError> {
+        Self::connect_from(addr, None, device_key, pinned, who).await
+    }
+
+    /// As [`Connection::connect`], from a chosen local address (load tests spread many
+    /// connections over several loopback addresses).
+    pub async fn connect_from(
+        addr: &str,
+        local: Option<std::net::IpAddr>,
+        device_key: &StaticKeypair,
+        pinned: Option<[u8; 32]>,
+        who: &Identity,
+    ) -> Result<(Self, Established), ClientError> {
         if let (
             Some(relay_key),
             Identity::Device {
@@ -118,7 +130,7 @@ impl Connection {
         ) = (pinned, who)
         {
             let login = device_login(account, *device, token.clone());
-            match Self::ik(addr, device_key, &relay_key, &login).await {
+            match Self::ik(addr, local, device_key, &relay_key, &login).await {
                 Ok(ok) => return Ok(ok),
                 Err(e) if is_fallback(&e) => {
                     tracing::debug!(error = %e, "Resumption refused; falling back to a full handshake.");
@@ -139,7 +151,7 @@ impl Connection {
                 })),
             },
         };
-        Self::xx(addr, device_key, &login).await
+        Self::xx(addr, local, device_key, &login).await
     }
 
     fn new(raw: Raw, transport: Transport) -> Self {
@@ -151,8 +163,25 @@ impl Connection {
         }
     }
 
-    async fn open(addr: &str) -> Result<Raw, ClientError> {
-        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+    async fn open(addr: &str, local: Option<std::net::IpAddr>) -> Result<Raw, ClientError> {
+        let connect = async {
+            match local {
+                None => TcpStream::connect(addr).await,
+                Some(ip) => {
+                    let remote = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+                        std::io::Error::new(std::io::ErrorKind::NotFound, "no address")
+                    })?;
+                    let socket = if remote.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    socket.bind(std::net::SocketAddr::new(ip, 0))?;
+                    socket.connect(remote).await
+                }
+            }
+        };
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect)
             .await
             .map_err(|_| ClientError::Timeout("connect"))?
             .map_err(|source| ClientError::Connect {
@@ -168,11 +197,12 @@ impl Connection {
 
     async fn ik(
         addr: &str,
+        local: Option<std::net::IpAddr>,
         key: &StaticKeypair,
         relay: &[u8; 32],
         login: &Login,
     ) -> Result<(Self, Established), ClientError> {
-        let mut raw = Self::open(addr).await?;
+        let mut raw = Self::open(addr, local).await?;
         let (state, first) = ClientIk::start(key, relay, login)?;
         raw.write(&first).await?;
         let reply = raw.read_timeout(HANDSHAKE_TIMEOUT).await?;
@@ -190,10 +220,11 @@ impl Connection {
 
     async fn xx(
         addr: &str,
+        local: Option<std::net::IpAddr>,
         key: &StaticKeypair,
         login: &Login,
     ) -> Result<(Self, Established), ClientError> {
-        let mut raw = Self::open(addr).await?;
+        let mut raw = Self::open(addr, local).await?;
         let (state, first) = ClientXx::start(key)?;
         raw.write(&first).await?;
         let reply = raw.read_timeout(HANDSHAKE_TIMEOUT).await?;
@@ -282,6 +313,27 @@ impl Connection {
         tokio::time::timeout(REQUEST_TIMEOUT, wait)
             .await
             .map_err(|_| ClientError::Timeout("request"))?
+    }
+
+    /// Sends a request without waiting for its answer (pipelining, e.g. the bench tool);
+    /// returns its `req_id`. Answers arrive through [`Connection::recv`].
+    pub async fn send_request(&mut self, body: client_frame::Body) -> Result<u64, ClientError> {
+        let req_id = self.next_req_id;
+        self.next_req_id += 1;
+        let payload = self.transport.encrypt(&ClientFrame {
+            req_id,
+            body: Some(body),
+        })?;
+        self.write_raw(&payload).await?;
+        Ok(req_id)
+    }
+
+    /// The next frame of any kind (answers and pushes), pings answered on the way.
+    pub async fn recv(&mut self) -> Result<ServerFrame, ClientError> {
+        if let Some(f) = self.pushes.pop_front() {
+            return Ok(f);
+        }
+        self.read_frame().await
     }
 
     /// The next push (Deliver, receipt, chat state, keys low). Cancel-safe.
