@@ -68,6 +68,19 @@ impl FrameIo for TcpFrames {
         Ok(())
     }
 
+    async fn write_frames(&mut self, payloads: &[Vec<u8>]) -> Result<(), SessionError> {
+        let total: usize = payloads
+            .iter()
+            .map(|p| p.len() + frame::FRAME_HEADER_BYTES)
+            .sum();
+        let mut bytes = Vec::with_capacity(total);
+        for p in payloads {
+            bytes.extend_from_slice(&frame::encode(p)?);
+        }
+        self.wr.write_all(&bytes).await?;
+        Ok(())
+    }
+
     fn set_max_frame(&mut self, bytes: usize) {
         self.decoder.set_limit(bytes);
     }
@@ -121,7 +134,19 @@ async fn refuse(mut stream: TcpStream, payload: Vec<u8>) {
     }
 }
 
+/// Pending connections the kernel queues for `accept`. The default (128) makes a burst of
+/// reconnects after a relay restart stall on SYN retransmits; the kernel caps this at
+/// `net.core.somaxconn` anyway.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds the listener (before anything else starts, so a busy port fails the start).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

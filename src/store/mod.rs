@@ -8,8 +8,10 @@
 //! - **Writes are not durable when `insert` returns.** sled buffers writes in its log and
 //!   fsyncs in the background (every 500 ms by default). Only after `flush`/`flush_async`
 //!   returns are all earlier writes on disk. The relay therefore acknowledges nothing before
-//!   [`Durability::wait`] returns: a group commit over `flush_async` plus an explicit fsync of
-//!   the data files and the directory, shared by every writer waiting at that moment.
+//!   [`Durability::wait`] returns: a group commit over `flush_async` (which writes sled's log
+//!   and fsyncs its data file), plus an fsync of any new file and of the directory whenever
+//!   the directory's contents changed (sled snapshots, new segments), shared by every writer
+//!   waiting at that moment.
 //! - **Recovery yields a prefix.** After a crash sled recovers a prefix of the writes in the
 //!   order they were made (its log is sequential). The relay relies on this ordering: the
 //!   "seen" record of a `Send` is written *after* its queue entries, so a seen record that

@@ -37,6 +37,8 @@ use crate::wire::Transport;
 
 /// Requests of one session running at once; reading pauses while the bound is reached.
 pub const MAX_CONCURRENT_REQUESTS: usize = 64;
+/// Most frames coalesced into one write.
+const MAX_BATCH_FRAMES: usize = 64;
 /// Pushes buffered between a device actor and its session beyond the delivery window.
 const PUSH_SLACK: usize = 16;
 
@@ -47,6 +49,19 @@ pub trait FrameIo {
     fn read_frame(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, SessionError>>;
     /// Writes one frame payload (the implementation adds any framing).
     fn write_frame(&mut self, payload: &[u8]) -> impl Future<Output = Result<(), SessionError>>;
+    /// Writes several frame payloads in order; transports that can coalesce them into one
+    /// write (one syscall, one TCP segment) override this.
+    fn write_frames(
+        &mut self,
+        payloads: &[Vec<u8>],
+    ) -> impl Future<Output = Result<(), SessionError>> {
+        async move {
+            for p in payloads {
+                self.write_frame(p).await?;
+            }
+            Ok(())
+        }
+    }
     /// Sets the largest frame accepted from now on (small during the handshake, so that a
     /// peer speaking another protocol is refused at once instead of awaited).
     fn set_max_frame(&mut self, bytes: usize);
@@ -182,14 +197,55 @@ impl<T: FrameIo> Session<T> {
                     }
                 }
                 Some(answer) = pending.next() => {
-                    if let Some(d) = answer.became {
-                        self.caller.auth = Auth::Device(d.clone());
-                        self.attach(d).await;
+                    let mut batch = Vec::new();
+                    let mut next = Some(answer);
+                    while let Some(answer) = next.take() {
+                        if let Some(d) = answer.became {
+                            self.send_many(&batch).await?;
+                            batch.clear();
+                            self.caller.auth = Auth::Device(d.clone());
+                            self.attach(d).await;
+                        }
+                        batch.push(answer.frame);
+                        if batch.len() < MAX_BATCH_FRAMES {
+                            next = futures::FutureExt::now_or_never(pending.next()).flatten();
+                        }
                     }
-                    self.send(&answer.frame).await?;
+                    self.send_many(&batch).await?;
                 }
                 push = recv_push(&mut self.push_rx) => match push {
-                    Some(Push::Frame(f)) => self.send(&f).await?,
+                    Some(Push::Frame(f)) => {
+                        // Coalesce whatever else is already waiting into one write.
+                        let mut batch = vec![f];
+                        let mut control = None;
+                        if let Some(rx) = self.push_rx.as_mut() {
+                            while batch.len() < MAX_BATCH_FRAMES {
+                                match rx.try_recv() {
+                                    Ok(Push::Frame(f)) => batch.push(f),
+                                    Ok(other) => {
+                                        control = Some(other);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                        self.send_many(&batch).await?;
+                        match control {
+                            Some(Push::Replaced) => {
+                                if let Some(d) = self.attached.take() {
+                                    self.ctx.presence.detached(&self.ctx.store, &self.ctx.directory, &d.account);
+                                }
+                                self.close(Error::new(ErrorCode::SessionReplaced, "another session of this device logged in")).await;
+                                return Ok(());
+                            }
+                            Some(Push::Revoked) => {
+                                self.close(Error::new(ErrorCode::UnknownDevice, "this device was unlinked by the account's primary")).await;
+                                return Ok(());
+                            }
+                            _ => {}
+                        }
+                    }
                     Some(Push::Replaced) => {
                         // The actor already serves the new session: no Detach, but this
                         // session no longer counts for presence.
@@ -316,10 +372,21 @@ impl<T: FrameIo> Session<T> {
     }
 
     async fn send(&mut self, frame: &ServerFrame) -> Result<(), SessionError> {
-        let payload = self.transport.encrypt(frame)?;
+        self.send_many(std::slice::from_ref(frame)).await
+    }
+
+    /// Encrypts frames in order and writes them with one write where the transport can.
+    async fn send_many(&mut self, frames: &[ServerFrame]) -> Result<(), SessionError> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let mut payloads = Vec::with_capacity(frames.len());
+        for f in frames {
+            payloads.push(self.transport.encrypt(f)?);
+        }
         match tokio::time::timeout(
             self.ctx.cfg.limits.write_timeout,
-            self.io.write_frame(&payload),
+            self.io.write_frames(&payloads),
         )
         .await
         {
