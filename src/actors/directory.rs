@@ -128,14 +128,19 @@ impl Directory {
 
     /// Appends to one device's queue (not yet durable; await the barrier before acking).
     pub async fn enqueue(&self, id: &DeviceId, record: QueueRecord) -> Result<u64, DirectoryError> {
-        let msg = Enqueue { record };
-        for _ in 0..SEND_ATTEMPTS {
-            match self.get(id).send(msg.clone()).await {
-                Ok(r) => return Ok(r?),
-                Err(_) => continue,
+        // The first attempt moves the record (no copy of the ciphertext); only an actor that
+        // stopped between lookup and send (idle stop racing this call) costs a copy.
+        let mut addr = self.get(id);
+        for _ in 1..SEND_ATTEMPTS {
+            if addr.connected() {
+                break;
             }
+            addr = self.get(id);
         }
-        Err(DirectoryError::Unavailable)
+        match addr.send(Enqueue { record }).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(DirectoryError::Unavailable),
+        }
     }
 
     /// Appends `item` to the queue of every device of `account`.

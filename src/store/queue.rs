@@ -20,6 +20,7 @@ pub enum QueueItem {
         from_device: u32,
         timestamp_ms: u64,
         olm_type: u32,
+        #[serde(with = "serde_bytes")]
         ciphertext: Vec<u8>,
         kind: i32,
         /// Group id for a group message, empty for 1:1.
@@ -70,6 +71,17 @@ impl Store {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, QueueRecord)>, StoreError> {
+        self.queue_range_before(d, after, None, limit)
+    }
+
+    /// As [`Store::queue_range`], stopping before seq `before` (exclusive) if given.
+    pub fn queue_range_before(
+        &self,
+        d: &DeviceId,
+        after: Option<u64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, QueueRecord)>, StoreError> {
         let start = match after {
             Some(s) => keys::queue(d, s.saturating_add(1)),
             None => keys::device(d),
@@ -82,6 +94,9 @@ impl Store {
                 break;
             }
             let seq = keys::parse_queue_seq(&k).ok_or_else(|| super::corrupt(TREE, "bad key"))?;
+            if before.is_some_and(|b| seq >= b) {
+                break;
+            }
             out.push((seq, decode(TREE, &v)?));
         }
         Ok(out)

@@ -98,18 +98,21 @@ impl Device {
         if room == 0 {
             return;
         }
-        let entries = match self.store.queue_range(&self.id, self.pushed_upto, room) {
+        // Nothing at or after the first entry still waiting for its barrier is read.
+        let first_pending = self.pending_durable.first().copied();
+        let entries = match self.store.queue_range_before(
+            &self.id,
+            self.pushed_upto,
+            first_pending,
+            room,
+        ) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(device = %self.id, error = %e, "Reading the delivery queue failed.");
                 return;
             }
         };
-        let first_pending = self.pending_durable.first().copied();
         for (seq, rec) in entries {
-            if first_pending.is_some_and(|p| seq >= p) {
-                break;
-            }
             let muted = self.is_muted(&rec.item);
             match session.tx.try_send(Push::Frame(frame_of(seq, rec, muted))) {
                 Ok(()) => {
