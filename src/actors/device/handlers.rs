@@ -114,7 +114,7 @@ impl Handler<Ephemeral> for Device {
     fn handle(&mut self, msg: Ephemeral, _: &mut Self::Context) {
         if let Some(s) = &self.session {
             // Ephemeral by definition: a full session buffer drops it.
-            let _ = s.tx.try_send(Push::Frame(msg.frame));
+            let _ = s.tx.try_send(Push::Frame(Box::new(msg.frame)));
         }
     }
 }

@@ -24,8 +24,9 @@ use super::Directory;
 /// What a device actor hands to its live session.
 #[derive(Debug)]
 pub enum Push {
-    /// Encrypt and send this frame.
-    Frame(ServerFrame),
+    /// Encrypt and send this frame. Boxed: the channel's slots are allocated in blocks, and
+    /// an idle session should hold pointers, not frames.
+    Frame(Box<ServerFrame>),
     /// A newer session of the same device took over: close this one.
     Replaced,
     /// The device was unlinked: close its session.
@@ -114,7 +115,10 @@ impl Device {
         };
         for (seq, rec) in entries {
             let muted = self.is_muted(&rec.item);
-            match session.tx.try_send(Push::Frame(frame_of(seq, rec, muted))) {
+            match session
+                .tx
+                .try_send(Push::Frame(Box::new(frame_of(seq, rec, muted))))
+            {
                 Ok(()) => {
                     self.inflight.insert(seq);
                     self.pushed_upto = Some(seq);

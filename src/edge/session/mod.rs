@@ -216,12 +216,12 @@ impl<T: FrameIo> Session<T> {
                 push = recv_push(&mut self.push_rx) => match push {
                     Some(Push::Frame(f)) => {
                         // Coalesce whatever else is already waiting into one write.
-                        let mut batch = vec![f];
+                        let mut batch = vec![*f];
                         let mut control = None;
                         if let Some(rx) = self.push_rx.as_mut() {
                             while batch.len() < MAX_BATCH_FRAMES {
                                 match rx.try_recv() {
-                                    Ok(Push::Frame(f)) => batch.push(f),
+                                    Ok(Push::Frame(f)) => batch.push(*f),
                                     Ok(other) => {
                                         control = Some(other);
                                         break;
