@@ -19,6 +19,8 @@ use crate::wire::ProtocolError;
 
 /// How long the client waits for the relay during the handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes retried after the relay's rate limit refused them.
+pub const RATE_LIMIT_RETRIES: u32 = 4;
 /// How long the client waits for the answer to one request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -151,7 +153,20 @@ impl Connection {
                 })),
             },
         };
-        Self::xx(addr, local, device_key, &login).await
+        // A relay that refuses the handshake for its rate limit is tried again shortly.
+        let mut attempt = 0;
+        loop {
+            match Self::xx(addr, local, device_key, &login).await {
+                Err(e)
+                    if e.relay_code() == Some(ErrorCode::RateLimited)
+                        && attempt < RATE_LIMIT_RETRIES =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn new(raw: Raw, transport: Transport) -> Self {
