@@ -30,6 +30,18 @@ impl Store {
         &self,
         account: &AccountId,
     ) -> Result<Vec<(DeviceNo, DeviceRecord)>, StoreError> {
+        if let Some(hit) = self.devices.get(account) {
+            return Ok(hit);
+        }
+        let out = self.devices_uncached(account)?;
+        self.devices.put(account, &out);
+        Ok(out)
+    }
+
+    fn devices_uncached(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<(DeviceNo, DeviceRecord)>, StoreError> {
         let mut out = Vec::new();
         for kv in self
             .t
@@ -80,6 +92,7 @@ impl Store {
         noise_static: [u8; 32],
         now_ms: u64,
     ) -> Result<(), StoreError> {
+        self.devices.forget(&d.account);
         let rec = DeviceRecord {
             noise_static,
             registered_at_ms: now_ms,
@@ -151,6 +164,7 @@ impl Store {
 
     /// Removes a companion: its registration, keys, queue, token and push endpoint.
     pub fn unlink(&self, d: &DeviceId) -> Result<bool, StoreError> {
+        self.devices.forget(&d.account);
         let Some(rec) = self.device(d)? else {
             return Ok(false);
         };
@@ -174,5 +188,39 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+/// Most accounts whose device lists are cached; the cache is emptied when it is full.
+const DEVICE_CACHE_ACCOUNTS: usize = 100_000;
+
+type DeviceList = Vec<(DeviceNo, DeviceRecord)>;
+
+/// A bounded in-memory copy of device lists.
+#[derive(Clone, Default)]
+pub(super) struct DeviceCache(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<AccountId, DeviceList>>>,
+);
+
+impl DeviceCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<AccountId, DeviceList>> {
+        // Entries are replaced whole; a poisoned lock still holds consistent lists.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, a: &AccountId) -> Option<DeviceList> {
+        self.lock().get(a).cloned()
+    }
+
+    fn put(&self, a: &AccountId, list: &DeviceList) {
+        let mut m = self.lock();
+        if m.len() >= DEVICE_CACHE_ACCOUNTS {
+            m.clear();
+        }
+        m.insert(a.clone(), list.clone());
+    }
+
+    fn forget(&self, a: &AccountId) {
+        self.lock().remove(a);
     }
 }

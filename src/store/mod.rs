@@ -72,6 +72,9 @@ pub struct Store {
     db: sled::Db,
     t: Trees,
     dir: PathBuf,
+    /// Device lists read on every send, cached; every write of `accountdevice_record` goes
+    /// through `accounts.rs`, which invalidates the account's entry.
+    devices: accounts::DeviceCache,
 }
 
 impl Store {
@@ -81,7 +84,12 @@ impl Store {
         let db = sled::Config::new().path(&path).open()?;
         let t = Trees::open(&db)?;
         meta::migrate(&t)?;
-        Ok(Self { db, t, dir: path })
+        Ok(Self {
+            db,
+            t,
+            dir: path,
+            devices: accounts::DeviceCache::default(),
+        })
     }
 
     /// Starts the group-commit task. Call once, inside the runtime.
