@@ -21,7 +21,8 @@ use futures::stream::{FuturesUnordered, StreamExt as _};
 use super::super::stats::{micros_since, new_histogram, ProcSample, Report, Shared};
 use super::super::{payload, report_for, sent_at, BenchArgs, Workload};
 use super::{
-    idle_report, measure, micros, pacing, resolve_v4, source_addr, stop_time, until, STEP_TIMEOUT,
+    idle_report, measure, micros, pacing, resolve_v4, source_addr, stop_time, until, DRAIN_GRACE,
+    STEP_TIMEOUT,
 };
 
 const ACK_MEANS_DEFAULT: &str = "JetStream ack; file store fsyncs every 2 min by default (sync_interval), so not durable at ack";
@@ -222,9 +223,19 @@ async fn publish(
     shared.merge(&hist, &new_histogram());
 }
 
-/// Connects a publisher (its own connection and JetStream context).
-async fn publisher(addr: &str) -> anyhow::Result<jetstream::Context> {
-    Ok(jetstream::new(connect(addr, options()).await?))
+/// Connects a publisher (its own connection and JetStream context). Its acks may take as
+/// long as the run: a lagging server shows as ack latency, not as timed-out publishes.
+async fn publisher(addr: &str, args: &BenchArgs) -> anyhow::Result<jetstream::Context> {
+    let client = connect(addr, options()).await?;
+    let inflight = if args.rate.is_some() {
+        OPEN_LOOP_MAX_INFLIGHT
+    } else {
+        args.window.max(1)
+    };
+    Ok(jetstream::ContextBuilder::new()
+        .timeout(args.warmup + args.duration + DRAIN_GRACE + STEP_TIMEOUT)
+        .max_ack_inflight(inflight)
+        .build(client))
 }
 
 /// N publisher→subscriber pairs, subject `bench.{i}` per pair.
@@ -235,7 +246,7 @@ async fn pairs(addr: &str, args: &BenchArgs, report: &mut Report) -> anyhow::Res
     for i in 0..n {
         let subject = format!("bench.{i}");
         let sub = subscriber(addr, subject.clone()).await?;
-        clients.push((sub, publisher(addr).await?, subject));
+        clients.push((sub, publisher(addr, args).await?, subject));
     }
     // Everything is connected: the run's clock starts now.
     let shared = Shared::new();
@@ -267,7 +278,7 @@ async fn group(addr: &str, args: &BenchArgs, report: &mut Report) -> anyhow::Res
     for _ in 1..m {
         subs.push(subscriber(addr, subject.into()).await?);
     }
-    let js = publisher(addr).await?;
+    let js = publisher(addr, args).await?;
     let shared = Shared::new();
     let stop = stop_time(args);
     let mut tasks = Vec::with_capacity(m);
