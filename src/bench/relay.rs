@@ -415,15 +415,19 @@ async fn pairs(
     let n = args.pairs.max(1);
     let users = register_many(addr, codes, 0, 2 * n).await?;
     let shared = Shared::new();
+    // Log everyone in first: the run's clock starts once the connections exist.
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let (s, r) = (&users[2 * i], &users[2 * i + 1]);
+        conns.push((login(addr, s, None).await?, login(addr, r, None).await?));
+    }
     let stop = Instant::now() + args.warmup + args.duration + Duration::from_secs(2);
     let interval = args
         .rate
         .map(|r| Duration::from_secs_f64(n as f64 / r.max(1) as f64));
     let mut tasks = Vec::new();
-    for i in 0..n {
+    for (i, (sc, rc)) in conns.into_iter().enumerate() {
         let (s, r) = (&users[2 * i], &users[2 * i + 1]);
-        let sc = login(addr, s, None).await?;
-        let rc = login(addr, r, None).await?;
         let offset = interval
             .map(|iv| iv.mul_f64(i as f64 / n as f64))
             .unwrap_or_default();
@@ -456,16 +460,16 @@ async fn group(
     let m = args.members.max(2);
     let users = register_many(addr, codes, 0, m).await?;
     let shared = Shared::new();
-    let stop = Instant::now() + args.warmup + args.duration + Duration::from_secs(2);
-    let mut tasks = Vec::new();
     let members: Vec<String> = users[1..].iter().map(|u| u.phone.clone()).collect();
+    let mut receivers = Vec::with_capacity(users.len());
     for u in &users[1..] {
-        tasks.push(tokio::spawn(receiver(
-            login(addr, u, None).await?,
-            shared.clone(),
-            stop,
-        )));
+        receivers.push(login(addr, u, None).await?);
     }
+    let stop = Instant::now() + args.warmup + args.duration + Duration::from_secs(5);
+    let mut tasks: Vec<_> = receivers
+        .into_iter()
+        .map(|c| tokio::spawn(receiver(c, shared.clone(), stop)))
+        .collect();
     let mut sc = login(addr, &users[0], None).await?;
     let info = match sc
         .request(client_frame::Body::CreateGroup(CreateGroup {

@@ -138,7 +138,7 @@ free_port() {
 
 # Waits until 127.0.0.1:$1 accepts connections (and the server is still alive).
 wait_port() {
-    for _ in $(seq 200); do
+    for _ in $(seq 600); do
         kill -0 "$SERVER_PID" 2>/dev/null || return 1
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
         sleep 0.05
@@ -226,9 +226,9 @@ EOF
     *) die "unknown target $target (known: relaybox mosquitto nats-js nats-js-sync)" ;;
     esac
     if ! wait_port "$port"; then
-        log "error: $target did not start; its log:"
+        log "error: $target did not start on port $port; its log:"
         cat "$dir/server.log" >&2 || true
-        SERVER_PID=""
+        stop_server
         return 1
     fi
     if [ "$target" = relaybox ]; then
@@ -265,7 +265,17 @@ for wl in $WORKLOADS; do
         for target in $TARGETS; do
             dir="$WORK/$target-$wl-$run"
             out="$RESULTS/$wl.$target.$run.json"
-            if ! start_server "$target" "$dir"; then
+            # A free port can be taken by someone else before the server binds it: try again.
+            started=0
+            for attempt in 1 2 3; do
+                if start_server "$target" "$dir.$attempt"; then
+                    started=1
+                    dir="$dir.$attempt"
+                    break
+                fi
+                rm -rf "$dir.$attempt"
+            done
+            if [ "$started" = 0 ]; then
                 log "  $wl #$run $target: server did not start, run skipped"
                 continue
             fi

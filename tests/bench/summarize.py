@@ -19,9 +19,19 @@ import sys
 GENERATOR_LIMIT_PERCENT = 90.0
 
 
+NO_ACK = float("inf")
+
+
 def p(report, key, field):
     pct = report.get(key)
+    if pct is None and key == "ack_latency" and report.get("sent") and not report.get("acked"):
+        # Sends went out but none was acknowledged within the window: longer than the run.
+        return NO_ACK
     return None if pct is None else pct[field] / 1000.0
+
+
+def show(fmt, v):
+    return "no ack" if v == NO_ACK else fmt.format(v)
 
 
 # (workloads, label, extract, higher is better, format)
@@ -86,12 +96,13 @@ def main():
             for t in targets:
                 v, flagged = median_of(data[(w, t)], extract)
                 values[t] = v
-                cells.append("-" if v is None else fmt.format(v) + ("!" if flagged else ""))
+                cells.append("-" if v is None else show(fmt, v) + ("!" if flagged else ""))
             if all(c == "-" for c in cells):
                 continue
             for t in peers:
                 b, v = values.get(BASE), values.get(t)
-                cells.append("-" if b is None or not v else f"{b / v:.2f}x")
+                ok = b is not None and v and NO_ACK not in (b, v)
+                cells.append(f"{b / v:.2f}x" if ok else "-")
             better = {True: "higher", False: "lower", None: ""}[higher]
             rows.append([w, label, better] + cells)
 
@@ -107,7 +118,8 @@ def main():
     else:
         print("no results")
     print("(medians; ratios are relaybox / peer: above 1x is better for 'higher' rows, below 1x for 'lower' rows;"
-          " '!' = every run of that cell had the generator above 90% CPU, so it does not count)")
+          " '!' = every run of that cell had the generator above 90% CPU, so it does not count;"
+          " 'no ack' = sends went out but none was acknowledged within the window)")
 
     print()
     print("What an acknowledgement means:")
@@ -133,6 +145,8 @@ def main():
                 warnings.append(f"{name}: generator at {g:.0f}% CPU (does not count)")
             if r.get("errors"):
                 warnings.append(f"{name}: {r['errors']} errors")
+            if r.get("sent") and not r.get("acked"):
+                warnings.append(f"{name}: {r['sent']} sent, none acknowledged within the window")
         missing = int(os.environ.get("RUNS", "0") or 0) - len(runs)
         if missing > 0:
             warnings.append(f"{w} {t}: {missing} run(s) failed")

@@ -121,6 +121,12 @@ async fn measure(
         }
     }
     report.finish(shared, window, (start.0, end.0), (start.1, end.1));
+    if report.sent > 0 && report.acked == 0 {
+        report.notes.push(
+            "no send was acknowledged within the measured window: the server is overloaded, ack latency is longer than the run"
+                .into(),
+        );
+    }
     if pid.is_none() {
         report
             .notes
