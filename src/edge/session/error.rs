@@ -71,6 +71,17 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// Whether the relay (its disk, its actors, its verifier) failed, not the client.
+    pub fn is_relay_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::Store(_)
+                | Self::Directory(_)
+                | Self::Verifier(_)
+                | Self::Group(GroupError::Store(_))
+        )
+    }
+
     pub fn invalid(msg: impl Into<String>) -> Self {
         Self::InvalidArgument(msg.into())
     }

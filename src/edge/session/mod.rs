@@ -231,34 +231,11 @@ impl<T: FrameIo> Session<T> {
                             }
                         }
                         self.send_many(&batch).await?;
-                        match control {
-                            Some(Push::Replaced) => {
-                                if let Some(d) = self.attached.take() {
-                                    self.ctx.presence.detached(&self.ctx.store, &self.ctx.directory, &d.account);
-                                }
-                                self.close(Error::new(ErrorCode::SessionReplaced, "another session of this device logged in")).await;
-                                return Ok(());
-                            }
-                            Some(Push::Revoked) => {
-                                self.close(Error::new(ErrorCode::UnknownDevice, "this device was unlinked by the account's primary")).await;
-                                return Ok(());
-                            }
-                            _ => {}
+                        if let Some(push) = control {
+                            return self.end_by(push).await;
                         }
                     }
-                    Some(Push::Replaced) => {
-                        // The actor already serves the new session: no Detach, but this
-                        // session no longer counts for presence.
-                        if let Some(d) = self.attached.take() {
-                            self.ctx.presence.detached(&self.ctx.store, &self.ctx.directory, &d.account);
-                        }
-                        self.close(Error::new(ErrorCode::SessionReplaced, "another session of this device logged in")).await;
-                        return Ok(());
-                    }
-                    Some(Push::Revoked) => {
-                        self.close(Error::new(ErrorCode::UnknownDevice, "this device was unlinked by the account's primary")).await;
-                        return Ok(());
-                    }
+                    Some(push) => return self.end_by(push).await,
                     None => self.push_rx = None,
                 },
                 _ = ping.tick() => {
@@ -298,6 +275,36 @@ impl<T: FrameIo> Session<T> {
             return Ok(None);
         }
         Ok(requests::dispatch(&self.ctx, &self.caller, self.id, cf))
+    }
+
+    /// Closes the session for a control push from the device actor (replaced, revoked). The
+    /// push loop never passes a frame here; one would be sent before the session ends.
+    async fn end_by(&mut self, push: Push) -> Result<(), SessionError> {
+        match push {
+            Push::Replaced => {
+                // The actor already serves the new session: no Detach, but this session no
+                // longer counts for presence.
+                if let Some(d) = self.attached.take() {
+                    self.ctx
+                        .presence
+                        .detached(&self.ctx.store, &self.ctx.directory, &d.account);
+                }
+                self.close(Error::new(
+                    ErrorCode::SessionReplaced,
+                    "another session of this device logged in",
+                ))
+                .await;
+            }
+            Push::Revoked => {
+                self.close(Error::new(
+                    ErrorCode::UnknownDevice,
+                    "this device was unlinked by the account's primary",
+                ))
+                .await;
+            }
+            Push::Frame(f) => self.send(&f).await?,
+        }
+        Ok(())
     }
 
     async fn attach(&mut self, d: DeviceId) {

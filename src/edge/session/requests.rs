@@ -81,7 +81,7 @@ pub(super) fn dispatch(
                     frame: frame(req_id, body),
                     became: Some(device),
                 },
-                Err(e) => error_answer(req_id, &caller, e),
+                Err(e) => answer(req_id, Err(e)),
             }
         })),
         client_frame::Body::UploadKeys(u) => {
@@ -143,59 +143,35 @@ fn frame(req_id: u64, body: Body) -> ServerFrame {
     }
 }
 
-fn error_answer(req_id: u64, caller: &Caller, e: RequestError) -> Answer {
-    match &e {
-        RequestError::Store(_) | RequestError::Directory(_) | RequestError::Verifier(_) => {
-            tracing::error!(peer = %caller.peer, error = %e, "Request failed on the relay side.");
+/// The answer to a finished request; refusals are logged once, here, at the level their
+/// fault calls for.
+fn answer(req_id: u64, r: Result<Body, RequestError>) -> Answer {
+    let body = match r {
+        Ok(body) => body,
+        Err(e) => {
+            if e.is_relay_fault() {
+                tracing::error!(error = %e, "Request failed on the relay side.");
+            } else {
+                tracing::debug!(error = %e, "Request refused.");
+            }
+            Body::Error(e.to_wire())
         }
-        _ => tracing::debug!(peer = %caller.peer, error = %e, "Request refused."),
-    }
+    };
     Answer {
-        frame: frame(req_id, Body::Error(e.to_wire())),
+        frame: frame(req_id, body),
         became: None,
     }
 }
 
 fn answer_now(req_id: u64, r: Result<Body, RequestError>) -> AnswerFuture {
-    Box::pin(async move {
-        match r {
-            Ok(body) => Answer {
-                frame: frame(req_id, body),
-                became: None,
-            },
-            Err(e) => Answer {
-                frame: frame(req_id, Body::Error(e.to_wire())),
-                became: None,
-            },
-        }
-    })
+    Box::pin(std::future::ready(answer(req_id, r)))
 }
 
 fn run(
     req_id: u64,
     fut: impl std::future::Future<Output = Result<Body, RequestError>> + 'static,
 ) -> AnswerFuture {
-    Box::pin(async move {
-        match fut.await {
-            Ok(body) => Answer {
-                frame: frame(req_id, body),
-                became: None,
-            },
-            // The caller is not needed for the log line of ordinary refusals.
-            Err(e) => {
-                if matches!(
-                    e,
-                    RequestError::Store(_) | RequestError::Directory(_) | RequestError::Verifier(_)
-                ) {
-                    tracing::error!(error = %e, "Request failed on the relay side.");
-                }
-                Answer {
-                    frame: frame(req_id, Body::Error(e.to_wire())),
-                    became: None,
-                }
-            }
-        }
-    })
+    Box::pin(async move { answer(req_id, fut.await) })
 }
 
 pub(super) fn device_of(caller: &Caller) -> Result<&DeviceId, RequestError> {
