@@ -214,6 +214,18 @@ pub fn blob_stored(bytes: u64) {
     METRICS.blob_bytes_stored.inc_by(bytes);
 }
 
+/// The client transports, in the order reports list them.
+pub const TRANSPORTS: [&str; 3] = ["tcp", "ws", "http"];
+
+/// Open connections over `transport` now.
+pub fn open_connections(transport: &'static str) -> i64 {
+    METRICS
+        .connections
+        .get(&[("transport", transport)])
+        .map(|g| g.get())
+        .unwrap_or(0)
+}
+
 /// What [`render`] reads from the store at scrape time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Snapshot {
