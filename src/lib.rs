@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! wire/          the protocol, sans I/O: frames, Noise handshake states, protobuf messages, tokens
+//! backup/        backup archives (tar + manifest) and restore
 //! store/         the only code that touches sled: typed domain operations + the durability barrier
 //! actors/        actix actors owning serialised state: one Device actor per device, the directory
 //! edge/          transports: the Noise/TCP listener, admission limits, the shared session logic
@@ -13,6 +14,7 @@
 //! telemetry/     tracing setup
 //! config.rs      the config tree, its layers (defaults < file < env < flags) and validation
 //! app.rs         the one place that wires store, actors and edges together (`relaybox serve`)
+//! ops/           operator commands: `relaybox admin`, `backup`, `restore`
 //! cli.rs         the command line
 //! ```
 //!
@@ -24,6 +26,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod client;
@@ -32,6 +35,7 @@ pub mod config;
 pub mod e2e;
 pub mod edge;
 pub mod ids;
+pub mod ops;
 pub mod registration;
 pub mod shutdown;
 pub mod store;
