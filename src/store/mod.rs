@@ -24,6 +24,7 @@
 //! - **The on-disk format is tied to sled 0.34** (hence the exact pin in Cargo.toml).
 
 mod accounts;
+mod blobs;
 mod codes;
 mod contacts;
 mod durability;
@@ -39,6 +40,7 @@ mod trees;
 use std::path::{Path, PathBuf};
 
 pub use accounts::DeviceRecord;
+pub use blobs::{BlobRecord, BlobState, CommitOutcome, PendingOutcome};
 pub use durability::Durability;
 pub use groups::GroupRecord;
 pub use keydir::{ClaimedKey, IdentityKeys, IdentityOutcome};

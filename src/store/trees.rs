@@ -16,10 +16,14 @@ pub(super) struct Trees {
     /// device ‖ → DeviceRecord. `device = account ‖ 0x00 ‖ device_no:u32-be`, so a prefix scan
     /// with `account ‖ 0x00` lists an account's devices.
     pub accountdevice_record: sled::Tree,
+    /// account → bytes:u64-be of stored blobs the account owns (its quota usage).
+    pub account_blobbytes: sled::Tree,
     /// account ‖ 0x00 ‖ group → (): the groups an account is a member of.
     pub accountgroup_: sled::Tree,
     /// account ‖ 0x00 ‖ thread → until_ms:u64-be (u64::MAX = forever): muted threads.
     pub accountthread_muteuntil: sled::Tree,
+    /// blob id (64 lowercase hex characters) → BlobRecord (pending, stored or tombstone).
+    pub blob_record: sled::Tree,
     /// contact ‖ 0x00 ‖ account → (): reverse contacts, "who has `contact` in their list".
     pub contactaccount_: sled::Tree,
     /// device → fallback OneTimeKey (key_id, public key).
@@ -36,6 +40,8 @@ pub(super) struct Trees {
     pub deviceotk_publickey: sled::Tree,
     /// device ‖ seq:u64-be → QueueRecord. `seq` comes from sled's monotonic id generator.
     pub deviceseq_queuerecord: sled::Tree,
+    /// expires_ms:u64-be ‖ blob id → (): when each blob or pending upload lapses (the GC).
+    pub expiry_blob: sled::Tree,
     /// group id → GroupRecord.
     pub group_record: sled::Tree,
     /// name (utf-8) → value. Schema version and the relay's secrets.
@@ -56,8 +62,10 @@ impl Trees {
             account_nextdevice: db.open_tree("account_nextdevice")?,
             account_privacy: db.open_tree("account_privacy")?,
             accountdevice_record: db.open_tree("accountdevice_record")?,
+            account_blobbytes: db.open_tree("account_blobbytes")?,
             accountgroup_: db.open_tree("accountgroup_")?,
             accountthread_muteuntil: db.open_tree("accountthread_muteuntil")?,
+            blob_record: db.open_tree("blob_record")?,
             contactaccount_: db.open_tree("contactaccount_")?,
             device_fallbackkey: db.open_tree("device_fallbackkey")?,
             device_identitykeys: db.open_tree("device_identitykeys")?,
@@ -66,6 +74,7 @@ impl Trees {
             device_tokenid: db.open_tree("device_tokenid")?,
             deviceotk_publickey: db.open_tree("deviceotk_publickey")?,
             deviceseq_queuerecord: db.open_tree("deviceseq_queuerecord")?,
+            expiry_blob: db.open_tree("expiry_blob")?,
             group_record: db.open_tree("group_record")?,
             meta_value: db.open_tree("meta_value")?,
             noisestatic_device: db.open_tree("noisestatic_device")?,

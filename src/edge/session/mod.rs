@@ -5,6 +5,7 @@
 //! A transport plugs in by implementing [`FrameIo`]: read one frame payload, write one.
 
 mod account;
+mod blobs;
 mod error;
 mod groups;
 mod login;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
+pub use blobs::BlobRefusal;
 pub use error::{RequestError, SessionError};
 
 use crate::actors::device::{Attach, Detach, Push};
