@@ -20,6 +20,8 @@ pub const SEEN_MSG_IDS: usize = 4096;
 #[derive(Serialize, Deserialize)]
 struct OnDisk {
     relay: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    http: Option<String>,
     noise_private: String,
     relay_key: Option<String>,
     token: Option<String>,
@@ -55,6 +57,8 @@ pub struct State {
     pub home: PathBuf,
     /// Relay address, `host:port`.
     pub relay: String,
+    /// The relay's HTTP listener (`host:port` or a URL), for blobs; set with `--http`.
+    pub http: Option<String>,
     pub noise: StaticKeypair,
     pub relay_key: Option<[u8; 32]>,
     pub token: Option<Vec<u8>>,
@@ -84,6 +88,7 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self {
                 home: home.to_owned(),
                 relay: relay.to_owned(),
+                http: None,
                 noise: StaticKeypair::generate(),
                 relay_key: None,
                 token: None,
@@ -118,6 +123,7 @@ impl State {
         Ok(Self {
             home: home.to_owned(),
             relay: d.relay,
+            http: d.http,
             noise,
             relay_key,
             token,
@@ -144,6 +150,7 @@ impl State {
         crate::app::create_private_dir(&self.home)?;
         let d = OnDisk {
             relay: self.relay.clone(),
+            http: self.http.clone(),
             noise_private: hex::encode(self.noise.private),
             relay_key: self.relay_key.map(hex::encode),
             token: self.token.as_ref().map(hex::encode),

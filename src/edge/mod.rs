@@ -4,6 +4,7 @@
 //! per-transport code is a [`session::FrameIo`] implementation.
 
 pub mod context;
+pub mod http;
 pub mod limits;
 pub mod session;
 pub mod tcp;
