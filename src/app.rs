@@ -14,7 +14,7 @@ use crate::actors::Directory;
 use crate::config::{to_usize, Config, Verifier as VerifierKind};
 use crate::edge::context::Limiters;
 use crate::edge::limits::Admission;
-use crate::edge::{tcp, RelayCtx};
+use crate::edge::{http, tcp, RelayCtx};
 use crate::registration::ratelimit::RateLimiter;
 use crate::registration::verifier::Verifier;
 use crate::shutdown::ShutdownController;
@@ -81,18 +81,25 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg,
     });
 
+    // Bound before the relay reports ready: a busy port or a bad certificate fails the start.
+    let http_server = http::bind(ctx.clone(), admission.clone(), &shutdown)
+        .with_context(|| "starting the HTTP listener".to_owned())?;
+    let http_addr = http_server.local_addr();
     actix_rt::spawn(tcp::serve(
         ctx.clone(),
         listener,
         admission,
         shutdown.task(),
     ));
+    let http_server = http_server.run();
     actix_rt::spawn(sweep(ctx.clone(), shutdown.task()));
     actix_rt::spawn(crate::blob::gc::run(ctx.clone(), shutdown.task()));
     let watchdog = actix_rt::spawn(watchdog());
 
     tracing::info!(
         tcp = %tcp_addr,
+        http = %http_addr,
+        tls = ctx.cfg.tls.enabled(),
         data_dir = %data_dir.display(),
         relay_key = %hex::encode(identity.public),
         version = env!("CARGO_PKG_VERSION"),
@@ -108,6 +115,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     if !controller.shutdown(grace).await {
         tracing::warn!("Grace period ended with sessions still open; closing them.");
     }
+    http_server.stop().await;
     watchdog.abort();
     store.flush().context("final flush")?;
     tracing::info!("Relay stopped.");

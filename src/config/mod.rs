@@ -39,6 +39,7 @@ pub const EXIT_BAD_CONFIG: i32 = 64;
 pub struct Config {
     pub relay: RelayConfig,
     pub listen: ListenConfig,
+    pub tls: TlsConfig,
     pub limits: LimitsConfig,
     pub registration: RegistrationConfig,
     pub messaging: MessagingConfig,
@@ -79,13 +80,34 @@ pub struct ListenConfig {
     /// The Noise-over-TCP listener. Loopback by default so a relay started with no
     /// configuration is not reachable from the network.
     pub tcp: SocketAddr,
+    /// The public HTTP listener: WebSocket (`/v1/ws`), the chunked-HTTP stream (`/v1/stream`)
+    /// and blobs. Plain HTTP unless `[tls]` names a certificate.
+    pub http: SocketAddr,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
         Self {
             tcp: SocketAddr::from((Ipv4Addr::LOCALHOST, 7700)),
+            http: SocketAddr::from((Ipv4Addr::LOCALHOST, 7780)),
         }
+    }
+}
+
+/// `[tls]`: HTTPS on the public HTTP listener. Both empty: plain HTTP; both set: HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl TlsConfig {
+    /// Whether HTTPS is configured (validation ensures both paths or neither).
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty() && !self.key.as_os_str().is_empty()
     }
 }
 

@@ -75,6 +75,38 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
     }
     c.positive("relay.shutdown_grace", relay.shutdown_grace);
 
+    let tls = &config.tls;
+    match (
+        tls.cert.as_os_str().is_empty(),
+        tls.key.as_os_str().is_empty(),
+    ) {
+        (true, true) => {}
+        (false, true) => c.reject(
+            "tls.key",
+            format!(
+                "{} is set, so this must name its private key file",
+                c.describe("tls.cert")
+            ),
+        ),
+        (true, false) => c.reject(
+            "tls.cert",
+            format!(
+                "{} is set, so this must name the certificate file",
+                c.describe("tls.key")
+            ),
+        ),
+        (false, false) => {
+            // Parsed here, not only at bind time, so that a bad file is a config error (exit 64)
+            // reported with every other one.
+            if let Err(e) = crate::edge::http::tls::read_certs(&tls.cert) {
+                c.reject("tls.cert", format!("unusable certificate: {e}"));
+            }
+            if let Err(e) = crate::edge::http::tls::read_key(&tls.key) {
+                c.reject("tls.key", format!("unusable private key: {e}"));
+            }
+        }
+    }
+
     let limits = &config.limits;
     c.at_least_one("limits.max_connections", limits.max_connections);
     c.at_least_one(

@@ -27,6 +27,10 @@ pub enum SessionError {
     /// The peer closed the connection.
     #[error("closed by peer")]
     Closed,
+    /// The transport carried something that is not a frame (a WebSocket text message, a
+    /// broken WebSocket frame). (peer's fault)
+    #[error("{0}")]
+    NotAFrame(String),
 }
 
 /// Why one request failed. The session answers with [`RequestError::to_wire`] and goes on.
