@@ -188,6 +188,15 @@ async fn an_upload_round_trips_and_range_and_segments_are_honoured() {
         "{headers}"
     );
 
+    // A segment the blob does not have.
+    for bad in ["3", "x", "-1"] {
+        assert_eq!(
+            get(&relay, &format!("{path}&seg={bad}")),
+            (400, "bad_segment".into()),
+            "seg={bad}"
+        );
+    }
+
     // The same content again needs no upload.
     let again = upload_url(&mut alice, &segments.concat(), 25)
         .await
@@ -295,6 +304,66 @@ async fn every_bad_http_input_gets_its_own_status_and_reason() {
     );
     let over = upload_url(&mut alice, &b, 900).await.unwrap_err();
     assert_eq!(over.relay_code(), Some(ErrorCode::QuotaExceeded), "{over}");
+}
+
+#[tokio::test]
+async fn bad_upload_requests_are_refused_over_the_session_with_specific_codes() {
+    let relay = Relay::start_with(SMALL);
+    let mut alice = user(&relay, "alice", ALICE).await;
+    let cases: [(RequestUpload, ErrorCode); 4] = [
+        (
+            RequestUpload {
+                sha256: "not-a-hash".into(),
+                size: 3,
+                segments: vec![],
+            },
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            RequestUpload {
+                sha256: BlobId::of(b"abc").to_string(),
+                size: 0,
+                segments: vec![],
+            },
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            RequestUpload {
+                sha256: BlobId::of(b"abc").to_string(),
+                size: 3,
+                segments: vec![1, 1],
+            },
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            RequestUpload {
+                sha256: BlobId::of(b"abc").to_string(),
+                size: 3,
+                segments: vec![0; 17],
+            },
+            ErrorCode::InvalidArgument,
+        ),
+    ];
+    for (req, code) in cases {
+        let e = ask(&mut alice, client_frame::Body::RequestUpload(req.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.relay_code(), Some(code), "{req:?}: {e}");
+    }
+    let bad = ask(
+        &mut alice,
+        client_frame::Body::RequestDownload(RequestDownload {
+            blob: "../x".into(),
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(bad.relay_code(), Some(ErrorCode::InvalidArgument));
+
+    let off = Relay::start_with("[blobs]\nenabled = false\n");
+    let mut carol = user(&off, "carol", ALICE).await;
+    let e = upload_url(&mut carol, b"abc", 3).await.unwrap_err();
+    assert_eq!(e.relay_code(), Some(ErrorCode::BlobsDisabled), "{e}");
 }
 
 #[tokio::test]

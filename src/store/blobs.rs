@@ -307,3 +307,74 @@ impl Store {
         Ok((count, bytes))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn dev(no: u32) -> DeviceId {
+        DeviceId::new(AccountId::parse("+14155550100").unwrap(), no)
+    }
+
+    #[test]
+    fn a_blob_goes_pending_stored_gone_and_its_bytes_follow_the_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = BlobId::of(b"x");
+        let a = &dev(0).account;
+        assert_eq!(
+            store.blob_pending(&id, 10, &[4, 6], 100).unwrap(),
+            PendingOutcome::Pending
+        );
+        assert_eq!(
+            store.blob_usage(a).unwrap(),
+            0,
+            "pending uploads cost nothing yet"
+        );
+        assert_eq!(
+            store.blob_commit(&id, &dev(0), 10, 5, 1000, 15).unwrap(),
+            CommitOutcome::Stored
+        );
+        assert_eq!(store.blob_usage(a).unwrap(), 10);
+        assert_eq!(
+            store.blob_pending(&id, 10, &[], 100).unwrap(),
+            PendingOutcome::AlreadyStored
+        );
+
+        let other = BlobId::of(b"y");
+        store.blob_pending(&other, 10, &[], 100).unwrap();
+        assert_eq!(
+            store.blob_commit(&other, &dev(1), 10, 5, 1000, 15).unwrap(),
+            CommitOutcome::QuotaExceeded { used: 10 },
+            "the quota is per account, across its devices"
+        );
+
+        // Nothing is due before its time; then the stored blob becomes a tombstone.
+        let due = store.blob_due(999, 10).unwrap();
+        assert!(due.iter().all(|(_, d)| *d != id));
+        let due = store.blob_due(1000, 10).unwrap();
+        let (at, _) = due.iter().find(|(_, d)| *d == id).unwrap();
+        assert!(store.blob_expire(&id, Some(*at), 1000, false).unwrap());
+        assert!(matches!(
+            store.blob(&id).unwrap().unwrap().state,
+            BlobState::Gone { .. }
+        ));
+        assert_eq!(store.blob_usage(a).unwrap(), 0);
+        assert!(
+            !store.blob_expire(&id, None, 2000, true).unwrap(),
+            "already gone"
+        );
+
+        // A lapsed upload leaves no record; one over a tombstone returns to the tombstone.
+        assert!(!store.blob_expire(&other, Some(100), 100, false).unwrap());
+        assert_eq!(store.blob(&other).unwrap(), None);
+        store.blob_pending(&id, 10, &[], 3000).unwrap();
+        assert!(!store.blob_expire(&id, Some(3000), 3000, false).unwrap());
+        assert!(matches!(
+            store.blob(&id).unwrap().unwrap().state,
+            BlobState::Gone { .. }
+        ));
+        assert!(store.blob_due(u64::MAX - 1, 10).unwrap().is_empty());
+    }
+}

@@ -5,6 +5,8 @@ use super::StoreError;
 
 #[derive(Clone)]
 pub(super) struct Trees {
+    /// account → bytes:u64-be of stored blobs the account owns (its quota usage).
+    pub account_blobbytes: sled::Tree,
     /// account → postcard Vec<String>: the account's uploaded contacts (E.164).
     pub account_contacts: sled::Tree,
     /// account → last_seen_ms:u64-be.
@@ -16,8 +18,6 @@ pub(super) struct Trees {
     /// device ‖ → DeviceRecord. `device = account ‖ 0x00 ‖ device_no:u32-be`, so a prefix scan
     /// with `account ‖ 0x00` lists an account's devices.
     pub accountdevice_record: sled::Tree,
-    /// account → bytes:u64-be of stored blobs the account owns (its quota usage).
-    pub account_blobbytes: sled::Tree,
     /// account ‖ 0x00 ‖ group → (): the groups an account is a member of.
     pub accountgroup_: sled::Tree,
     /// account ‖ 0x00 ‖ thread → until_ms:u64-be (u64::MAX = forever): muted threads.
@@ -57,12 +57,12 @@ pub(super) struct Trees {
 impl Trees {
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         Ok(Self {
+            account_blobbytes: db.open_tree("account_blobbytes")?,
             account_contacts: db.open_tree("account_contacts")?,
             account_lastseen: db.open_tree("account_lastseen")?,
             account_nextdevice: db.open_tree("account_nextdevice")?,
             account_privacy: db.open_tree("account_privacy")?,
             accountdevice_record: db.open_tree("accountdevice_record")?,
-            account_blobbytes: db.open_tree("account_blobbytes")?,
             accountgroup_: db.open_tree("accountgroup_")?,
             accountthread_muteuntil: db.open_tree("accountthread_muteuntil")?,
             blob_record: db.open_tree("blob_record")?,
