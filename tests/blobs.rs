@@ -179,6 +179,12 @@ async fn an_upload_round_trips_and_range_and_segments_are_honoured() {
         &url(&relay, &format!("{path}&seg=2")),
     ]);
     assert_eq!((status, body.as_slice()), (206, &b"iece"[..]));
+    let (status, headers, _) = curl(&["-I", &url(&relay, &path)]);
+    assert_eq!(status, 200);
+    assert!(
+        headers.to_ascii_lowercase().contains("content-length: 25"),
+        "{headers}"
+    );
     let (status, headers, _) = curl(&["-H", "Range: bytes=100-", &url(&relay, &path)]);
     assert_eq!(status, 416);
     assert!(
@@ -304,6 +310,25 @@ async fn every_bad_http_input_gets_its_own_status_and_reason() {
     );
     let over = upload_url(&mut alice, &b, 900).await.unwrap_err();
     assert_eq!(over.relay_code(), Some(ErrorCode::QuotaExceeded), "{over}");
+
+    // Each refusal is in the relay's log too, with its reason.
+    let logs = relay.logs();
+    for code in [
+        "bad_blob_id",
+        "path_traversal",
+        "missing_signature",
+        "bad_signature",
+        "wrong_method",
+        "unknown_blob",
+        "too_large",
+        "hash_mismatch",
+        "quota_exceeded",
+    ] {
+        assert!(
+            logs.contains(&format!("code=\"{code}\"")) || logs.contains(&format!("code={code}")),
+            "{code} not logged"
+        );
+    }
 }
 
 #[tokio::test]

@@ -36,9 +36,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // their own answer instead of a generic 404.
     cfg.service(
         web::resource("/v1/blobs/{id:.*}")
-            .route(web::put().to(upload))
-            .route(web::get().to(download))
-            .route(web::head().to(download)),
+            .route(web::put().to(upload_route))
+            .route(web::get().to(download_route))
+            .route(web::head().to(download_route)),
     );
 }
 
@@ -128,11 +128,6 @@ impl ResponseError for BlobHttpError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, code) = self.code();
-        if status.is_server_error() {
-            tracing::error!(error = ?self, "Blob request failed on the relay side.");
-        } else {
-            tracing::debug!(error = %self, code, "Blob request refused.");
-        }
         let mut res = HttpResponse::build(status);
         if let Self::Range(len) = self {
             res.insert_header((header::CONTENT_RANGE, format!("bytes */{len}")));
@@ -142,6 +137,35 @@ impl ResponseError for BlobHttpError {
 }
 
 type Ctx = web::Data<Arc<RelayCtx>>;
+
+/// Logs a refusal once, at the level its fault calls for, with who asked.
+fn logged<T>(req: &HttpRequest, r: Result<T, BlobHttpError>) -> Result<T, BlobHttpError> {
+    if let Err(e) = &r {
+        let (status, code) = e.code();
+        let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        // 507 (quota) is a 5xx by class but the client's doing; only `Internal` is ours.
+        if matches!(e, BlobHttpError::Internal(_)) {
+            tracing::error!(%peer, error = ?e, "Blob request failed on the relay side.");
+        } else {
+            tracing::info!(%peer, method = %req.method(), status = status.as_u16(), code, reason = %e, "Blob request refused.");
+        }
+    }
+    r
+}
+
+async fn upload_route(
+    ctx: Ctx,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, BlobHttpError> {
+    let r = upload(ctx, &req, body).await;
+    logged(&req, r)
+}
+
+async fn download_route(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, BlobHttpError> {
+    let r = download(ctx, &req).await;
+    logged(&req, r)
+}
 
 /// Parses the id and checks the capability, before anything touches the disk.
 fn authorise(
@@ -171,10 +195,10 @@ fn ms(d: std::time::Duration) -> u64 {
 /// PUT /v1/blobs/{id}?m=put&dev=…&exp=…&sig=…: the upload of a pending blob.
 async fn upload(
     ctx: Ctx,
-    req: HttpRequest,
+    req: &HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, BlobHttpError> {
-    let (id, cap, _) = authorise(&ctx, &req, Method::Put)?;
+    let (id, cap, _) = authorise(&ctx, req, Method::Put)?;
     let cfg = &ctx.cfg.blobs;
     let declared = match ctx.store.blob(&id)? {
         None => return Err(BlobHttpError::Unknown),
@@ -263,8 +287,8 @@ async fn upload(
 
 /// GET /v1/blobs/{id}?m=get&dev=…&exp=…&sig=…[&seg=N]: the blob, or one segment of it.
 /// A single `Range` is honoured (206, or 416 when unsatisfiable); the ETag is the id.
-async fn download(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, BlobHttpError> {
-    let (id, _, _) = authorise(&ctx, &req, Method::Get)?;
+async fn download(ctx: Ctx, req: &HttpRequest) -> Result<HttpResponse, BlobHttpError> {
+    let (id, _, _) = authorise(&ctx, req, Method::Get)?;
     let rec = match ctx.store.blob(&id)? {
         None
         | Some(BlobRecord {
@@ -324,7 +348,10 @@ async fn download(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, BlobHttpEr
         res.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
     }
     if req.method() == actix_web::http::Method::HEAD {
-        return Ok(res.finish());
+        // A sized body that is never sent: the server answers HEAD with headers only, and
+        // Content-Length says what a GET would return.
+        let none = futures::stream::empty::<Result<web::Bytes, std::io::Error>>();
+        return Ok(res.body(actix_web::body::SizedStream::new(count, none)));
     }
     let stream = ctx.blobs.files.read_range(&id, base + start, count).await?;
     Ok(res.streaming(futures::StreamExt::map(stream, |c| c.map(web::Bytes::from))))
