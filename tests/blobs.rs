@@ -544,7 +544,7 @@ async fn an_image_sent_with_the_cli_arrives_as_a_thumbnail_first_then_in_full() 
 
 #[tokio::test]
 async fn a_purged_image_is_recalled_from_the_sender_and_arrives() {
-    let relay = Relay::start_with("[blobs]\nretention = \"2s\"\ngc_interval = \"200ms\"\n");
+    let relay = Relay::start_with("[blobs]\nretention = \"4s\"\ngc_interval = \"200ms\"\n");
     drop(user(&relay, "alice", ALICE).await);
     drop(user(&relay, "bob", BOB).await);
     let dir = tempfile::tempdir().unwrap();
@@ -565,7 +565,7 @@ async fn a_purged_image_is_recalled_from_the_sender_and_arrives() {
         .unwrap()
         .trim_end_matches(|c: char| !c.is_ascii_hexdigit())
         .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while blob_file(&relay, &blob).exists() {
         assert!(Instant::now() < deadline, "the GC did not purge the image");
         std::thread::sleep(Duration::from_millis(100));

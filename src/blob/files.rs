@@ -188,6 +188,23 @@ impl BlobFiles {
         ))
     }
 
+    /// The ids of every blob file in place (files with other names are left alone).
+    pub fn list(&self) -> std::io::Result<Vec<BlobId>> {
+        let mut ids = Vec::new();
+        for shard in std::fs::read_dir(&self.root)? {
+            let shard = shard?;
+            if shard.file_name() == TMP_DIR || !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(shard.path())? {
+                if let Some(id) = f?.file_name().to_str().and_then(|n| BlobId::parse(n).ok()) {
+                    ids.push(id);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
     /// Files and bytes under the blob directory (uploads in progress excluded).
     pub fn usage(&self) -> std::io::Result<(u64, u64)> {
         let (mut files, mut bytes) = (0, 0);

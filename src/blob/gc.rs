@@ -22,8 +22,13 @@ pub enum GcError {
     Io(#[from] std::io::Error),
 }
 
-/// Runs until shutdown.
+/// Runs until shutdown. The first pass also removes orphan files (see [`reconcile`]).
 pub async fn run(ctx: Arc<RelayCtx>, mut stop: Shutdown) {
+    match reconcile(&ctx.store, &ctx.blobs.files).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "Orphan blob files removed."),
+        Err(e) => tracing::error!(error = %e, "Checking blob files against the store failed."),
+    }
     let mut every = tokio::time::interval(ctx.cfg.blobs.gc_interval);
     loop {
         tokio::select! {
@@ -59,4 +64,53 @@ pub async fn purge(store: &Store, files: &BlobFiles, id: &BlobId) -> Result<bool
         files.remove(id).await?;
     }
     Ok(was_stored)
+}
+
+/// Removes files that no stored record claims: left by a crash between an upload's rename and
+/// its record, or between a tombstone and the file's deletion. Returns how many went.
+pub async fn reconcile(store: &Store, files: &BlobFiles) -> Result<usize, GcError> {
+    let mut removed = 0;
+    for id in files.list()? {
+        let stored = matches!(
+            store.blob(&id)?.map(|r| r.state),
+            Some(crate::store::BlobState::Stored { .. })
+        );
+        if !stored {
+            files.remove(&id).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::ids::{AccountId, DeviceId};
+
+    #[tokio::test]
+    async fn files_without_a_stored_record_are_removed_and_stored_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let files = BlobFiles::open(dir.path()).unwrap();
+        let body = |b: &'static [u8]| futures::stream::iter([Ok::<_, String>(b)]);
+        let kept = BlobId::of(b"kept");
+        let orphan = BlobId::of(b"orphan");
+        files.write(&kept, 4, body(b"kept")).await.unwrap();
+        files.write(&orphan, 6, body(b"orphan")).await.unwrap();
+        let owner = DeviceId::new(AccountId::parse("+14155550100").unwrap(), 0);
+        store.blob_pending(&kept, 4, &[], 100).unwrap();
+        store.blob_commit(&kept, &owner, 4, 1, 1000, 100).unwrap();
+        assert_eq!(reconcile(&store, &files).await.unwrap(), 1);
+        assert_eq!(files.len(&kept).await, Some(4));
+        assert_eq!(files.len(&orphan).await, None);
+        // Expiry through the collector: the file goes, the tombstone stays.
+        assert_eq!(collect(&store, &files, 1000).await.unwrap(), 1);
+        assert_eq!(files.len(&kept).await, None);
+        assert!(matches!(
+            store.blob(&kept).unwrap().unwrap().state,
+            crate::store::BlobState::Gone { .. }
+        ));
+    }
 }
