@@ -441,7 +441,12 @@ fn client(relay: &Relay, home: &str, args: &[&str]) -> Output {
         .arg("client")
         .arg("--home")
         .arg(relay.dir.path().join(format!("client-{home}")))
-        .args(["--relay", &relay.addr, "--http", &relay.http_addr])
+        .args([
+            "--relay",
+            &relay.addr,
+            "--http",
+            &format!("http://{}", relay.http_addr),
+        ])
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -453,7 +458,12 @@ fn spawn_client(relay: &Relay, home: &str, args: &[&str]) -> std::process::Child
         .arg("client")
         .arg("--home")
         .arg(relay.dir.path().join(format!("client-{home}")))
-        .args(["--relay", &relay.addr, "--http", &relay.http_addr])
+        .args([
+            "--relay",
+            &relay.addr,
+            "--http",
+            &format!("http://{}", relay.http_addr),
+        ])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use tokio::io::AsyncBufReadExt;
 
 use super::settings::MuteFor;
+use super::transport::TransportKind;
 use super::{Client, Event};
 use crate::e2e::payload::Payload;
 use crate::ids::MsgId;
@@ -28,10 +29,18 @@ pub struct ClientArgs {
     /// Pin the relay's public key (hex) instead of trusting it on first contact.
     #[arg(long, global = true)]
     pub relay_key: Option<String>,
-    /// The relay's HTTP listener (host:port or URL), for media and history transfer;
-    /// remembered for later commands.
+    /// How to reach the relay: tcp (to --relay), ws or http (to --http; http falls back to
+    /// split mode when a proxy buffers request bodies), http-split, or auto (TCP, then
+    /// WebSocket, then HTTP); remembered for later commands [default: tcp].
+    #[arg(long, value_enum, env = "RELAYBOX_CLIENT_TRANSPORT", global = true)]
+    pub transport: Option<TransportKind>,
+    /// The relay's HTTP listener, e.g. http://relay.example:7780 or https://…; remembered.
     #[arg(long, env = "RELAYBOX_CLIENT_HTTP", global = true)]
     pub http: Option<String>,
+    /// A CA certificate (PEM) to trust for an https:// relay, besides the public roots;
+    /// remembered.
+    #[arg(long, env = "RELAYBOX_CLIENT_CA", global = true)]
+    pub ca: Option<PathBuf>,
     #[command(subcommand)]
     pub cmd: ClientCmd,
 }
@@ -221,8 +230,23 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
             .map_err(|_| anyhow::anyhow!("--relay-key must be 32 bytes"))?;
         client.pin_relay_key(key);
     }
-    if let Some(http) = &args.http {
-        client.state.http = Some(http.clone());
+    if let Some(ca) = &args.ca {
+        anyhow::ensure!(ca.is_file(), "--ca {}: no such file", ca.display());
+        client.state.ca = Some(ca.clone());
+    }
+    if args.transport.is_some() || args.http.is_some() {
+        let kind = args.transport.unwrap_or(client.state.transport);
+        client.use_transport(kind, args.http.as_deref());
+    }
+    if matches!(
+        client.state.transport,
+        TransportKind::Ws | TransportKind::Http | TransportKind::HttpSplit
+    ) && client.state.http.is_none()
+    {
+        anyhow::bail!(
+            "--transport {} needs the relay's HTTP URL: add --http http://HOST:PORT",
+            client.state.transport.as_str()
+        );
     }
     match args.cmd {
         ClientCmd::Register { phone } => {
@@ -288,6 +312,11 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
             println!("queued for me:  {}", s.queued);
             println!("one-time keys:  {}", s.one_time_keys);
             println!("relay:          {}", client.state.relay);
+            println!(
+                "http:           {}",
+                client.state.http.as_deref().unwrap_or("")
+            );
+            println!("transport:      {}", client.state.transport.as_str());
             println!(
                 "relay key:      {}",
                 client.state.relay_key.map(hex::encode).unwrap_or_default()

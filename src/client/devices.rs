@@ -100,8 +100,8 @@ impl Client {
             let who = Identity::Companion {
                 secret: secret.clone(),
             };
-            match Connection::connect(
-                &self.state.relay,
+            match Connection::connect_to(
+                &self.state.target(),
                 &self.state.noise,
                 self.state.relay_key,
                 &who,

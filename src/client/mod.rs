@@ -10,6 +10,7 @@ mod groups;
 pub mod media;
 pub mod settings;
 pub mod state;
+pub mod transport;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -25,6 +26,7 @@ use crate::wire::messages::{
 };
 use connection::{ClientError, Connection, Identity};
 use state::State;
+use transport::TransportKind;
 
 /// One-time keys uploaded at registration and on each keys-low notice.
 pub const ONE_TIME_KEYS_BATCH: usize = 50;
@@ -113,14 +115,29 @@ impl Client {
         })
     }
 
+    /// Chooses the transport (and, for WebSocket and chunked HTTP, the relay's HTTP base URL);
+    /// remembered with the state at the next save.
+    pub fn use_transport(&mut self, kind: TransportKind, http: Option<&str>) {
+        self.state.transport = kind;
+        if let Some(url) = http {
+            self.state.http = Some(url.to_owned());
+        }
+        self.disconnect();
+    }
+
+    /// The transport of the live connection, if connected.
+    pub fn connected_over(&self) -> Option<TransportKind> {
+        self.conn.as_ref().map(Connection::transport)
+    }
+
     /// Pins the relay's static key out of band (an operator published it).
     pub fn pin_relay_key(&mut self, key: [u8; 32]) {
         self.state.relay_key = Some(key);
     }
 
     async fn connect_as(&mut self, who: Identity) -> anyhow::Result<()> {
-        let (conn, est) = Connection::connect(
-            &self.state.relay,
+        let (conn, est) = Connection::connect_to(
+            &self.state.target(),
             &self.state.noise,
             self.state.relay_key,
             &who,

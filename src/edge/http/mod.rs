@@ -21,6 +21,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpRequest, HttpServer};
 
 pub use error::HttpError;
+pub use stream::{MAX_UPLOAD_BYTES, SESSION_HEADER};
 
 use super::limits::{Admission, Permit};
 use super::RelayCtx;
