@@ -542,10 +542,20 @@ async fn an_image_sent_with_the_cli_arrives_as_a_thumbnail_first_then_in_full() 
         String::from_utf8_lossy(&sent.stderr)
     );
     assert!(String::from_utf8_lossy(&sent.stdout).contains("4 segments"));
+    // Bob's session runs over chunked HTTP: media works whatever the transport.
     let got = client(
         &relay,
         "bob",
-        &["listen", "--json", "--count", "1", "--timeout", "30"],
+        &[
+            "--transport",
+            "http",
+            "listen",
+            "--json",
+            "--count",
+            "1",
+            "--timeout",
+            "30",
+        ],
     );
     let events = json_lines(&got);
     assert_eq!(events[0]["event"], "message", "{events:?}");

@@ -66,16 +66,19 @@ pub async fn purge(store: &Store, files: &BlobFiles, id: &BlobId) -> Result<bool
     Ok(was_stored)
 }
 
-/// Removes files that no stored record claims: left by a crash between an upload's rename and
-/// its record, or between a tombstone and the file's deletion. Returns how many went.
+/// Removes files that no record claims (left by a crash between an upload's rename and its
+/// record after the upload lapsed) and files of tombstones (a crash between the tombstone and
+/// the deletion). Files of pending uploads are left alone: one may be completing right now.
+/// Returns how many went.
 pub async fn reconcile(store: &Store, files: &BlobFiles) -> Result<usize, GcError> {
+    use crate::store::BlobState;
     let mut removed = 0;
     for id in files.list()? {
-        let stored = matches!(
+        let keep = matches!(
             store.blob(&id)?.map(|r| r.state),
-            Some(crate::store::BlobState::Stored { .. })
+            Some(BlobState::Stored { .. } | BlobState::Pending { .. })
         );
-        if !stored {
+        if !keep {
             files.remove(&id).await?;
             removed += 1;
         }
