@@ -84,6 +84,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         limits: Mutex::new(limits),
         presence: Presence::default(),
         shutdown: shutdown.listener(),
+        blobs: crate::blob::Blobs {
+            files: crate::blob::BlobFiles::open(&data_dir)
+                .with_context(|| format!("opening {}", data_dir.join("blobs").display()))?,
+            url_key: store.secret("blob_url_key")?,
+        },
         cfg,
     });
 
@@ -99,6 +104,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     ));
     let http_server = http_server.run();
     actix_rt::spawn(sweep(ctx.clone(), shutdown.task()));
+    actix_rt::spawn(crate::blob::gc::run(ctx.clone(), shutdown.task()));
     let watchdog = actix_rt::spawn(watchdog());
     let admin_state = Arc::new(admin::AdminState {
         ctx: ctx.clone(),

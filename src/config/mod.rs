@@ -48,6 +48,7 @@ pub struct Config {
     pub groups: GroupsConfig,
     pub muting: MutingConfig,
     pub push: PushConfig,
+    pub blobs: BlobsConfig,
     pub log: LogConfig,
 }
 
@@ -310,6 +311,40 @@ pub struct PushConfig {
     /// The `host:port` clients should connect to, put in push notifications. Empty: the
     /// TCP listen address.
     pub relay_address: String,
+}
+
+/// `[blobs]`: end-to-end encrypted media and history files, uploaded over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobsConfig {
+    /// Whether the relay stores blobs at all; off, upload requests are refused.
+    pub enabled: bool,
+    /// Largest blob in bytes (all of its segments together).
+    pub max_blob_bytes: u64,
+    /// Bytes of blobs one account may hold at once.
+    pub account_quota_bytes: u64,
+    /// A blob is deleted this long after its upload (its id then answers 410 Gone).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Lifetime of a signed upload or download URL.
+    #[serde(with = "humantime_serde")]
+    pub url_ttl: Duration,
+    /// How often expired blobs are removed.
+    #[serde(with = "humantime_serde")]
+    pub gc_interval: Duration,
+}
+
+impl Default for BlobsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_blob_bytes: 100 * 1024 * 1024,
+            account_quota_bytes: 1024 * 1024 * 1024,
+            retention: Duration::from_secs(30 * 24 * 60 * 60),
+            url_ttl: Duration::from_secs(15 * 60),
+            gc_interval: Duration::from_secs(10 * 60),
+        }
+    }
 }
 
 /// `[sessions]`: resumption tokens and device actors.

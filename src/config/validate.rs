@@ -244,6 +244,24 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
         config.sessions.device_idle_stop,
     );
 
+    let blobs = &config.blobs;
+    if blobs.max_blob_bytes == 0 {
+        c.reject("blobs.max_blob_bytes", "must be at least 1".to_owned());
+    }
+    if blobs.account_quota_bytes < blobs.max_blob_bytes {
+        let other = c.describe("blobs.max_blob_bytes");
+        c.reject(
+            "blobs.account_quota_bytes",
+            format!(
+                "must be at least {other} ({} < {})",
+                blobs.account_quota_bytes, blobs.max_blob_bytes
+            ),
+        );
+    }
+    c.positive("blobs.retention", blobs.retention);
+    c.positive("blobs.url_ttl", blobs.url_ttl);
+    c.positive("blobs.gc_interval", blobs.gc_interval);
+
     if let Err(problem) = check_log_level(&config.log.level) {
         c.reject("log.level", problem);
     }
