@@ -83,6 +83,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         shutdown.task(),
     ));
     actix_rt::spawn(sweep(ctx.clone(), shutdown.task()));
+    if ctx.cfg.mqtt.enabled {
+        crate::edge::mqtt::start(ctx.clone(), tcp_addr, &shutdown)
+            .await
+            .context("starting the MQTT bridge")?;
+    }
     let watchdog = actix_rt::spawn(watchdog());
 
     tracing::info!(

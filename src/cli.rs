@@ -45,6 +45,8 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Provision MQTT devices on a stopped relay's data directory.
+    MqttDevice(crate::edge::mqtt::offline::MqttDeviceArgs),
     /// A terminal client.
     Client(crate::client::cli::ClientArgs),
     /// Measure throughput, latency and footprint (of relaybox, or of an MQTT/NATS peer).
@@ -66,6 +68,10 @@ pub fn run() -> i32 {
                 println!("configuration ok");
                 0
             }
+            Err(code) => code,
+        },
+        Cmd::MqttDevice(args) => match load(&cli.config, &cli.set, &[]) {
+            Ok(cfg) => crate::edge::mqtt::offline::run(&cfg, args),
             Err(code) => code,
         },
         Cmd::Keygen { force } => match load(&cli.config, &cli.set, &[]) {

@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod limits;
+pub mod mqtt;
 pub mod session;
 pub mod tcp;
 

@@ -23,6 +23,8 @@ pub struct Relay {
     /// Extra config lines appended to the generated config.
     extra: String,
     starts: usize,
+    /// Environment variables of the next start (e.g. a failpoint).
+    pub envs: Vec<(String, String)>,
 }
 
 impl Relay {
@@ -40,6 +42,7 @@ impl Relay {
             addr: String::new(),
             extra: extra.to_owned(),
             starts: 0,
+            envs: Vec::new(),
         };
         r.write_config(None);
         r.spawn();
@@ -92,6 +95,7 @@ impl Relay {
             .arg("--config")
             .arg(self.dir.path().join("relaybox.toml"))
             .env_remove("RUST_LOG")
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -152,7 +152,13 @@ pub(super) async fn contacts(
     let country = ctx.cfg.registration.default_country.as_ref();
     let (mut valid, mut invalid) = (Vec::new(), Vec::new());
     for n in &u.numbers {
-        match phone::normalise(n, country) {
+        // A contact is a phone number, or an operator-created `@handle` (a bridged device).
+        let parsed = if n.starts_with('@') {
+            AccountId::parse(n).map_err(|_| ())
+        } else {
+            phone::normalise(n, country).map_err(|_| ())
+        };
+        match parsed {
             Ok(a) if !valid.contains(&a) => valid.push(a),
             Ok(_) => {}
             Err(_) => invalid.push(n.chars().take(40).collect()),

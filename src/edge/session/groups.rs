@@ -139,10 +139,40 @@ pub(super) async fn update(
         accounts: accounts.clone(),
         subject: u.subject,
         max_members: to_usize(ctx.cfg.groups.max_members),
+        by_operator: false,
     };
     let (rec, tell) = mailbox(addr.send(update).await)??;
     announce(ctx, &u.group, &rec, &me, op, &accounts, &tell).await?;
     Ok(Body::GroupInfo(info(ctx, &u.group, &rec)?))
+}
+
+/// The operator adds `account` to `group` (a bridged device being provisioned). Members are
+/// told as for any addition; the announced actor is the added account itself.
+pub async fn operator_add(
+    ctx: &RelayCtx,
+    group: &str,
+    account: &AccountId,
+) -> Result<(), RequestError> {
+    let addr = thread_of(ctx, group)?;
+    let update = Update {
+        actor: account.clone(),
+        op: GroupOp::Add,
+        accounts: vec![account.clone()],
+        subject: String::new(),
+        max_members: to_usize(ctx.cfg.groups.max_members),
+        by_operator: true,
+    };
+    let (rec, tell) = mailbox(addr.send(update).await)??;
+    announce(
+        ctx,
+        group,
+        &rec,
+        account,
+        GroupOp::Add,
+        std::slice::from_ref(account),
+        &tell,
+    )
+    .await
 }
 
 /// GetGroup: members only.
