@@ -14,7 +14,7 @@ use crate::actors::Directory;
 use crate::config::{to_usize, Config, Verifier as VerifierKind};
 use crate::edge::context::Limiters;
 use crate::edge::limits::Admission;
-use crate::edge::{tcp, RelayCtx};
+use crate::edge::{admin, tcp, RelayCtx};
 use crate::registration::ratelimit::RateLimiter;
 use crate::registration::verifier::Verifier;
 use crate::shutdown::ShutdownController;
@@ -38,6 +38,17 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.listen.tcp))?;
     let tcp_addr = listener.local_addr()?;
+    let admin_listener = admin::bind(cfg.listen.admin)
+        .with_context(|| format!("binding the admin API on {}", cfg.listen.admin))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin_token = admin::AdminToken::load_or_create(&data_dir.join(admin::token::TOKEN_FILE))?;
+    let audit = admin::AuditLog::open(&data_dir).with_context(|| {
+        format!(
+            "opening {}",
+            data_dir.join(admin::audit::AUDIT_FILE).display()
+        )
+    })?;
+    crate::telemetry::metrics::started();
 
     let durability = store.durability();
     let settings = DeviceSettings {
@@ -89,9 +100,28 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             .context("starting the MQTT bridge")?;
     }
     let watchdog = actix_rt::spawn(watchdog());
+    let admin_state = Arc::new(admin::AdminState {
+        ctx: ctx.clone(),
+        token: admin_token,
+        audit,
+        started: std::time::Instant::now(),
+        data_dir: data_dir.clone(),
+        relay: actix_rt::Arbiter::current(),
+        ready: false.into(),
+    });
+    let admin_server =
+        admin::server(admin_state.clone(), admin_listener).context("starting the admin API")?;
+    let admin_handle = admin_server.handle();
+    actix_rt::spawn(async move {
+        if let Err(e) = admin_server.await {
+            tracing::error!(error = %e, "The admin API stopped.");
+        }
+    });
+    admin_state.set_ready();
 
     tracing::info!(
         tcp = %tcp_addr,
+        admin = %admin_addr,
         data_dir = %data_dir.display(),
         relay_key = %hex::encode(identity.public),
         version = env!("CARGO_PKG_VERSION"),
@@ -108,6 +138,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::warn!("Grace period ended with sessions still open; closing them.");
     }
     watchdog.abort();
+    // Last, so that /readyz answers 503 while sessions drain.
+    admin_handle.stop(true).await;
     store.flush().context("final flush")?;
     tracing::info!("Relay stopped.");
     Ok(())

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! wire/          the protocol, sans I/O: frames, Noise handshake states, protobuf messages, tokens
+//! backup/        backup archives (tar + manifest) and restore
 //! store/         the only code that touches sled: typed domain operations + the durability barrier
 //! actors/        actix actors owning serialised state: one Device actor per device, the directory
 //! edge/          transports: the Noise/TCP listener, admission limits, the shared session logic
@@ -24,6 +25,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -346,3 +346,13 @@ fn the_embedded_default_file_loads_cleanly() {
         Config::default()
     );
 }
+
+#[test]
+fn an_admin_listener_off_loopback_is_refused_with_the_reason() {
+    let errors = load_err("[listen]\nadmin = \"0.0.0.0:7790\"\n", &[], &[]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("listen.admin"), "{errors:?}");
+    assert!(errors[0].contains("loopback"), "{errors:?}");
+    let ok = load_ok("[listen]\nadmin = \"[::1]:7790\"\n", &[], &[]);
+    assert!(ok.listen.admin.ip().is_loopback());
+}

@@ -79,12 +79,16 @@ pub struct ListenConfig {
     /// The Noise-over-TCP listener. Loopback by default so a relay started with no
     /// configuration is not reachable from the network.
     pub tcp: SocketAddr,
+    /// The operator API (`relaybox admin`, `/metrics`, `/healthz`, `/readyz`). Must be a
+    /// loopback address: the API can remove devices and export the whole store.
+    pub admin: SocketAddr,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
         Self {
             tcp: SocketAddr::from((Ipv4Addr::LOCALHOST, 7700)),
+            admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 7790)),
         }
     }
 }

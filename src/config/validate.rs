@@ -75,6 +75,18 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
     }
     c.positive("relay.shutdown_grace", relay.shutdown_grace);
 
+    // The operator API holds a bearer token only; the network must not reach it at all.
+    if !config.listen.admin.ip().is_loopback() {
+        c.reject(
+            "listen.admin",
+            format!(
+                "must be a loopback address (127.0.0.1 or [::1]), got {}; the operator API is \
+                 never exposed to the network (reach it through SSH or a local proxy)",
+                config.listen.admin
+            ),
+        );
+    }
+
     let limits = &config.limits;
     c.at_least_one("limits.max_connections", limits.max_connections);
     c.at_least_one(

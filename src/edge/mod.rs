@@ -3,6 +3,7 @@
 //! attached over TCP behaves exactly as it would over any later transport, because the only
 //! per-transport code is a [`session::FrameIo`] implementation.
 
+pub mod admin;
 pub mod context;
 pub mod limits;
 pub mod mqtt;

@@ -33,6 +33,7 @@ pub(super) fn migrate(t: &Trees) -> Result<(), StoreError> {
 impl Store {
     /// A 32-byte secret named `name`, generated randomly on first use and kept.
     pub fn secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        let _gate = self.writing();
         let key = format!("secret/{name}");
         let fresh: [u8; 32] = rand::random();
         // compare_and_swap makes two concurrent first users agree on one secret.

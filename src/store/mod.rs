@@ -24,6 +24,7 @@
 //! - **The on-disk format is tied to sled 0.34** (hence the exact pin in Cargo.toml).
 
 mod accounts;
+mod backup;
 mod codes;
 mod contacts;
 mod durability;
@@ -34,18 +35,22 @@ mod meta;
 mod mqtt;
 mod mutes;
 mod queue;
+mod stats;
 mod tokens;
 mod trees;
 
 use std::path::{Path, PathBuf};
 
 pub use accounts::DeviceRecord;
+pub use backup::ImageStats;
 pub use durability::Durability;
 pub use groups::GroupRecord;
 pub use keydir::{ClaimedKey, IdentityKeys, IdentityOutcome};
+pub use meta::SCHEMA_VERSION;
 pub use mqtt::{MqttDeviceRecord, OutboxRecord};
 pub use mutes::MUTE_FOREVER;
 pub use queue::{QueueItem, QueueRecord};
+pub use stats::{AccountSummary, StoreCounts};
 use trees::Trees;
 
 /// Failures of the store. All of them are the relay's (or its disk's) fault, never a peer's.
@@ -66,6 +71,9 @@ pub enum StoreError {
     /// The durability task is gone (the relay is shutting down).
     #[error("durability barrier unavailable (shutting down)")]
     BarrierClosed,
+    /// A store image being restored is damaged or not an image (the backup file's fault).
+    #[error("bad store image: {0}")]
+    BadImage(String),
 }
 
 /// A handle to the relay's database. Cheap to clone.
@@ -77,6 +85,9 @@ pub struct Store {
     /// Device lists read on every send, cached; every write of `accountdevice_record` goes
     /// through `accounts.rs`, which invalidates the account's entry.
     devices: accounts::DeviceCache,
+    /// The write gate: shared by every write path, exclusive for a consistent export
+    /// (`backup.rs`).
+    gate: std::sync::Arc<std::sync::RwLock<()>>,
 }
 
 impl Store {
@@ -91,6 +102,7 @@ impl Store {
             t,
             dir: path,
             devices: accounts::DeviceCache::default(),
+            gate: std::sync::Arc::default(),
         })
     }
 
@@ -110,6 +122,17 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+/// fsyncs every file under `dir`, every directory in it and `dir` itself (after a restore).
+pub fn fsync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            fsync_tree(&entry.path())?;
+        }
+    }
+    durability::fsync_dir(dir)
 }
 
 fn corrupt(tree: &'static str, detail: impl std::fmt::Display) -> StoreError {

@@ -45,6 +45,7 @@ fn seen_key(device: &Handle, payload_id: &str) -> Vec<u8> {
 impl Store {
     /// Records (or replaces) a provisioned device.
     pub fn mqtt_device_put(&self, id: &Handle, rec: &MqttDeviceRecord) -> Result<(), StoreError> {
+        let _gate = self.writing();
         self.t.mqttdevice_record.insert(id.as_str(), encode(rec))?;
         Ok(())
     }
@@ -82,10 +83,11 @@ impl Store {
     /// Forgets a device's bridge records (its outbox entries and dedup records too). `false`
     /// if it was not provisioned.
     pub fn mqtt_device_remove(&self, id: &Handle) -> Result<bool, StoreError> {
+        let _gate = self.writing();
         let existed = self.t.mqttdevice_record.remove(id.as_str())?.is_some();
         for (seq, rec) in self.mqtt_outbox_after(None, usize::MAX)? {
             if rec.device == id.as_str() {
-                self.mqtt_outbox_remove(seq)?;
+                self.t.seq_mqttoutbox.remove(seq.to_be_bytes())?;
             }
         }
         let prefix = seen_key(id, "");
@@ -115,6 +117,7 @@ impl Store {
         payload_id: &str,
         now_ms: u64,
     ) -> Result<(), StoreError> {
+        let _gate = self.writing();
         self.t
             .mqttdevicepayloadid_timestamp
             .insert(seen_key(device, payload_id), &now_ms.to_be_bytes())?;
@@ -123,6 +126,7 @@ impl Store {
 
     /// Deletes dedup records older than `before_ms`; returns how many.
     pub fn mqtt_up_sweep(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let _gate = self.writing();
         let mut n = 0;
         for kv in self.t.mqttdevicepayloadid_timestamp.iter() {
             let (k, v) = kv?;
@@ -139,6 +143,7 @@ impl Store {
 
     /// Appends a down message; returns its seq. Not durable until the barrier.
     pub fn mqtt_outbox_push(&self, rec: &OutboxRecord) -> Result<u64, StoreError> {
+        let _gate = self.writing();
         let seq = self.db.generate_id()?;
         self.t
             .seq_mqttoutbox
@@ -172,6 +177,7 @@ impl Store {
 
     /// Removes a published entry (the broker acknowledged it).
     pub fn mqtt_outbox_remove(&self, seq: u64) -> Result<(), StoreError> {
+        let _gate = self.writing();
         self.t.seq_mqttoutbox.remove(seq.to_be_bytes())?;
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! Logging through `tracing`: human-readable text or JSON on stderr (journald captures stderr
 //! under systemd). Messages are capitalised sentences with key/value fields; message content
-//! is never logged because the relay never has it.
+//! is never logged because the relay never has it. `metrics` holds the Prometheus metrics.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

@@ -83,7 +83,10 @@ impl Handler<Ack> for Device {
                 continue;
             }
             match self.store.queue_remove(&self.id, seq) {
-                Ok(Some(rec)) => self.receipt_delivered(&rec),
+                Ok(Some(rec)) => {
+                    crate::telemetry::metrics::message_delivered();
+                    self.receipt_delivered(&rec)
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(device = %self.id, error = %e, "Deleting an acknowledged entry failed.")

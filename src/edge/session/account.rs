@@ -32,7 +32,10 @@ fn primary(caller: &Caller) -> Result<&DeviceId, RequestError> {
 
 /// Tells everyone who talks to `account` (contacts who have it, members of its groups, and its
 /// own devices) that its device list changed, then waits for durability.
-async fn announce_devices(ctx: &RelayCtx, account: &AccountId) -> Result<(), RequestError> {
+pub(crate) async fn announce_devices(
+    ctx: &RelayCtx,
+    account: &AccountId,
+) -> Result<(), RequestError> {
     let devices: Vec<u32> = ctx
         .store
         .devices(account)?

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
+pub(crate) use account::announce_devices;
 pub use error::{RequestError, SessionError};
 pub use groups::operator_add;
 

@@ -481,6 +481,7 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
     // After the entries: a surviving seen record implies surviving entries (store docs).
     ctx.store.seen_put(&me.account, &msg_id, now)?;
     ctx.durability.wait().await?;
+    crate::telemetry::metrics::message_accepted();
     Ok(Body::ServerAck(ServerAck {
         msg_id: msg_id.0.to_vec(),
         timestamp_ms: now,
