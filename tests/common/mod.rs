@@ -82,7 +82,7 @@ impl Relay {
             )
         };
         let cfg = format!(
-            "[relay]\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n\n[listen]\ntcp = \"{listen}\"\n\n{registration}\n[log]\nlevel = \"info,relaybox=debug\"\n\n{extra}\n",
+            "[relay]\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n\n[listen]\ntcp = \"{listen}\"\nadmin = \"127.0.0.1:0\"\n\n{registration}\n[log]\nlevel = \"info,relaybox=debug\"\n\n{extra}\n",
             self.data_dir().display()
         );
         std::fs::write(self.dir.path().join("relaybox.toml"), cfg).unwrap();
