@@ -176,7 +176,7 @@ impl DeviceTask {
                 }
                 for (sender, ids) in by_sender {
                     match client.receipt(&sender, ReceiptKind::Read, &ids).await {
-                        Ok(()) => BridgeStats::bump(&self.stats.acks),
+                        Ok(()) => self.stats.message("down", "acked"),
                         Err(e) => {
                             client.disconnect();
                             tracing::warn!(device = %self.id, error = %format!("{e:#}"), "Sending a receipt for the device failed.");
@@ -207,7 +207,7 @@ impl DeviceTask {
     async fn up(&self, client: &mut Client, publish: &Publish, up: &Up) {
         match self.ctx.store.mqtt_up_seen(&self.id, &up.id) {
             Ok(true) => {
-                BridgeStats::bump(&self.stats.up_duplicates);
+                self.stats.message("up", "duplicate");
                 tracing::info!(device = %self.id, id = %up.id, "Up message redelivered; acknowledged without a resend.");
                 self.ack(publish).await;
                 return;
@@ -233,7 +233,7 @@ impl DeviceTask {
                     if let Err(e) = marked {
                         tracing::warn!(device = %self.id, error = %e, "Recording up dedup failed.");
                     }
-                    BridgeStats::bump(&self.stats.up_accepted);
+                    self.stats.message("up", "accepted");
                     tracing::debug!(device = %self.id, id = %up.id, msg_id = %msg_id, "Up message stored.");
                     failpoint_before_ack();
                     self.ack(publish).await;
@@ -302,6 +302,7 @@ impl DeviceTask {
                     tracing::error!(device = %self.id, error = %e, "Writing the MQTT outbox failed.");
                     return;
                 }
+                self.stats.outbox_added();
                 state.remember(msg_id, from);
                 self.wake.notify_one();
             }

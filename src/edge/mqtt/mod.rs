@@ -14,7 +14,6 @@ pub mod stats;
 pub mod tls;
 pub mod topics;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -23,6 +22,7 @@ use rumqttc::{AsyncClient, MqttOptions, Transport};
 
 use crate::config::MqttConfig;
 use crate::edge::RelayCtx;
+use crate::ids::Handle;
 use crate::shutdown::Shutdown;
 pub use stats::{BridgeStats, DropReason};
 
@@ -62,48 +62,77 @@ pub fn options(cfg: &MqttConfig) -> anyhow::Result<MqttOptions> {
     Ok(o)
 }
 
+/// A running bridge: what the admin API needs to add and remove devices live and to report.
+pub struct Bridge {
+    ctx: Arc<RelayCtx>,
+    relay_addr: SocketAddr,
+    client: AsyncClient,
+    wake: Arc<tokio::sync::Notify>,
+    pub stats: Arc<BridgeStats>,
+    control: tokio::sync::mpsc::UnboundedSender<poll::Control>,
+    shutdown: Shutdown,
+}
+
+impl Bridge {
+    /// Starts the device's task and routes its topics to it. Call on the relay's arbiter.
+    pub fn attach(&self, id: Handle, threads: Vec<String>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let dev = device::DeviceTask {
+            ctx: self.ctx.clone(),
+            home: provision::home(&self.ctx.cfg.relay.data_dir, &id),
+            id: id.clone(),
+            relay_addr: self.relay_addr,
+            mqtt: self.client.clone(),
+            wake: self.wake.clone(),
+            stats: self.stats.clone(),
+        };
+        actix_rt::spawn(dev.run(rx, self.shutdown.task()));
+        let _ = self
+            .control
+            .send(poll::Control::Add(id, poll::Route { tx, threads }));
+    }
+
+    /// Stops routing to the device (its task ends when its channel closes).
+    pub fn detach(&self, id: Handle) {
+        let _ = self.control.send(poll::Control::Remove(id));
+    }
+}
+
 /// Starts the bridge: joins devices to their threads, one task per device, and the poll task.
-/// Returns its counters (for metrics and the admin API).
 pub async fn start(
     ctx: Arc<RelayCtx>,
     relay_addr: SocketAddr,
     shutdown: &Shutdown,
-) -> anyhow::Result<Arc<BridgeStats>> {
+) -> anyhow::Result<Arc<Bridge>> {
     let cfg = ctx.cfg.mqtt.clone();
     let opts = options(&cfg)?;
     let (client, eventloop) = AsyncClient::new(opts, REQUEST_CHANNEL);
     let stats = Arc::new(BridgeStats::default());
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let mut devices = HashMap::new();
-    for (id, rec) in ctx.store.mqtt_devices()? {
+    stats.outbox_set(u64::try_from(ctx.store.mqtt_outbox_len()).unwrap_or(u64::MAX));
+    let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
+    let bridge = Arc::new(Bridge {
+        ctx: ctx.clone(),
+        relay_addr,
+        client: client.clone(),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        stats: stats.clone(),
+        control,
+        shutdown: shutdown.task(),
+    });
+    let devices = ctx.store.mqtt_devices()?;
+    let count = devices.len();
+    for (id, rec) in devices {
         let rec = provision::join_threads(&ctx, &id, rec).await;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let dev = device::DeviceTask {
-            ctx: ctx.clone(),
-            home: provision::home(&ctx.cfg.relay.data_dir, &id),
-            id: id.clone(),
-            relay_addr,
-            mqtt: client.clone(),
-            wake: wake.clone(),
-            stats: stats.clone(),
-        };
-        actix_rt::spawn(dev.run(rx, shutdown.task()));
-        devices.insert(
-            id,
-            poll::Route {
-                tx,
-                threads: rec.threads,
-            },
-        );
+        bridge.attach(id, rec.threads);
     }
     tracing::info!(
         broker = %format!("{}:{}", cfg.host, cfg.port),
         tls = cfg.tls,
-        devices = devices.len(),
+        devices = count,
         prefix = %cfg.prefix,
         "MQTT bridge starting."
     );
-    let poller = poll::Poller::new(ctx, client, devices, wake, stats.clone());
-    actix_rt::spawn(poller.run(eventloop, shutdown.task()));
-    Ok(stats)
+    let poller = poll::Poller::new(ctx, client, bridge.wake.clone(), stats);
+    actix_rt::spawn(poller.run(eventloop, control_rx, shutdown.task()));
+    Ok(bridge)
 }

@@ -11,12 +11,11 @@
 //! from its start.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
 use super::device::Cmd;
@@ -31,6 +30,12 @@ use crate::shutdown::Shutdown;
 pub struct Route {
     pub tx: UnboundedSender<Cmd>,
     pub threads: Vec<String>,
+}
+
+/// Changes to the routes, from the admin API.
+pub enum Control {
+    Add(Handle, Route),
+    Remove(Handle),
 }
 
 /// The poll task's state.
@@ -53,14 +58,13 @@ impl Poller {
     pub fn new(
         ctx: Arc<RelayCtx>,
         client: AsyncClient,
-        devices: HashMap<Handle, Route>,
         wake: Arc<Notify>,
         stats: Arc<BridgeStats>,
     ) -> Self {
         Self {
             ctx,
             client,
-            devices,
+            devices: HashMap::new(),
             wake,
             stats,
             handed: VecDeque::new(),
@@ -70,7 +74,16 @@ impl Poller {
         }
     }
 
-    pub async fn run(mut self, mut eventloop: EventLoop, mut stop: Shutdown) {
+    pub async fn run(
+        mut self,
+        mut eventloop: EventLoop,
+        mut control: UnboundedReceiver<Control>,
+        mut stop: Shutdown,
+    ) {
+        // Routes of the devices known at start, before any message from the broker.
+        while let Ok(Control::Add(id, route)) = control.try_recv() {
+            self.devices.insert(id, route);
+        }
         let cfg = self.ctx.cfg.mqtt.clone();
         let mut backoff = cfg.reconnect_min;
         loop {
@@ -89,7 +102,7 @@ impl Poller {
                             tracing::debug!(error = %e, retry_in = ?backoff, "MQTT broker unreachable.");
                         }
                         self.connected = false;
-                        self.stats.connected.store(false, Ordering::Relaxed);
+                        self.stats.set_connected(false);
                         self.stats.set_error(e.to_string());
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
@@ -99,6 +112,14 @@ impl Poller {
                     }
                 },
                 _ = self.wake.notified() => self.drain(),
+                Some(c) = control.recv() => match c {
+                    Control::Add(id, route) => {
+                        self.devices.insert(id, route);
+                    }
+                    Control::Remove(id) => {
+                        self.devices.remove(&id);
+                    }
+                },
                 _ = stop.recv() => break,
             }
         }
@@ -114,7 +135,7 @@ impl Poller {
                     "MQTT broker connected."
                 );
                 self.connected = true;
-                self.stats.connected.store(true, Ordering::Relaxed);
+                self.stats.set_connected(true);
                 if !c.session_present {
                     self.handed.clear();
                     self.inflight.clear();
@@ -133,7 +154,8 @@ impl Poller {
                     if let Err(e) = self.ctx.store.mqtt_outbox_remove(seq) {
                         tracing::error!(error = %e, "Removing a published outbox entry failed.");
                     }
-                    BridgeStats::bump(&self.stats.down_published);
+                    self.stats.message("down", "published");
+                    self.stats.outbox_removed();
                     self.drain();
                 }
             }

@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::telemetry::metrics;
+
 /// Why an incoming MQTT message was dropped (logged, counted, acknowledged to the broker so
 /// it is not redelivered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +72,8 @@ pub struct BridgeStats {
     pub down_published: AtomicU64,
     /// Device acks turned into receipts.
     pub acks: AtomicU64,
+    /// Entries in the outbox (counted at start, then kept up to date).
+    pub outbox_depth: AtomicU64,
     /// Broker connection failures.
     pub connection_errors: AtomicU64,
     dropped: [AtomicU64; 8],
@@ -80,6 +84,7 @@ impl BridgeStats {
     /// Logs and counts a dropped message.
     pub fn dropped(&self, reason: DropReason, topic: &str, detail: &str) {
         self.dropped[reason.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::mqtt_dropped(reason.as_str());
         tracing::warn!(
             reason = reason.as_str(),
             topic = %topic.chars().take(120).collect::<String>(),
@@ -104,7 +109,47 @@ impl BridgeStats {
             .clone()
     }
 
-    pub fn bump(counter: &AtomicU64) {
+    /// Counts a message (`direction`, `outcome` as in the metric `relaybox_mqtt_messages`).
+    pub fn message(&self, direction: &'static str, outcome: &'static str) {
+        let counter = match (direction, outcome) {
+            ("up", "accepted") => &self.up_accepted,
+            ("up", "duplicate") => &self.up_duplicates,
+            ("down", "published") => &self.down_published,
+            _ => &self.acks,
+        };
         counter.fetch_add(1, Ordering::Relaxed);
+        metrics::mqtt_message(direction, outcome);
+    }
+
+    pub fn outbox_set(&self, n: u64) {
+        self.outbox_depth.store(n, Ordering::Relaxed);
+        metrics::mqtt_outbox(n);
+    }
+
+    pub fn outbox_added(&self) {
+        let n = self.outbox_depth.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::mqtt_outbox(n);
+    }
+
+    pub fn outbox_removed(&self) {
+        let n = self
+            .outbox_depth
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)))
+            .unwrap_or(0)
+            .saturating_sub(1);
+        metrics::mqtt_outbox(n);
+    }
+
+    pub fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+        metrics::mqtt_connected(up);
+    }
+
+    /// Counts of every drop reason, for the admin API.
+    pub fn dropped_all(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        DropReason::ALL
+            .iter()
+            .map(|&r| (r.as_str(), self.dropped_count(r)))
+            .collect()
     }
 }
