@@ -14,6 +14,7 @@
 //! telemetry/     tracing setup
 //! config.rs      the config tree, its layers (defaults < file < env < flags) and validation
 //! app.rs         the one place that wires store, actors and edges together (`relaybox serve`)
+//! ops/           operator commands: `relaybox admin`, `backup`, `restore`
 //! cli.rs         the command line
 //! ```
 //!
@@ -34,6 +35,7 @@ pub mod config;
 pub mod e2e;
 pub mod edge;
 pub mod ids;
+pub mod ops;
 pub mod registration;
 pub mod shutdown;
 pub mod store;

@@ -368,3 +368,93 @@ async fn wait_presence(c: &mut Client, want: bool) {
         }
     }
 }
+
+/// Runs `relaybox admin …` against the relay; returns (exit code, stdout, stderr).
+fn admin(relay: &Relay, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(relay.dir.path().join("relaybox.toml"))
+        .arg("admin")
+        .arg("--admin")
+        .arg(relay.admin_url())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn an_operator_provisions_a_device_live_and_sees_the_bridge_in_status_and_metrics() {
+    let broker = Broker::start();
+    let relay = Relay::start_with(&mqtt_config(&broker, ""));
+    let mut alice = relay.user("alice", ALICE).await;
+    let _bob = relay.user("bob", BOB).await;
+    let group = alice
+        .create_group("tills", &[BOB.into()])
+        .await
+        .unwrap()
+        .group;
+    for (args, why) in [
+        (vec!["mqtt-device", "add", "Till_1"], "a handle is"),
+        (
+            vec!["mqtt-device", "add", "till-1", "--thread", "nope"],
+            "does not exist",
+        ),
+        (vec!["mqtt-device", "remove", "till-9"], "not provisioned"),
+    ] {
+        let (code, _, err) = admin(&relay, &args);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    let add = [
+        "mqtt-device",
+        "add",
+        "till-1",
+        "--name",
+        "Till 1",
+        "--thread",
+        &group,
+    ];
+    let (code, out, err) = admin(&relay, &add);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("relaybox/dev/till-1/up"), "{out}");
+    let (code, _, err) = admin(&relay, &add);
+    assert_eq!(code, 1);
+    assert!(err.contains("already provisioned"), "{err}");
+    wait_log(&relay, "Bridged device published its keys.", 1);
+    broker.publish("relaybox/dev/till-1/up", &up_doc("s-1", &group, "sale"));
+    let (from, _, text) = next_text(&mut alice).await;
+    assert_eq!(
+        (from.as_str(), text.as_str()),
+        ("@till-1", "sale\n{\"t\":4.5}")
+    );
+
+    let (code, out, err) = admin(&relay, &["bridge", "status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("connected    true"), "{out}");
+    assert!(out.contains("up           1 accepted"), "{out}");
+    let (_, out, _) = admin(&relay, &["mqtt-device", "list"]);
+    assert!(out.contains("@till-1") && out.contains("Till 1"), "{out}");
+    let metrics = Command::new("curl")
+        .args(["-s", &format!("{}/metrics", relay.admin_url())])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for line in [
+        "relaybox_mqtt_connected 1",
+        "relaybox_mqtt_messages_total{direction=\"up\",outcome=\"accepted\"} 1",
+        "relaybox_mqtt_outbox_depth 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    let (code, out, err) = admin(&relay, &["mqtt-device", "remove", "till-1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Removed @till-1"), "{out}");
+    // A removed device is an unknown device.
+    broker.publish("relaybox/dev/till-1/up", &up_doc("s-2", &group, "sale"));
+    wait_log(&relay, "reason=\"unknown_device\"", 1);
+}

@@ -180,6 +180,7 @@ fn non_config_env_variables_are_ignored() {
     let env = [
         ("RELAYBOX_CONFIG", "/somewhere/relaybox.toml"),
         ("RELAYBOX_CLIENT_ACCOUNT", "+15551234567"),
+        ("RELAYBOX_ADMIN_TOKEN", "0123456789abcdef"),
         ("HOME", "/home/operator"),
         ("RELAYBOXES", "3"),
     ];

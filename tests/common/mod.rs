@@ -20,6 +20,8 @@ pub struct Relay {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub addr: String,
+    /// The operator API's address (`admin=` in the ready line).
+    pub admin_addr: String,
     /// Extra config lines appended to the generated config.
     extra: String,
     starts: usize,
@@ -40,6 +42,7 @@ impl Relay {
             dir,
             child: None,
             addr: String::new(),
+            admin_addr: String::new(),
             extra: extra.to_owned(),
             starts: 0,
             envs: Vec::new(),
@@ -72,6 +75,11 @@ impl Relay {
         std::fs::create_dir_all(self.codes_dir()).unwrap();
         let codes = self.codes_dir();
         let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
+        // A restart keeps the admin port too, like the TCP port.
+        let admin_port = match port {
+            Some(_) => self.admin_addr.rsplit(':').next().unwrap_or("0"),
+            None => "0",
+        };
         let extra = &self.extra;
         let registration = if extra.contains("[registration]") {
             String::new()
@@ -82,7 +90,7 @@ impl Relay {
             )
         };
         let cfg = format!(
-            "[relay]\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n\n[listen]\ntcp = \"{listen}\"\nadmin = \"127.0.0.1:0\"\n\n{registration}\n[log]\nlevel = \"info,relaybox=debug\"\n\n{extra}\n",
+            "[relay]\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n\n[listen]\ntcp = \"{listen}\"\nadmin = \"127.0.0.1:{admin_port}\"\n\n{registration}\n[log]\nlevel = \"info,relaybox=debug\"\n\n{extra}\n",
             self.data_dir().display()
         );
         std::fs::write(self.dir.path().join("relaybox.toml"), cfg).unwrap();
@@ -113,6 +121,11 @@ impl Relay {
                     .find_map(|w| w.strip_prefix("tcp="))
                     .expect("tcp= in ready line");
                 self.addr = addr.to_owned();
+                self.admin_addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("admin="))
+                    .expect("admin= in ready line")
+                    .to_owned();
                 return;
             }
             if let Some(status) = self
@@ -164,6 +177,64 @@ impl Relay {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+
+    /// Starts a relay on a data directory made by `relaybox restore` from `archive`.
+    pub fn start_from_backup(archive: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut r = Self {
+            dir,
+            child: None,
+            addr: String::new(),
+            admin_addr: String::new(),
+            extra: String::new(),
+            starts: 0,
+            envs: Vec::new(),
+        };
+        r.write_config(None);
+        let out = Command::new(BIN)
+            .arg("restore")
+            .arg(archive)
+            .arg("--data-dir")
+            .arg(r.data_dir())
+            .output()
+            .expect("run relaybox restore");
+        assert!(
+            out.status.success(),
+            "restore failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        r.spawn();
+        r
+    }
+
+    /// The admin API's base URL.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
+    }
+
+    /// The admin API's bearer token.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_owned()
+    }
+
+    /// Runs `relaybox <args>` against this relay's config; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(self.dir.path().join("relaybox.toml"))
+            .args(args)
+            .env_remove("RELAYBOX_ADMIN_TOKEN")
+            .output()
+            .expect("run relaybox");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Starts again on the same data directory and the same port (clients keep their address).

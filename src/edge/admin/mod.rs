@@ -153,7 +153,7 @@ async fn authorize_and_audit(
         .request()
         .match_info()
         .iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
         .collect();
     let outcome = if status.is_success() {
         "ok".to_owned()
@@ -217,4 +217,28 @@ fn only_params(
         });
     }
     Ok(())
+}
+
+/// Decodes `%XX` escapes of a route parameter for the audit log (the router keeps them).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

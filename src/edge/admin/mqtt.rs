@@ -92,7 +92,8 @@ async fn add(state: State, body: web::Json<AddDevice>) -> Result<HttpResponse, A
     let sent = state.relay.spawn_fn(move || {
         actix_rt::spawn(async move {
             let result = async {
-                let id = provision::add(&ctx.store, &data_dir, &body.id, &body.name, &body.threads)?;
+                let id =
+                    provision::add(&ctx.store, &data_dir, &body.id, &body.name, &body.threads)?;
                 let rec = ctx
                     .store
                     .mqtt_device(&id)?
@@ -114,7 +115,11 @@ async fn add(state: State, body: web::Json<AddDevice>) -> Result<HttpResponse, A
         .await
         .map_err(|_| AdminError::Unavailable("the relay is shutting down".into()))?
         .map_err(refusal)?;
-    let missing: Vec<&String> = rec.threads.iter().filter(|t| !rec.joined.contains(t)).collect();
+    let missing: Vec<&String> = rec
+        .threads
+        .iter()
+        .filter(|t| !rec.joined.contains(t))
+        .collect();
     if !missing.is_empty() {
         tracing::warn!(device = %id, groups = ?missing, "Device provisioned, but not every group was joined.");
     }

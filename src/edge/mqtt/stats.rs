@@ -134,7 +134,9 @@ impl BridgeStats {
     pub fn outbox_removed(&self) {
         let n = self
             .outbox_depth
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            })
             .unwrap_or(0)
             .saturating_sub(1);
         metrics::mqtt_outbox(n);
