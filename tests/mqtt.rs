@@ -54,6 +54,25 @@ fn mqtt_device(relay: &Relay, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs `relaybox client …` as `who` (a user made by `Relay::user`); returns its stdout.
+fn client_cli(relay: &Relay, who: &str, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("client")
+        .arg("--home")
+        .arg(relay.dir.path().join(format!("client-{who}")))
+        .arg("--relay")
+        .arg(&relay.addr)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "relaybox client {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Waits until the relay's logs contain `needle` `n` times.
 fn wait_log(relay: &Relay, needle: &str, n: usize) {
     let deadline = Instant::now() + PATIENCE;
@@ -183,7 +202,15 @@ async fn a_person_writes_and_mosquitto_sub_receives_it_on_the_down_topic() {
     assert_eq!(v["thread"], s.group.as_str());
     assert_eq!(v["id"], msg_id.to_string());
     // 1:1 too: a person messages the device directly.
-    s.bob.send_text("@fridge-3", "are you cold?").await.unwrap();
+    // Through the terminal client, which tells its user that the relay can read this device.
+    s.bob.disconnect();
+    let out = client_cli(&s.relay, "bob", &["send", "@fridge-3", "are you cold?"]);
+    assert!(
+        out.contains("bridged: the relay can read messages to and from this device"),
+        "{out}"
+    );
+    let out = client_cli(&s.relay, "bob", &["devices", "@fridge-3"]);
+    assert!(out.contains("@fridge-3: devices [0] (bridged"), "{out}");
     let (text, _) = down_text(&sub.next(PATIENCE).expect("a 1:1 down message"));
     assert_eq!(text, "are you cold?");
     // The device's ack becomes a read receipt for the sender.

@@ -134,6 +134,7 @@ pub(super) fn devices(
         return Err(RequestError::UnknownAccount);
     }
     Ok(Body::Devices(Devices {
+        bridged: ctx.store.is_bridged(&a)?,
         account: a.to_string(),
         devices,
     }))

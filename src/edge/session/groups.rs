@@ -36,19 +36,22 @@ fn thread_of(ctx: &RelayCtx, id: &str) -> Result<actix::Addr<thread::Thread>, Re
 pub(super) fn info(ctx: &RelayCtx, id: &str, rec: &GroupRecord) -> Result<GroupInfo, RequestError> {
     let mut members = Vec::with_capacity(rec.members.len());
     for (account, &admin) in &rec.members {
-        let devices = match AccountId::parse(account) {
-            Ok(a) => ctx
-                .store
-                .devices(&a)?
-                .into_iter()
-                .map(|(no, _)| no)
-                .collect(),
-            Err(_) => Vec::new(),
+        let (devices, bridged) = match AccountId::parse(account) {
+            Ok(a) => (
+                ctx.store
+                    .devices(&a)?
+                    .into_iter()
+                    .map(|(no, _)| no)
+                    .collect(),
+                ctx.store.is_bridged(&a)?,
+            ),
+            Err(_) => (Vec::new(), false),
         };
         members.push(GroupMember {
             account: account.clone(),
             admin,
             devices,
+            bridged,
         });
     }
     Ok(GroupInfo {
