@@ -485,3 +485,123 @@ async fn an_operator_provisions_a_device_live_and_sees_the_bridge_in_status_and_
     broker.publish("relaybox/dev/till-1/up", &up_doc("s-2", &group, "sale"));
     wait_log(&relay, "reason=\"unknown_device\"", 1);
 }
+
+/// A self-signed CA and a broker certificate for 127.0.0.1 (openssl CLI), in `dir`.
+fn make_certs(dir: &std::path::Path, name: &str) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl is needed for the TLS test");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ca_key = format!("{name}-ca.key");
+    let ca = format!("{name}-ca.crt");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name} test CA"),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "broker.key",
+        "-out",
+        "broker.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "broker.csr",
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        "broker.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+#[tokio::test]
+async fn the_bridge_talks_tls_to_a_broker_with_a_self_signed_ca_and_refuses_another_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path(), "site");
+    // A second CA, which did not sign the broker's certificate.
+    let other = tempfile::tempdir().unwrap();
+    make_certs(other.path(), "other");
+    let tls_port = mqtt_support::free_port();
+    let c = certs.path().display();
+    let broker = Broker::start_with(&format!(
+        "listener {tls_port} 127.0.0.1\ncafile {c}/site-ca.crt\ncertfile {c}/broker.crt\nkeyfile {c}/broker.key\n"
+    ));
+    let tls = |ca: String| {
+        format!(
+            "[mqtt]\nenabled = true\nhost = \"127.0.0.1\"\nport = {tls_port}\nreconnect_max = \"1s\"\ntls = true\ntls_ca_file = \"{ca}\"\n"
+        )
+    };
+    let relay = Relay::start_with(&tls(format!("{c}/site-ca.crt")));
+    let mut alice = relay.user("alice", ALICE).await;
+    let _bob = relay.user("bob", BOB).await;
+    let group = alice
+        .create_group("tls", &[BOB.into()])
+        .await
+        .unwrap()
+        .group;
+    let (code, _, err) = admin(
+        &relay,
+        &["mqtt-device", "add", "door-1", "--thread", &group],
+    );
+    assert_eq!(code, 0, "{err}");
+    wait_log(&relay, "Bridged device published its keys.", 1);
+    wait_log(&relay, "MQTT broker connected.", 1);
+    // The device publishes on the plain listener; the relay reads it over TLS.
+    broker.publish("relaybox/dev/door-1/up", &up_doc("d-1", &group, "opened"));
+    let (from, _, text) = next_text(&mut alice).await;
+    assert_eq!(
+        (from.as_str(), text.as_str()),
+        ("@door-1", "opened\n{\"t\":4.5}")
+    );
+
+    let wrong = Relay::start_with(&tls(format!("{}/other-ca.crt", other.path().display())));
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (code, _, err) = admin(&wrong, &["bridge", "status"]);
+        if code == 1 && err.contains("not connected") && err.to_lowercase().contains("certificate")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no certificate error: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -20,21 +20,22 @@ for tool in sh kill; do
     fi
 done
 
-# The MQTT bridge's tests run a real Mosquitto broker and its command-line clients.
-if ! need mosquitto || ! need mosquitto_pub || ! need mosquitto_sub; then
+# The MQTT bridge's tests run a real Mosquitto broker and its command-line clients, and make
+# a throw-away CA with openssl for the TLS test.
+if ! need mosquitto || ! need mosquitto_pub || ! need mosquitto_sub || ! need openssl; then
     # Debian installs the broker in /usr/sbin, which may be missing from a user's PATH.
-    if [ -x /usr/sbin/mosquitto ] && need mosquitto_pub && need mosquitto_sub; then
+    if [ -x /usr/sbin/mosquitto ] && need mosquitto_pub && need mosquitto_sub && need openssl; then
         export PATH="$PATH:/usr/sbin"
     else
         SUDO=""
         if [ "$(id -u)" -ne 0 ]; then
             if need sudo; then SUDO="sudo -n"; else
-                echo "error: mosquitto and mosquitto-clients are needed by tests/mqtt.rs; install them (apt-get install mosquitto mosquitto-clients) or run as root" >&2
+                echo "error: mosquitto, mosquitto-clients and openssl are needed by tests/mqtt.rs; install them (apt-get install mosquitto mosquitto-clients openssl) or run as root" >&2
                 exit 1
             fi
         fi
-        if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients; }; then
-            echo "error: could not install mosquitto and mosquitto-clients (needed by tests/mqtt.rs)" >&2
+        if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients openssl; }; then
+            echo "error: could not install mosquitto, mosquitto-clients and openssl (needed by tests/mqtt.rs)" >&2
             exit 1
         fi
         export PATH="$PATH:/usr/sbin"

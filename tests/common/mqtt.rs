@@ -45,6 +45,13 @@ fn require(tool: &str) {
     );
 }
 
+/// The user running the tests: Mosquitto started as root otherwise drops to the `mosquitto`
+/// user, which cannot read the test's private temporary directories (ignored when not root).
+fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id -un");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A free TCP port on loopback (bound and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -99,7 +106,8 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n{}\n",
+                "user {}\nlistener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n{}\n",
+                current_user(),
                 self.port,
                 data.display(),
                 self.extra
