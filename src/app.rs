@@ -105,6 +105,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let http_server = http_server.run();
     actix_rt::spawn(sweep(ctx.clone(), shutdown.task()));
     actix_rt::spawn(crate::blob::gc::run(ctx.clone(), shutdown.task()));
+    let mqtt = if ctx.cfg.mqtt.enabled {
+        let bridge = crate::edge::mqtt::start(ctx.clone(), tcp_addr, &shutdown)
+            .await
+            .context("starting the MQTT bridge")?;
+        Some(bridge)
+    } else {
+        None
+    };
     let watchdog = actix_rt::spawn(watchdog());
     let admin_state = Arc::new(admin::AdminState {
         ctx: ctx.clone(),
@@ -114,6 +122,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         relay: actix_rt::Arbiter::current(),
         ready: false.into(),
+        mqtt,
     });
     let admin_server =
         admin::server(admin_state.clone(), admin_listener).context("starting the admin API")?;

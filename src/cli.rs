@@ -47,6 +47,8 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Provision MQTT devices on a stopped relay's data directory.
+    MqttDevice(crate::edge::mqtt::offline::MqttDeviceArgs),
     /// Operate a running relay through its admin API (loopback, bearer token).
     Admin(crate::ops::admin::AdminArgs),
     /// Write a consistent online backup of a running relay (store, key, blobs) to a file.
@@ -105,6 +107,10 @@ pub fn run() -> i32 {
                 println!("configuration ok");
                 0
             }
+            Err(code) => code,
+        },
+        Cmd::MqttDevice(args) => match load(&cli.config, &cli.set, &[]) {
+            Ok(cfg) => crate::edge::mqtt::offline::run(&cfg, args),
             Err(code) => code,
         },
         Cmd::Keygen { force } => match load(&cli.config, &cli.set, &[]) {

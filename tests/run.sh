@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole relaybox test suite on a fresh Debian/Ubuntu machine with Rust installed.
-# Installs what the tests need (nothing beyond the Rust toolchain today; external peers such
-# as a Mosquitto broker are added here as the features that need them land), then runs every
+# Installs what the tests need (a Mosquitto broker and its clients for the MQTT bridge, with
+# apt-get), then runs every
 # unit, property, protocol and end-to-end test against the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,28 @@ for tool in sh kill curl; do
         exit 1
     fi
 done
+
+# The MQTT bridge's tests run a real Mosquitto broker and its command-line clients, and make
+# a throw-away CA with openssl for the TLS test.
+if ! need mosquitto || ! need mosquitto_pub || ! need mosquitto_sub || ! need openssl; then
+    # Debian installs the broker in /usr/sbin, which may be missing from a user's PATH.
+    if [ -x /usr/sbin/mosquitto ] && need mosquitto_pub && need mosquitto_sub && need openssl; then
+        export PATH="$PATH:/usr/sbin"
+    else
+        SUDO=""
+        if [ "$(id -u)" -ne 0 ]; then
+            if need sudo; then SUDO="sudo -n"; else
+                echo "error: mosquitto, mosquitto-clients and openssl are needed by tests/mqtt.rs; install them (apt-get install mosquitto mosquitto-clients openssl) or run as root" >&2
+                exit 1
+            fi
+        fi
+        if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients openssl; }; then
+            echo "error: could not install mosquitto, mosquitto-clients and openssl (needed by tests/mqtt.rs)" >&2
+            exit 1
+        fi
+        export PATH="$PATH:/usr/sbin"
+    fi
+fi
 
 # The hardened unit must keep an exposure of at most 2.0 in systemd's own scoring (Debian's
 # mosquitto.service scores 9.6). Checked where systemd-analyze exists.

@@ -18,6 +18,9 @@ use crate::wire::messages::{ChatState, GroupOp, PresencePrivacy, ReceiptKind};
 /// Relay address used when none is given or saved.
 pub const DEFAULT_RELAY: &str = "127.0.0.1:7700";
 
+/// Shown wherever a client lists or messages a bridged MQTT device (DESIGN.md §1, §9).
+pub const BRIDGED_NOTE: &str = " (bridged: the relay can read messages to and from this device)";
+
 #[derive(Args, Debug)]
 pub struct ClientArgs {
     /// Directory holding this client's keys and state [default: the user's data directory].
@@ -279,6 +282,9 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
                 let (msg_id, ack) = client.send_text(&to, &text.join(" ")).await?;
                 println!("sent {msg_id} at {} ✓", ack.timestamp_ms);
             }
+            if to.starts_with('@') && client.devices(&to).await?.bridged {
+                println!("{}", BRIDGED_NOTE.trim_start());
+            }
         }
         ClientCmd::Listen {
             read,
@@ -360,7 +366,12 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
                 None => client.state.account()?.to_owned(),
             };
             let d = client.devices(&account).await?;
-            println!("{}: devices {:?}", d.account, d.devices);
+            println!(
+                "{}: devices {:?}{}",
+                d.account,
+                d.devices,
+                if d.bridged { BRIDGED_NOTE } else { "" }
+            );
         }
         ClientCmd::Contacts { numbers } => {
             let r = client.upload_contacts(&numbers).await?;
@@ -857,10 +868,11 @@ async fn group(client: &mut Client, cmd: GroupCmd) -> anyhow::Result<()> {
     println!("version: {}", info.version);
     for m in &info.members {
         println!(
-            "  {}{}  devices {:?}",
+            "  {}{}  devices {:?}{}",
             m.account,
             if m.admin { " (admin)" } else { "" },
-            m.devices
+            m.devices,
+            if m.bridged { BRIDGED_NOTE } else { "" }
         );
     }
     Ok(())

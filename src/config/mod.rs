@@ -49,6 +49,7 @@ pub struct Config {
     pub muting: MutingConfig,
     pub push: PushConfig,
     pub blobs: BlobsConfig,
+    pub mqtt: MqttConfig,
     pub log: LogConfig,
 }
 
@@ -364,6 +365,75 @@ impl Default for SessionsConfig {
         Self {
             token_ttl: Duration::from_secs(30 * 24 * 60 * 60),
             device_idle_stop: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[mqtt]`: the bridge to the site's MQTT broker for constrained devices (DESIGN.md §9).
+/// Empty strings mean "not set" (TOML has no null).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Run the bridge. Off by default: a relay with no configuration talks to no broker.
+    pub enabled: bool,
+    /// The broker's host name or address.
+    pub host: String,
+    /// The broker's port (1883 plain, 8883 TLS by convention).
+    pub port: u16,
+    /// The relay's MQTT client id. Stable, so the broker keeps its persistent session.
+    pub client_id: String,
+    /// User name for the broker; empty: none.
+    pub username: String,
+    /// Password for the broker; prefer `password_file`.
+    pub password: String,
+    /// File holding the broker password (first line); wins over `password`.
+    pub password_file: String,
+    /// Connect with TLS (rustls, ring provider).
+    pub tls: bool,
+    /// PEM file of the CA that signed the broker's certificate; empty: the system's roots.
+    pub tls_ca_file: String,
+    /// PEM client certificate for mutual TLS; empty: none.
+    pub tls_client_cert_file: String,
+    /// PEM private key of `tls_client_cert_file`.
+    pub tls_client_key_file: String,
+    /// MQTT keep-alive interval.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Start a clean session on connect. False keeps the broker's persistent session, so QoS 1
+    /// messages for the relay survive a relay restart.
+    pub clean_session: bool,
+    /// Topic prefix: devices use `{prefix}/dev/{id}/up|down|ack|status`.
+    pub prefix: String,
+    /// Largest up/ack payload accepted; bigger ones are dropped and counted.
+    pub max_payload_bytes: u32,
+    /// First wait before reconnecting to the broker; doubles up to `reconnect_max`.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// Longest wait between reconnection attempts.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            host: "localhost".to_owned(),
+            port: 1883,
+            client_id: "relaybox".to_owned(),
+            username: String::new(),
+            password: String::new(),
+            password_file: String::new(),
+            tls: false,
+            tls_ca_file: String::new(),
+            tls_client_cert_file: String::new(),
+            tls_client_key_file: String::new(),
+            keep_alive: Duration::from_secs(30),
+            clean_session: false,
+            prefix: "relaybox".to_owned(),
+            max_payload_bytes: 16 * 1024,
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(30),
         }
     }
 }

@@ -262,6 +262,52 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
     c.positive("blobs.url_ttl", blobs.url_ttl);
     c.positive("blobs.gc_interval", blobs.gc_interval);
 
+    let mqtt = &config.mqtt;
+    if mqtt.enabled {
+        if mqtt.host.is_empty() {
+            c.reject(
+                "mqtt.host",
+                "must name the broker when mqtt.enabled is true".to_owned(),
+            );
+        }
+        if mqtt.client_id.is_empty() {
+            c.reject("mqtt.client_id", "must not be empty".to_owned());
+        }
+        if mqtt.tls_client_cert_file.is_empty() != mqtt.tls_client_key_file.is_empty() {
+            c.reject(
+                "mqtt.tls_client_key_file",
+                "must be set together with mqtt.tls_client_cert_file".to_owned(),
+            );
+        }
+    }
+    if mqtt.prefix.is_empty()
+        || mqtt.prefix.len() > 64
+        || mqtt.prefix.contains(['+', '#', '\0'])
+        || mqtt.prefix.starts_with('/')
+        || mqtt.prefix.ends_with('/')
+    {
+        c.reject(
+            "mqtt.prefix",
+            format!(
+                "`{}` must be 1 to 64 characters without MQTT wildcards (+ #) or a leading or trailing /",
+                mqtt.prefix
+            ),
+        );
+    }
+    c.in_range(
+        "mqtt.max_payload_bytes",
+        mqtt.max_payload_bytes,
+        64..=262_144,
+    );
+    c.positive("mqtt.keep_alive", mqtt.keep_alive);
+    c.positive("mqtt.reconnect_min", mqtt.reconnect_min);
+    if mqtt.reconnect_max < mqtt.reconnect_min {
+        c.reject(
+            "mqtt.reconnect_max",
+            "must not be shorter than mqtt.reconnect_min".to_owned(),
+        );
+    }
+
     if let Err(problem) = check_log_level(&config.log.level) {
         c.reject("log.level", problem);
     }

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod context;
 pub mod http;
 pub mod limits;
+pub mod mqtt;
 pub mod session;
 pub mod tcp;
 

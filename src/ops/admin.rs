@@ -37,6 +37,12 @@ pub enum AdminCmd {
     Metrics,
     /// Liveness and readiness (exit 1 if not ready).
     Health,
+    /// MQTT devices: provision, list, remove.
+    #[command(subcommand)]
+    MqttDevice(super::mqtt::MqttDeviceCmd),
+    /// The MQTT bridge: `status`.
+    #[command(subcommand)]
+    Bridge(super::mqtt::BridgeCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,6 +110,8 @@ pub fn run(args: AdminArgs, cfg: &Config) -> Result<(), Failure> {
             }
             print!("{body}");
         }
+        AdminCmd::MqttDevice(cmd) => super::mqtt::device(&api, args.json, cmd)?,
+        AdminCmd::Bridge(cmd) => super::mqtt::bridge(&api, args.json, cmd)?,
         AdminCmd::Health => {
             let (_, alive) = api.text("/healthz")?;
             let (status, ready) = api.text("/readyz")?;
@@ -131,7 +139,7 @@ pub fn run(args: AdminArgs, cfg: &Config) -> Result<(), Failure> {
 }
 
 /// Percent-encodes a path or query component (a `+` in a phone number included).
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -143,7 +151,7 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-fn print(json: bool, v: &Value, table: impl Fn(&Value) -> String) {
+pub(super) fn print(json: bool, v: &Value, table: impl Fn(&Value) -> String) {
     if json {
         println!("{v}");
     } else {

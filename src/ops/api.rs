@@ -82,6 +82,35 @@ impl Api {
             .map_err(|e| Failure::api(format!("the answer is not JSON ({e}): {body}")))
     }
 
+    /// POST of a JSON body with the usual deadline, answering the JSON body of a 2xx response.
+    pub fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, Failure> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.agent.post(&url);
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let res = req
+            .config()
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .build()
+            .send_json(body)
+            .map_err(|e| unavailable(&self.base, e))?;
+        let status = res.status();
+        let text = res
+            .into_body()
+            .read_to_string()
+            .map_err(|e| Failure::api(format!("reading the answer: {e}")))?;
+        if !status.is_success() {
+            return Err(api_error(status.as_u16(), &text));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::api(format!("the answer is not JSON ({e}): {text}")))
+    }
+
     /// GET with the usual deadline, answering the text body whatever the status.
     pub fn text(&self, path: &str) -> Result<(u16, String), Failure> {
         let res = self.call("GET", path, Some(REQUEST_TIMEOUT))?;

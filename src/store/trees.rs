@@ -46,12 +46,18 @@ pub(super) struct Trees {
     pub group_record: sled::Tree,
     /// name (utf-8) → value. Schema version and the relay's secrets.
     pub meta_value: sled::Tree,
+    /// MQTT device id (handle, utf-8) → MqttDeviceRecord.
+    pub mqttdevice_record: sled::Tree,
+    /// MQTT device id ‖ 0x00 ‖ payload id (utf-8) → timestamp_ms:u64-be (up dedup).
+    pub mqttdevicepayloadid_timestamp: sled::Tree,
     /// Noise static public key → device: finds a linked companion by its key.
     pub noisestatic_device: sled::Tree,
     /// phone (E.164) → pending verification CodeRecord.
     pub phone_coderecord: sled::Tree,
     /// sender account ‖ 0x00 ‖ msg_id[16] → timestamp_ms:u64-be (dedupe of retries).
     pub sendermsgid_timestamp: sled::Tree,
+    /// seq:u64-be → OutboxRecord: MQTT down messages awaiting the broker's PubAck.
+    pub seq_mqttoutbox: sled::Tree,
 }
 
 impl Trees {
@@ -77,9 +83,12 @@ impl Trees {
             expiry_blob: db.open_tree("expiry_blob")?,
             group_record: db.open_tree("group_record")?,
             meta_value: db.open_tree("meta_value")?,
+            mqttdevice_record: db.open_tree("mqttdevice_record")?,
+            mqttdevicepayloadid_timestamp: db.open_tree("mqttdevicepayloadid_timestamp")?,
             noisestatic_device: db.open_tree("noisestatic_device")?,
             phone_coderecord: db.open_tree("phone_coderecord")?,
             sendermsgid_timestamp: db.open_tree("sendermsgid_timestamp")?,
+            seq_mqttoutbox: db.open_tree("seq_mqttoutbox")?,
         })
     }
 }

@@ -44,6 +44,10 @@ struct Metrics {
     blobs_stored: Counter,
     blob_bytes_stored: Counter,
     start_time: Gauge,
+    mqtt_connected: Gauge,
+    mqtt_messages: Family<Labels2, Counter>,
+    mqtt_dropped: Family<Labels1, Counter>,
+    mqtt_outbox: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -126,8 +130,36 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             start_time.clone(),
         );
+        let mqtt_connected = Gauge::default();
+        registry.register(
+            "mqtt_connected",
+            "1 while the MQTT bridge is connected to its broker",
+            mqtt_connected.clone(),
+        );
+        let mqtt_messages = Family::<Labels2, Counter>::default();
+        registry.register(
+            "mqtt_messages",
+            "MQTT bridge messages, by direction (up, down) and outcome (accepted, duplicate, published, acked)",
+            mqtt_messages.clone(),
+        );
+        let mqtt_dropped = Family::<Labels1, Counter>::default();
+        registry.register(
+            "mqtt_dropped",
+            "MQTT messages from devices dropped as bad input, by reason",
+            mqtt_dropped.clone(),
+        );
+        let mqtt_outbox = Gauge::default();
+        registry.register(
+            "mqtt_outbox_depth",
+            "Down messages waiting in the MQTT outbox for the broker's acknowledgement",
+            mqtt_outbox.clone(),
+        );
         Self {
             registry,
+            mqtt_connected,
+            mqtt_messages,
+            mqtt_dropped,
+            mqtt_outbox,
             connections,
             handshakes,
             accepted,
@@ -212,6 +244,32 @@ pub fn barrier_latency(took: Duration) {
 pub fn blob_stored(bytes: u64) {
     METRICS.blobs_stored.inc();
     METRICS.blob_bytes_stored.inc_by(bytes);
+}
+
+/// The MQTT bridge connected to (or lost) its broker.
+pub fn mqtt_connected(up: bool) {
+    METRICS.mqtt_connected.set(i64::from(up));
+}
+
+/// An MQTT bridge message went `direction` (`"up"`, `"down"`) with `outcome`.
+pub fn mqtt_message(direction: &'static str, outcome: &'static str) {
+    METRICS
+        .mqtt_messages
+        .get_or_create(&[("direction", direction), ("outcome", outcome)])
+        .inc();
+}
+
+/// A device's MQTT message was dropped as bad input.
+pub fn mqtt_dropped(reason: &'static str) {
+    METRICS
+        .mqtt_dropped
+        .get_or_create(&[("reason", reason)])
+        .inc();
+}
+
+/// The MQTT outbox now holds `depth` entries.
+pub fn mqtt_outbox(depth: u64) {
+    METRICS.mqtt_outbox.set(gauge_value(depth));
 }
 
 /// The client transports, in the order reports list them.

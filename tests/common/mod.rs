@@ -27,6 +27,8 @@ pub struct Relay {
     /// Extra config lines appended to the generated config.
     extra: String,
     starts: usize,
+    /// Environment variables of the next start (e.g. a failpoint).
+    pub envs: Vec<(String, String)>,
 }
 
 impl Relay {
@@ -46,6 +48,7 @@ impl Relay {
             admin_addr: String::new(),
             extra: extra.to_owned(),
             starts: 0,
+            envs: Vec::new(),
         };
         r.write_config(None);
         r.spawn();
@@ -105,6 +108,7 @@ impl Relay {
             .arg("--config")
             .arg(self.dir.path().join("relaybox.toml"))
             .env_remove("RUST_LOG")
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -192,6 +196,7 @@ impl Relay {
             admin_addr: String::new(),
             extra: String::new(),
             starts: 0,
+            envs: Vec::new(),
         };
         r.write_config(None);
         let out = Command::new(BIN)

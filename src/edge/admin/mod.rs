@@ -10,7 +10,8 @@
 //! With `Authorization: Bearer <admin.token>`, every one audited (`audit.rs`):
 //! - `GET /v1/accounts?limit=&after=`, `GET /v1/accounts/{phone}`,
 //!   `DELETE /v1/accounts/{phone}/devices/{device}` (`accounts.rs`);
-//! - `GET /v1/stats`, `GET /v1/blobs`, `GET /v1/audit?limit=`, `POST /v1/backup` (`ops.rs`).
+//! - `GET /v1/stats`, `GET /v1/blobs`, `GET /v1/audit?limit=`, `POST /v1/backup` (`ops.rs`);
+//! - `GET|POST /v1/mqtt/devices`, `DELETE /v1/mqtt/devices/{id}`, `GET /v1/bridge` (`mqtt.rs`).
 //!
 //! Later areas (entities, bans) add a file with a `configure` function and one line in
 //! [`v1`]; the token check and the audit record come from the scope, not from each handler.
@@ -19,6 +20,7 @@
 mod accounts;
 pub mod audit;
 mod error;
+mod mqtt;
 mod ops;
 pub mod token;
 
@@ -52,6 +54,8 @@ pub struct AdminState {
     pub relay: actix_rt::ArbiterHandle,
     /// Set once every listener is bound; `/readyz` answers 503 before.
     pub ready: AtomicBool,
+    /// The MQTT bridge, when `mqtt.enabled` (`mqtt.rs`).
+    pub mqtt: Option<Arc<crate::edge::mqtt::Bridge>>,
 }
 
 impl AdminState {
@@ -100,6 +104,7 @@ fn v1(cfg: &mut web::ServiceConfig) {
             .wrap(from_fn(authorize_and_audit))
             .configure(accounts::configure)
             .configure(ops::configure)
+            .configure(mqtt::configure)
             .default_service(web::to(not_found)),
     );
 }
