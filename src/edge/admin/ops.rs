@@ -151,7 +151,7 @@ async fn backup(state: State) -> Result<HttpResponse, AdminError> {
     let (file, manifest) = web::block(move || {
         // An unnamed file in the data directory: same disk, same permissions, gone on close.
         let mut file = tempfile::tempfile_in(&dir)?;
-        let manifest = crate::backup::create(&store, &dir, &mut file)?;
+        let manifest = crate::backup::create(&store, &dir, std::io::BufWriter::new(&mut file))?;
         file.rewind()?;
         Ok::<_, crate::backup::BackupError>((file, manifest))
     })
