@@ -58,10 +58,6 @@ impl AdminState {
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
     }
-
-    fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.ctx.shutdown.is_shutdown()
-    }
 }
 
 type State = web::Data<AdminState>;
