@@ -20,5 +20,20 @@ for tool in sh kill; do
     fi
 done
 
+# The operator API tests use curl (a real HTTP client nobody here wrote); the backup tests
+# list archives with tar.
+missing=()
+for tool in curl tar; do
+    need "$tool" || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && need apt-get; then
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+    else
+        echo "error: the tests need: ${missing[*]} (apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+fi
+
 cargo test --locked --all-targets "$@"
 cargo test --locked --doc
