@@ -92,6 +92,12 @@ fn the_api_refuses_a_missing_or_wrong_token_and_answers_json_errors_with_curl() 
     assert!(body.contains("\"not_found\""), "{body}");
     let (status, body) = curl(&format!("{base}/elsewhere"), &[]);
     assert_eq!(status, 404, "{body}");
+    let (status, body) = curl(
+        &format!("{base}/v1/stats"),
+        &["-H", &bearer(&token), "-X", "POST"],
+    );
+    assert_eq!(status, 405, "{body}");
+    assert!(body.contains("does not accept POST"), "{body}");
 
     for (query, parameter) in [
         ("limit=0", "limit"),

@@ -100,12 +100,19 @@ fn v1(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// Whatever no route answers: 405 if the path names a route (with another method), else 404.
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, AdminError> {
-    Err(AdminError::NotFound(format!(
-        "no route {} {}",
-        req.method(),
-        req.path()
-    )))
+    match req.match_pattern() {
+        Some(route) => Err(AdminError::MethodNotAllowed(format!(
+            "{route} does not accept {}",
+            req.method()
+        ))),
+        None => Err(AdminError::NotFound(format!(
+            "no route {} {}",
+            req.method(),
+            req.path()
+        ))),
+    }
 }
 
 /// Checks the bearer token, runs the request, and records it in the audit log.
