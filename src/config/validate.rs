@@ -119,6 +119,18 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
         }
     }
 
+    let listen = &config.listen;
+    if listen.admin.port() != 0 && listen.admin.port() == listen.tcp.port() {
+        let other = c.describe("listen.tcp");
+        c.reject(
+            "listen.admin",
+            format!(
+                "must use another port than {other} (both are {})",
+                listen.tcp.port()
+            ),
+        );
+    }
+
     let limits = &config.limits;
     c.at_least_one("limits.max_connections", limits.max_connections);
     c.at_least_one(
