@@ -225,6 +225,7 @@ impl DuplexLink {
 /// Split mode: a chunked GET down, short POSTs up.
 pub(crate) struct SplitLink {
     base: BaseUrl,
+    ca: Option<std::path::PathBuf>,
     sid: String,
     up: Conn<Full<Bytes>>,
     down: Down,
@@ -257,6 +258,7 @@ impl SplitLink {
         let up = handshake::<Full<Bytes>>(base, ca).await?;
         Ok(Self {
             base: base.clone(),
+            ca: ca.map(std::path::Path::to_owned),
             sid,
             up,
             down: Down::new(res.into_body()),
@@ -269,11 +271,11 @@ impl SplitLink {
         let body = Full::new(Bytes::from(frame::encode(payload)?));
         let path = format!("/v1/stream/{}", self.sid);
         let req = request(&self.base, ::http::Method::POST, &path, body)?;
-        self.up
-            .sender
-            .ready()
-            .await
-            .map_err(|e| ClientError::HttpTransport(e.to_string()))?;
+        // The relay (or a proxy) closes an idle keep-alive connection: open a new one for the
+        // next upload. Only before sending: a request that may have arrived is never repeated.
+        if self.up.sender.ready().await.is_err() {
+            self.up = handshake::<Full<Bytes>>(&self.base, self.ca.as_deref()).await?;
+        }
         let res = self
             .up
             .sender
