@@ -179,6 +179,12 @@ async fn an_upload_round_trips_and_range_and_segments_are_honoured() {
         &url(&relay, &format!("{path}&seg=2")),
     ]);
     assert_eq!((status, body.as_slice()), (206, &b"iece"[..]));
+    let (status, _, body) = curl(&[
+        "-H",
+        &format!("If-None-Match: \"{id}\""),
+        &url(&relay, &path),
+    ]);
+    assert_eq!((status, body.len()), (304, 0), "the ETag is the id");
     let (status, headers, _) = curl(&["-I", &url(&relay, &path)]);
     assert_eq!(status, 200);
     assert!(

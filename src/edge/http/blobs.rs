@@ -305,6 +305,18 @@ async fn download(ctx: Ctx, req: &HttpRequest) -> Result<HttpResponse, BlobHttpE
         }) => return Err(BlobHttpError::Gone),
         Some(rec) => rec,
     };
+    // Content addressed and immutable: a cached copy under this ETag is always current.
+    let etag = format!("\"{id}\"");
+    let cached = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if cached {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .finish());
+    }
     // The part of the file addressed: one segment, or all of it.
     let (base, len) = match segment_param(req.query_string()) {
         None => (0, rec.size),
@@ -336,7 +348,7 @@ async fn download(ctx: Ctx, req: &HttpRequest) -> Result<HttpResponse, BlobHttpE
     };
     let count = if len == 0 { 0 } else { end - start + 1 };
     let mut res = HttpResponse::build(status);
-    res.insert_header((header::ETAG, format!("\"{id}\"")))
+    res.insert_header((header::ETAG, etag))
         .insert_header((header::ACCEPT_RANGES, HeaderValue::from_static("bytes")))
         .insert_header((
             header::CACHE_CONTROL,
