@@ -537,6 +537,28 @@ async fn an_image_sent_with_the_cli_arrives_as_a_thumbnail_first_then_in_full() 
     drop(user(&relay, "bob", BOB).await);
     let dir = tempfile::tempdir().unwrap();
     let photo = photo(dir.path());
+    let not_image = write(dir.path(), "notes.txt", b"not an image at all");
+    let bad = client(
+        &relay,
+        "alice",
+        &["send", BOB, "--image", not_image.to_str().unwrap()],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not an image"),
+        "{bad:?}"
+    );
+    let missing = client(
+        &relay,
+        "alice",
+        &["send", BOB, "--image", "no-such-file.jpg"],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no-such-file.jpg"),
+        "{missing:?}"
+    );
+
     let sent = client(
         &relay,
         "alice",
