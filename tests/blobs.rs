@@ -209,6 +209,17 @@ async fn an_upload_round_trips_and_range_and_segments_are_honoured() {
         );
     }
 
+    // A file lost from disk (damage, a partial restore) answers Gone, so receivers recall it.
+    let lost = bob.upload_blob(&[b"soon lost".to_vec()]).await.unwrap();
+    let lost_url = download_url(&mut bob, &lost).await;
+    std::fs::remove_file(blob_file(&relay, &lost)).unwrap();
+    assert_eq!(get(&relay, &lost_url), (410, "gone".into()));
+    // Uploading the same content again puts the file back.
+    let again = upload_url(&mut bob, b"soon lost", 9).await.unwrap();
+    assert!(!again.stored, "a lost file must be uploaded again");
+    bob.upload_blob(&[b"soon lost".to_vec()]).await.unwrap();
+    assert_eq!(bob.download_blob(&lost, None).await.unwrap(), b"soon lost");
+
     // The same content again needs no upload.
     let again = upload_url(&mut alice, &segments.concat(), 25)
         .await

@@ -211,7 +211,14 @@ async fn upload(
             size,
             ..
         }) => {
-            // Content addressed: the same bytes are stored already.
+            // Content addressed: the same bytes are stored already. If its file was lost,
+            // these bytes (verified against the id) put it back; the quota is charged already.
+            if ctx.blobs.files.len(&id).await != Some(size) {
+                let written = ctx.blobs.files.write(&id, size, body).await?;
+                tracing::info!(blob = %id, size = written, "Lost blob file restored by a new upload.");
+                return Ok(HttpResponse::Created()
+                    .json(serde_json::json!({ "blob": id.as_str(), "size": written })));
+            }
             return Ok(
                 HttpResponse::Ok().json(serde_json::json!({ "blob": id.as_str(), "size": size }))
             );
@@ -305,6 +312,12 @@ async fn download(ctx: Ctx, req: &HttpRequest) -> Result<HttpResponse, BlobHttpE
         }) => return Err(BlobHttpError::Gone),
         Some(rec) => rec,
     };
+    // A record without its file (a damaged disk, a partial restore) is lost: 410, like an
+    // expired blob, so that the receiver recalls it from the sender.
+    if ctx.blobs.files.len(&id).await != Some(rec.size) {
+        tracing::warn!(blob = %id, "Blob file missing or damaged; answering Gone.");
+        return Err(BlobHttpError::Gone);
+    }
     // Content addressed and immutable: a cached copy under this ETag is always current.
     let etag = format!("\"{id}\"");
     let cached = req
