@@ -194,6 +194,10 @@ async fn sweep(ctx: Arc<RelayCtx>, mut stop: crate::shutdown::Shutdown) {
         if let Err(e) = ctx.store.code_sweep(now) {
             tracing::error!(error = %e, "Code sweep failed.");
         }
+        // A broker redelivers within a session's life, far inside the retention period.
+        if let Err(e) = ctx.store.mqtt_up_sweep(now.saturating_sub(retention)) {
+            tracing::error!(error = %e, "MQTT dedup sweep failed.");
+        }
     }
 }
 

@@ -605,3 +605,190 @@ async fn the_bridge_talks_tls_to_a_broker_with_a_self_signed_ca_and_refuses_anot
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Throughput through the bridge, by hand: `cargo test --test mqtt throughput -- --ignored
+/// --nocapture` (add `--release` for release figures). Prints messages per second for up
+/// (mosquitto_pub → stored for the group), down (a person's sends → mosquitto_sub) and the
+/// outbox drain after a broker outage.
+#[tokio::test]
+#[ignore]
+async fn throughput_up_and_down_through_the_bridge() {
+    let n: usize = std::env::var("THROUGHPUT_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let mut s = site("").await;
+    // Up: N lines in one mosquitto_pub, QoS 1.
+    let lines: String = (0..n)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"u{i}\",\"thread\":\"{}\",\"text\":\"reading {i}\"}}\n",
+                s.group
+            )
+        })
+        .collect();
+    let path = s.broker.dir.path().join("lines");
+    std::fs::write(&path, lines).unwrap();
+    let start = Instant::now();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "mosquitto_pub -h 127.0.0.1 -p {} -q 1 -t {UP} -l < {}",
+            s.broker.port,
+            path.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (_, out, _) = admin(&s.relay, &["--json", "bridge", "status"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        if v["up_accepted"].as_u64() == Some(n as u64) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "up stalled: {out}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let up = start.elapsed();
+    // Down: Alice sends N texts to the device 1:1; mosquitto_sub receives them.
+    let sub = s.broker.subscribe("fridge-3", DOWN);
+    let start = Instant::now();
+    for i in 0..n {
+        s.alice
+            .send_text("@fridge-3", &format!("d{i}"))
+            .await
+            .unwrap();
+    }
+    let sent = start.elapsed();
+    for _ in 0..n {
+        sub.next(PATIENCE).expect("down message");
+    }
+    let down = start.elapsed();
+    assert_eq!(sub.next(Duration::from_secs(1)), None, "nothing twice");
+    // Outbox drain: N queued while the broker is down, then published on reconnect.
+    sub.stop();
+    s.broker.stop();
+    for i in 0..n {
+        s.alice
+            .send_text("@fridge-3", &format!("o{i}"))
+            .await
+            .unwrap();
+    }
+    wait_until_outbox(&s.relay, n as u64);
+    s.broker.restart();
+    let start = Instant::now();
+    let sub = s.broker.subscribe("fridge-3", DOWN);
+    for _ in 0..n {
+        sub.next(PATIENCE).expect("drained message");
+    }
+    let drain = start.elapsed();
+    assert_eq!(sub.next(Duration::from_secs(1)), None, "nothing twice");
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "MQTT bridge, {n} messages: up {:.0} msg/s; down {:.0} msg/s (the sender alone: {:.0} msg/s); outbox drain {:.0} msg/s",
+        rate(up),
+        rate(down),
+        rate(sent),
+        rate(drain)
+    );
+}
+
+fn wait_until_outbox(relay: &Relay, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (_, out, _) = admin(relay, &["--json", "bridge", "status"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        if v["outbox_depth"].as_u64() == Some(n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "outbox never reached {n}: {out}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn the_example_acl_keeps_each_device_to_its_own_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    for (n, (user, pass)) in [
+        ("relaybox", "relay-pw"),
+        ("fridge-3", "f3-pw"),
+        ("fridge-4", "f4-pw"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if n == 0 {
+            cmd.arg("-c");
+        }
+        let st = cmd
+            .arg("-b")
+            .arg(&passwd)
+            .args([user, pass])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let acl = concat!(env!("CARGO_MANIFEST_DIR"), "/config/mosquitto/acl");
+    let broker = Broker::start_with(&format!(
+        "allow_anonymous false\npassword_file {}\nacl_file {acl}\n",
+        passwd.display()
+    ));
+    let relay = Relay::start_with(&mqtt_config(
+        &broker,
+        "username = \"relaybox\"\npassword = \"relay-pw\"",
+    ));
+    let mut alice = relay.user("alice", ALICE).await;
+    let _bob = relay.user("bob", BOB).await;
+    let group = alice
+        .create_group("acl", &[BOB.into()])
+        .await
+        .unwrap()
+        .group;
+    for id in ["fridge-3", "fridge-4"] {
+        let (code, _, err) = admin(&relay, &["mqtt-device", "add", id, "--thread", &group]);
+        assert_eq!(code, 0, "{err}");
+    }
+    wait_log(&relay, "Bridged device published its keys.", 2);
+    wait_log(&relay, "MQTT broker connected.", 1);
+    // fridge-3 posing as fridge-4: the broker drops it; its own topic works.
+    broker.publish_with(
+        "relaybox/dev/fridge-4/up",
+        &up_doc("x-1", &group, "spoofed"),
+        &["-u", "fridge-3", "-P", "f3-pw"],
+    );
+    broker.publish_with(
+        UP,
+        &up_doc("x-2", &group, "genuine"),
+        &["-u", "fridge-3", "-P", "f3-pw"],
+    );
+    let texts = texts_within(&mut alice, Duration::from_secs(3)).await;
+    assert_eq!(texts, vec!["genuine\n{\"t\":4.5}".to_owned()]);
+    // fridge-3 cannot read fridge-4's down topic; fridge-4 can.
+    let spy = broker.subscribe_with(&[
+        "-i",
+        "spy",
+        "-u",
+        "fridge-3",
+        "-P",
+        "f3-pw",
+        "-t",
+        "relaybox/dev/fridge-4/down",
+    ]);
+    let owner = broker.subscribe_as("fridge-4", "f4-pw", "relaybox/dev/fridge-4/down");
+    alice
+        .send_text("@fridge-4", "for fridge 4 only")
+        .await
+        .unwrap();
+    let line = owner
+        .next(PATIENCE)
+        .expect("fridge-4 reads its own down topic");
+    assert!(line.contains("for fridge 4 only"), "{line}");
+    assert_eq!(
+        spy.next(Duration::from_secs(1)),
+        None,
+        "fridge-3 read fridge-4's messages"
+    );
+}

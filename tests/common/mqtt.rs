@@ -189,9 +189,20 @@ impl Broker {
 
     /// A mosquitto_sub with a persistent session (`-c`, QoS 1) on `topic`.
     pub fn subscribe(&self, client_id: &str, topic: &str) -> Sub {
+        self.subscribe_with(&["-c", "-i", client_id, "-t", topic])
+    }
+
+    /// A mosquitto_sub logged in as `user` (its client id too) on `topic`.
+    pub fn subscribe_as(&self, user: &str, password: &str, topic: &str) -> Sub {
+        self.subscribe_with(&["-c", "-i", user, "-u", user, "-P", password, "-t", topic])
+    }
+
+    /// A mosquitto_sub (QoS 1) with `args`.
+    pub fn subscribe_with(&self, args: &[&str]) -> Sub {
         let mut child = Command::new("mosquitto_sub")
             .args(self.args())
-            .args(["-q", "1", "-c", "-i", client_id, "-t", topic])
+            .args(["-q", "1"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -293,7 +293,12 @@ impl DeviceTask {
                     payload: serde_json::to_vec(&down).unwrap_or_default(),
                 };
                 let stored = match self.ctx.store.mqtt_outbox_push(&rec) {
-                    Ok(_) => self.ctx.durability.wait().await.map_err(|e| e.to_string()),
+                    Ok(_) => {
+                        // Counted as soon as the poll task can see it (it may publish it and
+                        // count its removal before the barrier below returns).
+                        self.stats.outbox_added();
+                        self.ctx.durability.wait().await.map_err(|e| e.to_string())
+                    }
                     Err(e) => Err(e.to_string()),
                 };
                 if let Err(e) = stored {
@@ -302,7 +307,6 @@ impl DeviceTask {
                     tracing::error!(device = %self.id, error = %e, "Writing the MQTT outbox failed.");
                     return;
                 }
-                self.stats.outbox_added();
                 state.remember(msg_id, from);
                 self.wake.notify_one();
             }
