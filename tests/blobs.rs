@@ -707,3 +707,66 @@ async fn history_moves_to_a_linked_device_in_an_encrypted_blob() {
     // The relay holds only ciphertext.
     assert!(common::files_containing(&relay.data_dir(), b"secret history").is_empty());
 }
+
+#[tokio::test]
+async fn an_operator_purge_answers_gone_and_the_admin_api_reports_blob_usage() {
+    let relay = Relay::start();
+    let mut alice = user(&relay, "alice", ALICE).await;
+    let content = b"an encrypted photo".to_vec();
+    let id = alice
+        .upload_blob(std::slice::from_ref(&content))
+        .await
+        .unwrap();
+    let path = download_url(&mut alice, &id).await;
+    let admin = |relay: &Relay, args: &[&str]| {
+        let url = relay.admin_url();
+        let data = relay.data_dir().display().to_string();
+        let mut all = vec![
+            "admin",
+            "--admin",
+            url.as_str(),
+            "--data-dir",
+            data.as_str(),
+        ];
+        all.extend_from_slice(args);
+        relay.cli(&all)
+    };
+
+    let (code, out, err) = admin(&relay, &["--json", "blobs", "usage", "--account", ALICE]);
+    assert_eq!(code, 0, "{err}");
+    let usage: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(usage["stored_blobs"], 1, "{usage}");
+    assert_eq!(usage["stored_bytes"], content.len(), "{usage}");
+    assert_eq!(usage["files_on_disk"], 1, "{usage}");
+    assert_eq!(usage["account"]["bytes"], content.len(), "{usage}");
+    let (code, metrics, _) = admin(&relay, &["metrics"]);
+    assert_eq!(code, 0);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("relaybox_blobs ") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
+    // Bad input: not an id, an unknown id, an unknown account.
+    let (code, _, err) = admin(&relay, &["blobs", "purge", "../../relay.key"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("id"), "{err}");
+    let unknown = "0".repeat(64);
+    let (code, _, err) = admin(&relay, &["blobs", "purge", &unknown]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no stored blob"), "{err}");
+    let (code, _, err) = admin(&relay, &["blobs", "usage", "--account", "nobody"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("account"), "{err}");
+
+    let (code, out, err) = admin(&relay, &["blobs", "purge", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("410"), "{out}");
+    assert!(!blob_file(&relay, &id).exists());
+    assert_eq!(get(&relay, &path), (410, "gone".into()));
+    let audit = std::fs::read_to_string(relay.data_dir().join("audit.log")).unwrap();
+    assert!(audit.contains(&id), "the purge is audited:\n{audit}");
+    let (code, _, err) = admin(&relay, &["blobs", "purge", &id]);
+    assert_eq!(code, 1, "a second purge finds nothing stored: {err}");
+}

@@ -37,6 +37,10 @@ pub enum AdminCmd {
     Metrics,
     /// Liveness and readiness (exit 1 if not ready).
     Health,
+    /// Blobs: usage (in the store and on disk), or purge one now (it then answers 410 Gone
+    /// and recipients recall it from the sender).
+    #[command(subcommand)]
+    Blobs(BlobsCmd),
     /// MQTT devices: provision, list, remove.
     #[command(subcommand)]
     MqttDevice(super::mqtt::MqttDeviceCmd),
@@ -57,6 +61,17 @@ pub enum AccountsCmd {
     },
     /// One account: its devices, whether they are online, their queued messages.
     Show { phone: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BlobsCmd {
+    /// Stored blobs and bytes; with --account, that account's usage against its quota.
+    Usage {
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Purge one blob by id (64 hex digits) now.
+    Purge { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -109,6 +124,23 @@ pub fn run(args: AdminArgs, cfg: &Config) -> Result<(), Failure> {
                 return Err(super::api::api_error(status, &body));
             }
             print!("{body}");
+        }
+        AdminCmd::Blobs(BlobsCmd::Usage { account }) => {
+            let mut path = "/v1/blobs".to_owned();
+            if let Some(a) = account {
+                path.push_str(&format!("?account={}", encode(&a)));
+            }
+            let v = api.json("GET", &path)?;
+            print(args.json, &v, blobs_table);
+        }
+        AdminCmd::Blobs(BlobsCmd::Purge { id }) => {
+            let v = api.json("DELETE", &format!("/v1/blobs/{}", encode(&id)))?;
+            print(args.json, &v, |v| {
+                format!(
+                    "Purged blob {}; it now answers 410 Gone.\n",
+                    v["blob"].as_str().unwrap_or("?")
+                )
+            });
         }
         AdminCmd::MqttDevice(cmd) => super::mqtt::device(&api, args.json, cmd)?,
         AdminCmd::Bridge(cmd) => super::mqtt::bridge(&api, args.json, cmd)?,
@@ -217,6 +249,30 @@ fn account_table(v: &Value) -> String {
             d["queued"],
             when(&d["registered_at_ms"]),
             d["noise_static"].as_str().unwrap_or("?")
+        ));
+    }
+    out
+}
+
+fn blobs_table(v: &Value) -> String {
+    let mut out = format!(
+        "{:<16} {}\n{:<16} {}\n{:<16} {}\n{:<16} {}\n",
+        "stored_blobs",
+        v["stored_blobs"],
+        "stored_bytes",
+        v["stored_bytes"],
+        "files_on_disk",
+        v["files_on_disk"],
+        "bytes_on_disk",
+        v["bytes_on_disk"]
+    );
+    if let Some(a) = v["account"].as_object() {
+        out.push_str(&format!(
+            "{:<16} {} of {} bytes ({})\n",
+            "account",
+            a.get("bytes").unwrap_or(&Value::Null),
+            a.get("quota_bytes").unwrap_or(&Value::Null),
+            a.get("account").and_then(Value::as_str).unwrap_or("?")
         ));
     }
     out

@@ -28,6 +28,7 @@ pub(super) fn configure_open(cfg: &mut web::ServiceConfig) {
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/stats", web::get().to(stats))
         .route("/blobs", web::get().to(blobs))
+        .route("/blobs/{id}", web::delete().to(purge_blob))
         .route("/audit", web::get().to(audit))
         .route("/backup", web::post().to(backup));
 }
@@ -68,17 +69,15 @@ fn readiness(bound: bool, shutting_down: bool, store_ok: bool) -> Result<(), &'s
 /// GET /metrics: Prometheus metrics (OpenMetrics text).
 async fn render_metrics(state: State) -> Result<HttpResponse, AdminError> {
     let ctx = state.ctx.clone();
-    let data_dir = state.data_dir.clone();
     let snapshot = web::block(move || -> Result<metrics::Snapshot, AdminError> {
         let counts = ctx.store.counts()?;
-        let blobs = crate::backup::blob_usage(&data_dir)
-            .map_err(|e| AdminError::Internal(format!("reading the blob directory: {e}")))?;
+        let (blobs, blob_bytes) = ctx.store.blob_totals()?;
         Ok(metrics::Snapshot {
             queue_depth: counts.queued,
             accounts: counts.accounts,
             devices: counts.devices,
-            blobs: blobs.files,
-            blob_bytes: blobs.bytes,
+            blobs,
+            blob_bytes,
         })
     })
     .await
@@ -128,15 +127,82 @@ async fn stats(state: State) -> Result<HttpResponse, AdminError> {
     }))
 }
 
-/// GET /v1/blobs: blob files and bytes held under `<data_dir>/blobs/` (temporary uploads
-/// excluded).
-async fn blobs(state: State) -> Result<HttpResponse, AdminError> {
+#[derive(Serialize)]
+struct BlobUsage {
+    /// Blobs the store holds (uploaded, not yet expired or purged) and their bytes.
+    stored_blobs: u64,
+    stored_bytes: u64,
+    /// Files under `<data_dir>/blobs/` (temporary uploads excluded) and their bytes: more
+    /// than the store's figures only while the collector has orphans left to remove.
+    files_on_disk: u64,
+    bytes_on_disk: u64,
+    /// With `?account=`: that account's usage against its quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<AccountBlobUsage>,
+}
+
+#[derive(Serialize)]
+struct AccountBlobUsage {
+    account: String,
+    bytes: u64,
+    quota_bytes: u64,
+}
+
+/// GET /v1/blobs[?account=ACCOUNT]: blob usage from the store's records and from the disk.
+async fn blobs(
+    state: State,
+    q: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, AdminError> {
+    only_params(&q, &["account"])?;
+    let account = match q.get("account") {
+        Some(a) => Some(
+            crate::ids::AccountId::parse(a)
+                .map_err(|e| AdminError::bad("account", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let ctx = state.ctx.clone();
     let dir = state.data_dir.clone();
-    let usage = web::block(move || crate::backup::blob_usage(&dir))
-        .await
-        .map_err(|e| AdminError::Internal(e.to_string()))?
-        .map_err(|e| AdminError::Internal(format!("reading the blob directory: {e}")))?;
+    let usage = web::block(move || -> Result<BlobUsage, AdminError> {
+        let (stored_blobs, stored_bytes) = ctx.store.blob_totals()?;
+        let disk = crate::backup::blob_usage(&dir)
+            .map_err(|e| AdminError::Internal(format!("reading the blob directory: {e}")))?;
+        let account = match account {
+            Some(a) => Some(AccountBlobUsage {
+                bytes: ctx.store.blob_usage(&a)?,
+                account: a.to_string(),
+                quota_bytes: ctx.cfg.blobs.account_quota_bytes,
+            }),
+            None => None,
+        };
+        Ok(BlobUsage {
+            stored_blobs,
+            stored_bytes,
+            files_on_disk: disk.files,
+            bytes_on_disk: disk.bytes,
+            account,
+        })
+    })
+    .await
+    .map_err(|e| AdminError::Internal(e.to_string()))??;
     Ok(HttpResponse::Ok().json(usage))
+}
+
+/// DELETE /v1/blobs/{id}: purges a stored blob now. Its file goes, its bytes leave the
+/// owner's quota, and its id answers 410 Gone from then on, so recipients recall it from
+/// the sender (the same path as an expired blob).
+async fn purge_blob(state: State, id: web::Path<String>) -> Result<HttpResponse, AdminError> {
+    let id = crate::blob::BlobId::parse(&id).map_err(|e| AdminError::bad("id", e.to_string()))?;
+    let purged = crate::edge::http::blobs::purge(&state.ctx, &id)
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    if !purged {
+        return Err(AdminError::NotFound(format!(
+            "no stored blob {id} (never uploaded, or already expired or purged)"
+        )));
+    }
+    tracing::info!(blob = %id, "Blob purged by the operator.");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "blob": id.to_string(), "purged": true })))
 }
 
 /// GET /v1/audit?limit=N: the last N audit entries, oldest first.

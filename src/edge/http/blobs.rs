@@ -263,7 +263,7 @@ async fn upload(
         cfg.account_quota_bytes,
     )?;
     match outcome {
-        CommitOutcome::Stored => {}
+        CommitOutcome::Stored => crate::telemetry::metrics::blob_stored(size),
         CommitOutcome::QuotaExceeded { used } => {
             ctx.blobs.files.remove(&id).await?;
             return Err(BlobHttpError::Quota {
