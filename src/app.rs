@@ -14,7 +14,7 @@ use crate::actors::Directory;
 use crate::config::{to_usize, Config, Verifier as VerifierKind};
 use crate::edge::context::Limiters;
 use crate::edge::limits::Admission;
-use crate::edge::{http, tcp, RelayCtx};
+use crate::edge::{admin, http, tcp, RelayCtx};
 use crate::registration::ratelimit::RateLimiter;
 use crate::registration::verifier::Verifier;
 use crate::shutdown::ShutdownController;
@@ -38,6 +38,17 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.listen.tcp))?;
     let tcp_addr = listener.local_addr()?;
+    let admin_listener = admin::bind(cfg.listen.admin)
+        .with_context(|| format!("binding the admin API on {}", cfg.listen.admin))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin_token = admin::AdminToken::load_or_create(&data_dir.join(admin::token::TOKEN_FILE))?;
+    let audit = admin::AuditLog::open(&data_dir).with_context(|| {
+        format!(
+            "opening {}",
+            data_dir.join(admin::audit::AUDIT_FILE).display()
+        )
+    })?;
+    crate::telemetry::metrics::started();
 
     let durability = store.durability();
     let settings = DeviceSettings {
@@ -73,6 +84,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         limits: Mutex::new(limits),
         presence: Presence::default(),
         shutdown: shutdown.listener(),
+        blobs: crate::blob::Blobs {
+            files: crate::blob::BlobFiles::open(&data_dir)
+                .with_context(|| format!("opening {}", data_dir.join("blobs").display()))?,
+            url_key: store.secret("blob_url_key")?,
+        },
         cfg,
     });
 
@@ -88,12 +104,41 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     ));
     let http_server = http_server.run();
     actix_rt::spawn(sweep(ctx.clone(), shutdown.task()));
+    actix_rt::spawn(crate::blob::gc::run(ctx.clone(), shutdown.task()));
+    let mqtt = if ctx.cfg.mqtt.enabled {
+        let bridge = crate::edge::mqtt::start(ctx.clone(), tcp_addr, &shutdown)
+            .await
+            .context("starting the MQTT bridge")?;
+        Some(bridge)
+    } else {
+        None
+    };
     let watchdog = actix_rt::spawn(watchdog());
+    let admin_state = Arc::new(admin::AdminState {
+        ctx: ctx.clone(),
+        token: admin_token,
+        audit,
+        started: std::time::Instant::now(),
+        data_dir: data_dir.clone(),
+        relay: actix_rt::Arbiter::current(),
+        ready: false.into(),
+        mqtt,
+    });
+    let admin_server =
+        admin::server(admin_state.clone(), admin_listener).context("starting the admin API")?;
+    let admin_handle = admin_server.handle();
+    actix_rt::spawn(async move {
+        if let Err(e) = admin_server.await {
+            tracing::error!(error = %e, "The admin API stopped.");
+        }
+    });
+    admin_state.set_ready();
 
     tracing::info!(
         tcp = %tcp_addr,
         http = %http_addr,
         tls = ctx.cfg.tls.enabled(),
+        admin = %admin_addr,
         data_dir = %data_dir.display(),
         relay_key = %hex::encode(identity.public),
         version = env!("CARGO_PKG_VERSION"),
@@ -111,6 +156,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     http_server.stop().await;
     watchdog.abort();
+    // Last, so that /readyz answers 503 while sessions drain.
+    admin_handle.stop(true).await;
     store.flush().context("final flush")?;
     tracing::info!("Relay stopped.");
     Ok(())
@@ -146,6 +193,10 @@ async fn sweep(ctx: Arc<RelayCtx>, mut stop: crate::shutdown::Shutdown) {
         }
         if let Err(e) = ctx.store.code_sweep(now) {
             tracing::error!(error = %e, "Code sweep failed.");
+        }
+        // A broker redelivers within a session's life, far inside the retention period.
+        if let Err(e) = ctx.store.mqtt_up_sweep(now.saturating_sub(retention)) {
+            tracing::error!(error = %e, "MQTT dedup sweep failed.");
         }
     }
 }

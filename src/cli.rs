@@ -1,5 +1,7 @@
-//! The `relaybox` command line: `serve`, `check-config`, `print-config`, `keygen`, `client …`.
-//! Exit codes: 0 success, 1 runtime failure, 2 usage error (clap), 64 bad configuration.
+//! The `relaybox` command line: `serve`, `check-config`, `print-config`, `keygen`, `admin …`,
+//! `backup`, `restore`, `client …`, `bench …`.
+//! Exit codes: 0 success, 1 runtime failure, 2 usage error (clap), 64 bad configuration (and
+//! bad usage of the operator commands, see `ops`), 69 relay not running (`admin`, `backup`).
 
 use std::path::PathBuf;
 
@@ -48,6 +50,26 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Provision MQTT devices on a stopped relay's data directory.
+    MqttDevice(crate::edge::mqtt::offline::MqttDeviceArgs),
+    /// Operate a running relay through its admin API (loopback, bearer token).
+    Admin(crate::ops::admin::AdminArgs),
+    /// Write a consistent online backup of a running relay (store, key, blobs) to a file.
+    Backup {
+        /// Where to write the archive (a tar file).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        api: crate::ops::ApiArgs,
+    },
+    /// Restore a backup into a new or empty data directory (the relay must not be running).
+    Restore {
+        /// The archive written by `relaybox backup`.
+        file: PathBuf,
+        /// Data directory to restore into (overrides relay.data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// A terminal client.
     Client(crate::client::cli::ClientArgs),
     /// Measure throughput, latency and footprint (of relaybox, or of an MQTT/NATS peer).
@@ -56,8 +78,27 @@ pub enum Cmd {
 
 /// Parses the command line and runs it; returns the process exit code.
 pub fn run() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match cli.cmd {
+        Cmd::Admin(args) => match load(&cli.config, &cli.set, &[]) {
+            Ok(cfg) => crate::ops::report(crate::ops::admin::run(args, &cfg)),
+            Err(code) => code,
+        },
+        Cmd::Backup { out, api } => match load(&cli.config, &cli.set, &[]) {
+            Ok(cfg) => crate::ops::report(crate::ops::backup::backup(&api, &cfg, &out)),
+            Err(code) => code,
+        },
+        Cmd::Restore { file, data_dir } => match load(&cli.config, &cli.set, &[]) {
+            Ok(cfg) => crate::ops::report(crate::ops::backup::restore(
+                &file,
+                data_dir.as_deref(),
+                &cfg,
+            )),
+            Err(code) => code,
+        },
         Cmd::PrintConfig => {
             print!("{}", config::DEFAULT_TOML);
             0
@@ -69,6 +110,10 @@ pub fn run() -> i32 {
                 println!("configuration ok");
                 0
             }
+            Err(code) => code,
+        },
+        Cmd::MqttDevice(args) => match load(&cli.config, &cli.set, &[]) {
+            Ok(cfg) => crate::edge::mqtt::offline::run(&cfg, args),
             Err(code) => code,
         },
         Cmd::Keygen { force } => match load(&cli.config, &cli.set, &[]) {
@@ -108,6 +153,31 @@ pub fn run() -> i32 {
                 }
             }
         }
+    }
+}
+
+/// Prints a command-line error. The operator commands promise `EX_USAGE` (64) for bad
+/// usage, as scripts around them expect; the others keep clap's 2.
+fn usage_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        return 0;
+    }
+    // The first argument that names a subcommand is the command (global flags may come
+    // first, with values that are not subcommand names).
+    let names: Vec<String> = <Cli as clap::CommandFactory>::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    let operator = std::env::args()
+        .skip(1)
+        .find(|a| names.contains(a))
+        .is_some_and(|a| matches!(a.as_str(), "admin" | "backup" | "restore"));
+    if operator {
+        crate::ops::EXIT_USAGE
+    } else {
+        e.exit_code()
     }
 }
 

@@ -5,22 +5,39 @@
 
 use std::fmt;
 
-/// An account: a person or business, addressed by its phone number in E.164 form
-/// (`+` followed by 8 to 15 digits). Constructed only from a validated string.
+/// An account, in one of two forms, constructed only from a validated string:
+/// - a person (or business) addressed by its phone number in E.164 form (`+` followed by 8 to
+///   15 digits), the only form registration creates;
+/// - a handle `@name` ([`Handle`] rules), created only by operators: bridged MQTT devices
+///   today, business entities later. Handles never contain `/`, `+`, `#`, `_` or a NUL, so
+///   they are safe inside store keys and MQTT topics.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AccountId(String);
 
 /// Why a string is not an E.164 account id.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("account id must be E.164: '+' followed by 8 to 15 digits, got {0:?}")]
+#[error("account id must be E.164 ('+' followed by 8 to 15 digits) or a handle ('@' and 1 to 32 of a-z 0-9 . -), got {0:?}")]
 pub struct BadAccountId(pub String);
 
 impl AccountId {
     /// Longest E.164 number, in bytes including the `+`.
     pub const MAX_BYTES: usize = 16;
 
-    /// Accepts only canonical E.164 (`+` and 8–15 digits, no leading zero).
+    /// Longest handle account, in bytes including the `@`.
+    pub const MAX_HANDLE_BYTES: usize = 1 + Handle::MAX_BYTES;
+
+    /// Accepts canonical E.164 (`+` and 8–15 digits, no leading zero) or `@` + a [`Handle`].
     pub fn parse(s: &str) -> Result<Self, BadAccountId> {
+        if let Some(name) = s.strip_prefix('@') {
+            return Handle::parse(name)
+                .map(|h| Self::from_handle(&h))
+                .map_err(|_| BadAccountId(s.chars().take(40).collect()));
+        }
+        Self::parse_phone(s)
+    }
+
+    /// Accepts only canonical E.164 (registration's form).
+    pub fn parse_phone(s: &str) -> Result<Self, BadAccountId> {
         let digits = s
             .strip_prefix('+')
             .ok_or_else(|| BadAccountId(s.to_owned()))?;
@@ -34,8 +51,58 @@ impl AccountId {
         }
     }
 
+    /// The account of an operator-created handle.
+    pub fn from_handle(h: &Handle) -> Self {
+        Self(format!("@{}", h.as_str()))
+    }
+
+    /// The handle, for a handle account.
+    pub fn handle(&self) -> Option<Handle> {
+        self.0.strip_prefix('@').map(|n| Handle(n.to_owned()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// An operator-chosen name: lowercase `[a-z0-9][a-z0-9.-]{0,31}`. Used as the `@name` of an
+/// account and as the id of an MQTT device in its topics; the charset keeps both safe (no
+/// topic wildcards `+`/`#`, no level separator `/`, no `_`, no NUL).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Handle(String);
+
+/// Why a string is not a handle.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a handle is 1 to 32 of a-z 0-9 . - (starting with a letter or digit), got {0:?}")]
+pub struct BadHandle(pub String);
+
+impl Handle {
+    /// Longest handle, in bytes.
+    pub const MAX_BYTES: usize = 32;
+
+    pub fn parse(s: &str) -> Result<Self, BadHandle> {
+        let b = s.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= Self::MAX_BYTES
+            && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+            && b.iter()
+                .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(BadHandle(s.chars().take(40).collect()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -114,6 +181,34 @@ mod tests {
         ] {
             assert!(AccountId::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn handles_are_lowercase_names_without_topic_or_key_metacharacters() {
+        for good in ["fridge-3", "a", "0door", "shop.till-2", &"x".repeat(32)] {
+            assert!(Handle::parse(good).is_ok(), "{good}");
+            let a = AccountId::parse(&format!("@{good}")).unwrap();
+            assert_eq!(a.handle().unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "-a",
+            ".a",
+            "Fridge",
+            "a_b",
+            "a/b",
+            "a+",
+            "#",
+            "a b",
+            "a\0",
+            "é",
+            &"x".repeat(33),
+        ] {
+            assert!(Handle::parse(bad).is_err(), "{bad:?}");
+            assert!(AccountId::parse(&format!("@{bad}")).is_err(), "{bad:?}");
+        }
+        assert!(AccountId::parse_phone("@fridge").is_err());
+        assert!(AccountId::parse("+14155550100").unwrap().handle().is_none());
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! wire/          the protocol, sans I/O: frames, Noise handshake states, protobuf messages, tokens
+//! backup/        backup archives (tar + manifest) and restore
 //! store/         the only code that touches sled: typed domain operations + the durability barrier
 //! actors/        actix actors owning serialised state: one Device actor per device, the directory
+//! blob/          blob files on disk (content addressed, atomic writes), signed URLs, the GC
 //! edge/          transports: the Noise/TCP listener, admission limits, the shared session logic
 //! registration/  phone normalisation, verification codes, rate limits, verifiers
 //! e2e/           the end-to-end layer (vodozemac Olm) used by clients
@@ -13,6 +15,7 @@
 //! telemetry/     tracing setup
 //! config.rs      the config tree, its layers (defaults < file < env < flags) and validation
 //! app.rs         the one place that wires store, actors and edges together (`relaybox serve`)
+//! ops/           operator commands: `relaybox admin`, `backup`, `restore`
 //! cli.rs         the command line
 //! ```
 //!
@@ -24,7 +27,9 @@
 
 pub mod actors;
 pub mod app;
+pub mod backup;
 pub mod bench;
+pub mod blob;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -32,6 +37,7 @@ pub mod config;
 pub mod e2e;
 pub mod edge;
 pub mod ids;
+pub mod ops;
 pub mod registration;
 pub mod shutdown;
 pub mod store;

@@ -105,6 +105,8 @@ fn serve_runs_on_embedded_defaults_and_keeps_its_key_across_restarts() {
             .arg("serve")
             .current_dir(dir.path())
             .env("RELAYBOX_LISTEN_TCP", "127.0.0.1:0")
+            // Port 0: parallel test runs must not meet on the default admin port.
+            .env("RELAYBOX_LISTEN_ADMIN", "127.0.0.1:0")
             .env("RELAYBOX_LISTEN_HTTP", "127.0.0.1:0")
             .env_remove("RELAYBOX_CONFIG")
             .stdin(Stdio::null())

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole relaybox test suite on a fresh Debian/Ubuntu machine with Rust installed.
-# Installs what the tests need (nothing beyond the Rust toolchain today; external peers such
-# as a Mosquitto broker are added here as the features that need them land), then runs every
-# unit, property, protocol and end-to-end test against the real binary.
+# Installs what the tests need (see below), then runs every unit, property, protocol and
+# end-to-end test against the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,13 +11,42 @@ if ! need cargo; then
     echo "error: cargo not found; install Rust (https://rustup.rs) first" >&2
     exit 1
 fi
-# The end-to-end tests drive the relay with these standard tools.
-for tool in sh kill curl; do
-    if ! need "$tool"; then
-        echo "error: '$tool' is required by the end-to-end tests" >&2
+# What the tests need besides cargo: curl (a real HTTP client for the HTTP and operator
+# API tests), tar (backup archives), a real Mosquitto broker and its command-line clients
+# (the MQTT bridge tests start one broker per test), and openssl (a throw-away CA for the
+# TLS tests). Missing ones are installed with apt-get (as root, or with passwordless sudo).
+# Debian installs the broker in /usr/sbin, which may be missing from a user's PATH.
+export PATH="$PATH:/usr/sbin"
+packages=()
+for pair in sh:dash kill:procps curl:curl tar:tar mosquitto:mosquitto \
+    mosquitto_pub:mosquitto-clients mosquitto_sub:mosquitto-clients openssl:openssl; do
+    need "${pair%%:*}" || packages+=("${pair#*:}")
+done
+if [ "${#packages[@]}" -gt 0 ]; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if need sudo; then SUDO="sudo -n"; else
+            echo "error: the tests need ${packages[*]}; install them (apt-get install ${packages[*]}) or run as root" >&2
+            exit 1
+        fi
+    fi
+    echo "Installing what the tests need: ${packages[*]}"
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}"; }; then
+        echo "error: could not install ${packages[*]} with apt-get" >&2
         exit 1
     fi
-done
+fi
+
+# The hardened unit must keep an exposure of at most 2.0 in systemd's own scoring (Debian's
+# mosquitto.service scores 9.6). Checked where systemd-analyze exists.
+if need systemd-analyze; then
+    systemd-analyze security --offline=yes --threshold=20 systemd/relaybox.service >/dev/null || {
+        systemd-analyze security --offline=yes systemd/relaybox.service | tail -n 25 >&2
+        echo "error: systemd/relaybox.service scores an exposure above 2.0" >&2
+        exit 1
+    }
+    echo "systemd/relaybox.service: $(systemd-analyze security --offline=yes systemd/relaybox.service 2>/dev/null | tail -n 1)"
+fi
 
 cargo test --locked --all-targets "$@"
 cargo test --locked --doc

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod connection;
 pub mod devices;
 mod groups;
+pub mod media;
 pub mod settings;
 pub mod state;
 pub mod transport;
@@ -93,6 +94,8 @@ pub struct Client {
     unacked: Vec<u64>,
     /// The relay asked for more one-time keys.
     keys_low: bool,
+    /// History blobs announced by our primary, to download before the next event.
+    history_blobs: Vec<devices::HistoryPointer>,
 }
 
 impl Client {
@@ -108,6 +111,7 @@ impl Client {
             ready: VecDeque::new(),
             unacked: Vec::new(),
             keys_low: false,
+            history_blobs: Vec::new(),
         })
     }
 
@@ -445,6 +449,10 @@ impl Client {
                 self.conn().await?.send_only(ack).await?;
                 self.unacked.clear();
             }
+            for pointer in std::mem::take(&mut self.history_blobs) {
+                let event = self.receive_history_blob(pointer).await;
+                self.ready.push_back(event);
+            }
             if let Some(e) = self.ready.pop_front() {
                 return Ok(e);
             }
@@ -557,6 +565,35 @@ impl Client {
     ) -> Option<Event> {
         let group = (!d.group.is_empty()).then(|| d.group.clone());
         match &inner.payload {
+            Payload::History { .. } | Payload::HistoryBlob { .. }
+                if Some(&d.from) != self.state.account.as_ref() =>
+            {
+                // Only the account's own devices may hand it history.
+                return Some(undecryptable(
+                    &d.from,
+                    d.from_device,
+                    msg_id,
+                    "history from another account ignored".into(),
+                ));
+            }
+            Payload::HistoryBlob {
+                blob,
+                size,
+                key,
+                entries,
+            } => {
+                self.history_blobs.push(devices::HistoryPointer {
+                    from: d.from.clone(),
+                    from_device: d.from_device,
+                    msg_id,
+                    blob: blob.clone(),
+                    size: *size,
+                    key: key.clone(),
+                    entries: *entries,
+                });
+                return None;
+            }
+            Payload::Media(_) | Payload::Recall { .. } => {}
             Payload::History { entries, .. } => {
                 if Some(&d.from) != self.state.account.as_ref() {
                     // Only the account's own devices may hand it history.

@@ -78,7 +78,7 @@ pub struct State {
     pub history: VecDeque<HistoryEntry>,
     /// The secret of this companion's pairing code, until the primary links it.
     pub pending_link_secret: Option<Vec<u8>>,
-    /// Base URL of the relay's HTTP listener (WebSocket and chunked HTTP transports).
+    /// Base URL of the relay's HTTP listener (WebSocket and chunked HTTP transports, blobs).
     pub http: Option<String>,
     /// Which transport to connect with.
     pub transport: TransportKind,

@@ -18,6 +18,8 @@ use super::{Config, ConfigError, ConfigErrors, Origin};
 const ENV_PREFIX: &str = "RELAYBOX_";
 const ENV_CONFIG_FILE: &str = "RELAYBOX_CONFIG";
 const ENV_CLIENT_PREFIX: &str = "RELAYBOX_CLIENT_";
+/// The admin API token for `relaybox admin` (a secret, never a config key).
+const ENV_ADMIN_TOKEN: &str = "RELAYBOX_ADMIN_TOKEN";
 
 /// The name `load_str` gives its text in errors.
 const INLINE_TEXT: &str = "<config text>";
@@ -33,7 +35,7 @@ pub struct Sources<'a> {
     /// error, so the caller decides whether a default path is optional.
     pub file: Option<&'a Path>,
     /// Environment variables, e.g. from `std::env::vars_os()`. Only `RELAYBOX_*` names are
-    /// looked at; `RELAYBOX_CONFIG` and `RELAYBOX_CLIENT_*` belong to the CLI and are ignored.
+    /// looked at; `RELAYBOX_CONFIG`, `RELAYBOX_ADMIN_TOKEN` and `RELAYBOX_CLIENT_*` belong to the CLI and are ignored.
     pub env: &'a [(String, String)],
     /// `--set` flags as (`section.key`, value) pairs, in command-line order (later wins).
     pub overrides: &'a [(String, String)],
@@ -205,6 +207,7 @@ impl Loader {
             .filter(|(name, _)| {
                 name.starts_with(ENV_PREFIX)
                     && name != ENV_CONFIG_FILE
+                    && name != ENV_ADMIN_TOKEN
                     && !name.starts_with(ENV_CLIENT_PREFIX)
             })
             .collect();

@@ -180,6 +180,7 @@ fn non_config_env_variables_are_ignored() {
     let env = [
         ("RELAYBOX_CONFIG", "/somewhere/relaybox.toml"),
         ("RELAYBOX_CLIENT_ACCOUNT", "+15551234567"),
+        ("RELAYBOX_ADMIN_TOKEN", "0123456789abcdef"),
         ("HOME", "/home/operator"),
         ("RELAYBOXES", "3"),
     ];
@@ -189,15 +190,15 @@ fn non_config_env_variables_are_ignored() {
 #[test]
 fn a_key_under_the_wrong_section_suggests_the_right_one() {
     let errors = load_err(
-        "[limits]\nretention = \"7d\"\n",
+        "[limits]\ndelivery_window = 8\n",
         &[],
-        &[("retention", "7d")],
+        &[("delivery_window", "8")],
     );
     assert_eq!(
         errors,
         [
-            "limits.retention (<config text>:2): unknown key; did you mean `messaging.retention`?",
-            "retention (--set): unknown section; did you mean `messaging.retention`?",
+            "limits.delivery_window (<config text>:2): unknown key; did you mean `messaging.delivery_window`?",
+            "delivery_window (--set): unknown section; did you mean `messaging.delivery_window`?",
         ]
     );
 }
@@ -345,4 +346,20 @@ fn the_embedded_default_file_loads_cleanly() {
         load_ok(crate::config::DEFAULT_TOML, &[], &[]),
         Config::default()
     );
+}
+
+#[test]
+fn an_admin_listener_off_loopback_is_refused_with_the_reason() {
+    let errors = load_err("[listen]\nadmin = \"0.0.0.0:7790\"\n", &[], &[]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("listen.admin"), "{errors:?}");
+    assert!(errors[0].contains("loopback"), "{errors:?}");
+    let errors = load_err(
+        "[listen]\ntcp = \"127.0.0.1:7700\"\nadmin = \"127.0.0.1:7700\"\n",
+        &[],
+        &[],
+    );
+    assert!(errors[0].contains("another port"), "{errors:?}");
+    let ok = load_ok("[listen]\nadmin = \"[::1]:7790\"\n", &[], &[]);
+    assert!(ok.listen.admin.ip().is_loopback());
 }

@@ -48,6 +48,8 @@ pub struct Config {
     pub groups: GroupsConfig,
     pub muting: MutingConfig,
     pub push: PushConfig,
+    pub blobs: BlobsConfig,
+    pub mqtt: MqttConfig,
     pub log: LogConfig,
 }
 
@@ -82,6 +84,9 @@ pub struct ListenConfig {
     /// The public HTTP listener: WebSocket (`/v1/ws`), the chunked-HTTP stream (`/v1/stream`)
     /// and blobs. Plain HTTP unless `[tls]` names a certificate.
     pub http: SocketAddr,
+    /// The operator API (`relaybox admin`, `/metrics`, `/healthz`, `/readyz`). Must be a
+    /// loopback address: the API can remove devices and export the whole store.
+    pub admin: SocketAddr,
 }
 
 impl Default for ListenConfig {
@@ -89,6 +94,7 @@ impl Default for ListenConfig {
         Self {
             tcp: SocketAddr::from((Ipv4Addr::LOCALHOST, 7700)),
             http: SocketAddr::from((Ipv4Addr::LOCALHOST, 7780)),
+            admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 7790)),
         }
     }
 }
@@ -308,6 +314,40 @@ pub struct PushConfig {
     pub relay_address: String,
 }
 
+/// `[blobs]`: end-to-end encrypted media and history files, uploaded over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobsConfig {
+    /// Whether the relay stores blobs at all; off, upload requests are refused.
+    pub enabled: bool,
+    /// Largest blob in bytes (all of its segments together).
+    pub max_blob_bytes: u64,
+    /// Bytes of blobs one account may hold at once.
+    pub account_quota_bytes: u64,
+    /// A blob is deleted this long after its upload (its id then answers 410 Gone).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Lifetime of a signed upload or download URL.
+    #[serde(with = "humantime_serde")]
+    pub url_ttl: Duration,
+    /// How often expired blobs are removed.
+    #[serde(with = "humantime_serde")]
+    pub gc_interval: Duration,
+}
+
+impl Default for BlobsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_blob_bytes: 100 * 1024 * 1024,
+            account_quota_bytes: 1024 * 1024 * 1024,
+            retention: Duration::from_secs(30 * 24 * 60 * 60),
+            url_ttl: Duration::from_secs(15 * 60),
+            gc_interval: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
 /// `[sessions]`: resumption tokens and device actors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -325,6 +365,75 @@ impl Default for SessionsConfig {
         Self {
             token_ttl: Duration::from_secs(30 * 24 * 60 * 60),
             device_idle_stop: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[mqtt]`: the bridge to the site's MQTT broker for constrained devices (DESIGN.md §9).
+/// Empty strings mean "not set" (TOML has no null).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Run the bridge. Off by default: a relay with no configuration talks to no broker.
+    pub enabled: bool,
+    /// The broker's host name or address.
+    pub host: String,
+    /// The broker's port (1883 plain, 8883 TLS by convention).
+    pub port: u16,
+    /// The relay's MQTT client id. Stable, so the broker keeps its persistent session.
+    pub client_id: String,
+    /// User name for the broker; empty: none.
+    pub username: String,
+    /// Password for the broker; prefer `password_file`.
+    pub password: String,
+    /// File holding the broker password (first line); wins over `password`.
+    pub password_file: String,
+    /// Connect with TLS (rustls, ring provider).
+    pub tls: bool,
+    /// PEM file of the CA that signed the broker's certificate; empty: the system's roots.
+    pub tls_ca_file: String,
+    /// PEM client certificate for mutual TLS; empty: none.
+    pub tls_client_cert_file: String,
+    /// PEM private key of `tls_client_cert_file`.
+    pub tls_client_key_file: String,
+    /// MQTT keep-alive interval.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Start a clean session on connect. False keeps the broker's persistent session, so QoS 1
+    /// messages for the relay survive a relay restart.
+    pub clean_session: bool,
+    /// Topic prefix: devices use `{prefix}/dev/{id}/up|down|ack|status`.
+    pub prefix: String,
+    /// Largest up/ack payload accepted; bigger ones are dropped and counted.
+    pub max_payload_bytes: u32,
+    /// First wait before reconnecting to the broker; doubles up to `reconnect_max`.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// Longest wait between reconnection attempts.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            host: "localhost".to_owned(),
+            port: 1883,
+            client_id: "relaybox".to_owned(),
+            username: String::new(),
+            password: String::new(),
+            password_file: String::new(),
+            tls: false,
+            tls_ca_file: String::new(),
+            tls_client_cert_file: String::new(),
+            tls_client_key_file: String::new(),
+            keep_alive: Duration::from_secs(30),
+            clean_session: false,
+            prefix: "relaybox".to_owned(),
+            max_payload_bytes: 16 * 1024,
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(30),
         }
     }
 }

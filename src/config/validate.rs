@@ -75,6 +75,18 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
     }
     c.positive("relay.shutdown_grace", relay.shutdown_grace);
 
+    // The operator API holds a bearer token only; the network must not reach it at all.
+    if !config.listen.admin.ip().is_loopback() {
+        c.reject(
+            "listen.admin",
+            format!(
+                "must be a loopback address (127.0.0.1 or [::1]), got {}; the operator API is \
+                 never exposed to the network (reach it through SSH or a local proxy)",
+                config.listen.admin
+            ),
+        );
+    }
+
     let tls = &config.tls;
     match (
         tls.cert.as_os_str().is_empty(),
@@ -105,6 +117,18 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
                 c.reject("tls.key", format!("unusable private key: {e}"));
             }
         }
+    }
+
+    let listen = &config.listen;
+    if listen.admin.port() != 0 && listen.admin.port() == listen.tcp.port() {
+        let other = c.describe("listen.tcp");
+        c.reject(
+            "listen.admin",
+            format!(
+                "must use another port than {other} (both are {})",
+                listen.tcp.port()
+            ),
+        );
     }
 
     let limits = &config.limits;
@@ -231,6 +255,70 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
         "sessions.device_idle_stop",
         config.sessions.device_idle_stop,
     );
+
+    let blobs = &config.blobs;
+    if blobs.max_blob_bytes == 0 {
+        c.reject("blobs.max_blob_bytes", "must be at least 1".to_owned());
+    }
+    if blobs.account_quota_bytes < blobs.max_blob_bytes {
+        let other = c.describe("blobs.max_blob_bytes");
+        c.reject(
+            "blobs.account_quota_bytes",
+            format!(
+                "must be at least {other} ({} < {})",
+                blobs.account_quota_bytes, blobs.max_blob_bytes
+            ),
+        );
+    }
+    c.positive("blobs.retention", blobs.retention);
+    c.positive("blobs.url_ttl", blobs.url_ttl);
+    c.positive("blobs.gc_interval", blobs.gc_interval);
+
+    let mqtt = &config.mqtt;
+    if mqtt.enabled {
+        if mqtt.host.is_empty() {
+            c.reject(
+                "mqtt.host",
+                "must name the broker when mqtt.enabled is true".to_owned(),
+            );
+        }
+        if mqtt.client_id.is_empty() {
+            c.reject("mqtt.client_id", "must not be empty".to_owned());
+        }
+        if mqtt.tls_client_cert_file.is_empty() != mqtt.tls_client_key_file.is_empty() {
+            c.reject(
+                "mqtt.tls_client_key_file",
+                "must be set together with mqtt.tls_client_cert_file".to_owned(),
+            );
+        }
+    }
+    if mqtt.prefix.is_empty()
+        || mqtt.prefix.len() > 64
+        || mqtt.prefix.contains(['+', '#', '\0'])
+        || mqtt.prefix.starts_with('/')
+        || mqtt.prefix.ends_with('/')
+    {
+        c.reject(
+            "mqtt.prefix",
+            format!(
+                "`{}` must be 1 to 64 characters without MQTT wildcards (+ #) or a leading or trailing /",
+                mqtt.prefix
+            ),
+        );
+    }
+    c.in_range(
+        "mqtt.max_payload_bytes",
+        mqtt.max_payload_bytes,
+        64..=262_144,
+    );
+    c.positive("mqtt.keep_alive", mqtt.keep_alive);
+    c.positive("mqtt.reconnect_min", mqtt.reconnect_min);
+    if mqtt.reconnect_max < mqtt.reconnect_min {
+        c.reject(
+            "mqtt.reconnect_max",
+            "must not be shorter than mqtt.reconnect_min".to_owned(),
+        );
+    }
 
     if let Err(problem) = check_log_level(&config.log.level) {
         c.reject("log.level", problem);

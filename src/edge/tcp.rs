@@ -122,6 +122,7 @@ pub async fn serve(
         let max_frame = crate::config::to_usize(ctx.cfg.limits.max_frame_bytes);
         actix_rt::spawn(async move {
             let _permit = permit;
+            let _counted = crate::telemetry::metrics::connection("tcp");
             session::run(ctx, TcpFrames::new(stream, max_frame), peer, task).await;
         });
     }

@@ -89,7 +89,7 @@ pub fn normalise(input: &str, default_country: &str) -> Result<AccountId, PhoneE
     let e164 = number.format().mode(Mode::E164).to_string();
     // A valid number always formats as E.164; should the metadata ever disagree with
     // `AccountId`'s rules, the number is refused rather than trusted.
-    AccountId::parse(&e164).map_err(|_| PhoneError::Invalid)
+    AccountId::parse_phone(&e164).map_err(|_| PhoneError::Invalid)
 }
 
 /// `text` as "+CC…" when it is written internationally (a leading `+`, or the default

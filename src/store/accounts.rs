@@ -75,6 +75,7 @@ impl Store {
         noise_static: [u8; 32],
         now_ms: u64,
     ) -> Result<DeviceId, StoreError> {
+        let _gate = self.writing();
         let d = DeviceId::new(account.clone(), 0);
         if let Some(old) = self.device(&d)? {
             if old.noise_static != noise_static {
@@ -116,6 +117,7 @@ impl Store {
         secret: &[u8],
         now_ms: u64,
     ) -> Result<Option<DeviceId>, StoreError> {
+        let _gate = self.writing();
         if self.t.noisestatic_device.contains_key(noise_static)? {
             return Ok(None);
         }
@@ -151,6 +153,7 @@ impl Store {
     /// already logged in once; its key alone authenticates it) or if `secret` matches the
     /// pending one, which is then consumed.
     pub fn check_link_secret(&self, d: &DeviceId, secret: &[u8]) -> Result<bool, StoreError> {
+        let _gate = self.writing();
         let k = keys::device(d);
         match self.t.device_linksecret.get(&k)? {
             None => Ok(true),
@@ -164,6 +167,7 @@ impl Store {
 
     /// Removes a companion: its registration, keys, queue, token and push endpoint.
     pub fn unlink(&self, d: &DeviceId) -> Result<bool, StoreError> {
+        let _gate = self.writing();
         self.devices.forget(&d.account);
         let Some(rec) = self.device(d)? else {
             return Ok(false);

@@ -16,6 +16,7 @@ impl Store {
     }
 
     pub fn code_put(&self, phone: &AccountId, rec: &CodeRecord) -> Result<(), StoreError> {
+        let _gate = self.writing();
         self.t
             .phone_coderecord
             .insert(phone.as_str(), encode(rec))?;
@@ -23,12 +24,14 @@ impl Store {
     }
 
     pub fn code_remove(&self, phone: &AccountId) -> Result<(), StoreError> {
+        let _gate = self.writing();
         self.t.phone_coderecord.remove(phone.as_str())?;
         Ok(())
     }
 
     /// Drops codes that expired before `now_ms`; returns how many.
     pub fn code_sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let _gate = self.writing();
         let mut n = 0;
         for kv in self.t.phone_coderecord.iter() {
             let (k, v) = kv?;

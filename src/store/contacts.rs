@@ -13,6 +13,7 @@ impl Store {
         account: &AccountId,
         contacts: &[AccountId],
     ) -> Result<(), StoreError> {
+        let _gate = self.writing();
         let old = self.contacts(account)?;
         for c in &old {
             if !contacts.contains(c) {
@@ -76,6 +77,7 @@ impl Store {
     }
 
     pub fn privacy_set(&self, account: &AccountId, value: u8) -> Result<(), StoreError> {
+        let _gate = self.writing();
         self.t.account_privacy.insert(account.as_str(), &[value])?;
         Ok(())
     }
@@ -91,6 +93,7 @@ impl Store {
     }
 
     pub fn last_seen_set(&self, account: &AccountId, at_ms: u64) -> Result<(), StoreError> {
+        let _gate = self.writing();
         self.t
             .account_lastseen
             .insert(account.as_str(), &at_ms.to_be_bytes())?;

@@ -26,8 +26,11 @@ impl Durability {
     /// Returns once every write made before this call is on disk.
     pub async fn wait(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
+        let started = std::time::Instant::now();
         self.tx.send(tx).map_err(|_| StoreError::BarrierClosed)?;
-        match rx.await {
+        let answer = rx.await;
+        crate::telemetry::metrics::barrier_latency(started.elapsed());
+        match answer {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Io(std::io::Error::other(e))),
             Err(_) => Err(StoreError::BarrierClosed),

@@ -37,6 +37,7 @@ impl Store {
         rec: &GroupRecord,
         previous: Option<&GroupRecord>,
     ) -> Result<(), StoreError> {
+        let _gate = self.writing();
         // Index first: a crash between the two leaves an index entry for a member the group
         // does not list, which readers check against the record.
         for m in rec.members.keys() {

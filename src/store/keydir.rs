@@ -46,6 +46,7 @@ impl Store {
         d: &DeviceId,
         ik: &IdentityKeys,
     ) -> Result<IdentityOutcome, StoreError> {
+        let _gate = self.writing();
         let k = keys::device(d);
         match self
             .t
@@ -82,6 +83,7 @@ impl Store {
         otks: &[(Vec<u8>, [u8; 32])],
         max: usize,
     ) -> Result<usize, StoreError> {
+        let _gate = self.writing();
         let mut held = self.keys_one_time_count(d)?;
         for (id, public) in otks {
             if held >= max {
@@ -105,6 +107,7 @@ impl Store {
         key_id: &[u8],
         public: [u8; 32],
     ) -> Result<(), StoreError> {
+        let _gate = self.writing();
         let fb = Fallback {
             key_id: key_id.to_vec(),
             public,
@@ -126,6 +129,7 @@ impl Store {
     /// Claims one key for `d`: a one-time key (removed, so no two senders get the same one)
     /// or, when none is left, the fallback key. `None` if the device published no identity.
     pub fn keys_claim(&self, d: &DeviceId) -> Result<Option<ClaimedKey>, StoreError> {
+        let _gate = self.writing();
         let Some(identity) = self.keys_identity(d)? else {
             return Ok(None);
         };

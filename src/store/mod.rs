@@ -24,6 +24,8 @@
 //! - **The on-disk format is tied to sled 0.34** (hence the exact pin in Cargo.toml).
 
 mod accounts;
+mod backup;
+mod blobs;
 mod codes;
 mod contacts;
 mod durability;
@@ -31,19 +33,26 @@ mod groups;
 mod keydir;
 pub mod keys;
 mod meta;
+mod mqtt;
 mod mutes;
 mod queue;
+mod stats;
 mod tokens;
 mod trees;
 
 use std::path::{Path, PathBuf};
 
 pub use accounts::DeviceRecord;
+pub use backup::ImageStats;
+pub use blobs::{BlobRecord, BlobState, CommitOutcome, PendingOutcome};
 pub use durability::Durability;
 pub use groups::GroupRecord;
 pub use keydir::{ClaimedKey, IdentityKeys, IdentityOutcome};
+pub use meta::SCHEMA_VERSION;
+pub use mqtt::{MqttDeviceRecord, OutboxRecord};
 pub use mutes::MUTE_FOREVER;
 pub use queue::{QueueItem, QueueRecord};
+pub use stats::{AccountSummary, StoreCounts};
 use trees::Trees;
 
 /// Failures of the store. All of them are the relay's (or its disk's) fault, never a peer's.
@@ -64,6 +73,9 @@ pub enum StoreError {
     /// The durability task is gone (the relay is shutting down).
     #[error("durability barrier unavailable (shutting down)")]
     BarrierClosed,
+    /// A store image being restored is damaged or not an image (the backup file's fault).
+    #[error("bad store image: {0}")]
+    BadImage(String),
 }
 
 /// A handle to the relay's database. Cheap to clone.
@@ -75,6 +87,11 @@ pub struct Store {
     /// Device lists read on every send, cached; every write of `accountdevice_record` goes
     /// through `accounts.rs`, which invalidates the account's entry.
     devices: accounts::DeviceCache,
+    /// The write gate: shared by every write path, exclusive for a consistent export
+    /// (`backup.rs`).
+    gate: std::sync::Arc<std::sync::RwLock<()>>,
+    /// See [`Store::next_id`].
+    id_offset: u64,
 }
 
 impl Store {
@@ -84,11 +101,14 @@ impl Store {
         let db = sled::Config::new().path(&path).open()?;
         let t = Trees::open(&db)?;
         meta::migrate(&t)?;
+        let id_offset = meta::id_offset(&t)?;
         Ok(Self {
+            id_offset,
             db,
             t,
             dir: path,
             devices: accounts::DeviceCache::default(),
+            gate: std::sync::Arc::default(),
         })
     }
 
@@ -108,6 +128,17 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+/// fsyncs every file under `dir`, every directory in it and `dir` itself (after a restore).
+pub fn fsync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            fsync_tree(&entry.path())?;
+        }
+    }
+    durability::fsync_dir(dir)
 }
 
 fn corrupt(tree: &'static str, detail: impl std::fmt::Display) -> StoreError {

@@ -14,6 +14,7 @@ impl Store {
         thread: &str,
         until_ms: u64,
     ) -> Result<(), StoreError> {
+        let _gate = self.writing();
         self.t.accountthread_muteuntil.insert(
             keys::account_item(account, thread.as_bytes()),
             &until_ms.to_be_bytes(),
@@ -22,6 +23,7 @@ impl Store {
     }
 
     pub fn mute_clear(&self, account: &AccountId, thread: &str) -> Result<(), StoreError> {
+        let _gate = self.writing();
         self.t
             .accountthread_muteuntil
             .remove(keys::account_item(account, thread.as_bytes()))?;
@@ -62,6 +64,7 @@ impl Store {
     }
 
     pub fn push_endpoint_set(&self, d: &DeviceId, url: Option<&str>) -> Result<(), StoreError> {
+        let _gate = self.writing();
         match url {
             Some(u) => self
                 .t

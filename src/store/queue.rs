@@ -57,7 +57,8 @@ pub struct QueueRecord {
 impl Store {
     /// Appends to the device's queue; returns the entry's seq.
     pub fn queue_push(&self, d: &DeviceId, rec: &QueueRecord) -> Result<u64, StoreError> {
-        let seq = self.db.generate_id()?;
+        let _gate = self.writing();
+        let seq = self.next_id()?;
         self.t
             .deviceseq_queuerecord
             .insert(keys::queue(d, seq), encode(rec))?;
@@ -104,6 +105,7 @@ impl Store {
 
     /// Deletes an entry (the device acknowledged it); returns it if it existed.
     pub fn queue_remove(&self, d: &DeviceId, seq: u64) -> Result<Option<QueueRecord>, StoreError> {
+        let _gate = self.writing();
         self.t
             .deviceseq_queuerecord
             .remove(keys::queue(d, seq))?
@@ -122,6 +124,7 @@ impl Store {
     /// Deletes entries enqueued before `cutoff_ms` (retention ran out); returns the devices
     /// that lost entries and how many in total.
     pub fn queue_sweep(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
+        let _gate = self.writing();
         let mut n = 0;
         for kv in self.t.deviceseq_queuerecord.iter() {
             let (k, v) = kv?;
@@ -161,6 +164,7 @@ impl Store {
         msg: &MsgId,
         timestamp_ms: u64,
     ) -> Result<(), StoreError> {
+        let _gate = self.writing();
         self.t
             .sendermsgid_timestamp
             .insert(keys::seen(sender, msg), &timestamp_ms.to_be_bytes())?;

@@ -22,9 +22,13 @@ pub struct Relay {
     pub addr: String,
     /// The public HTTP listener (`http=` in the ready line).
     pub http_addr: String,
+    /// The operator API's address (`admin=` in the ready line).
+    pub admin_addr: String,
     /// Extra config lines appended to the generated config.
     extra: String,
     starts: usize,
+    /// Environment variables of the next start (e.g. a failpoint).
+    pub envs: Vec<(String, String)>,
 }
 
 impl Relay {
@@ -41,8 +45,10 @@ impl Relay {
             child: None,
             addr: String::new(),
             http_addr: String::new(),
+            admin_addr: String::new(),
             extra: extra.to_owned(),
             starts: 0,
+            envs: Vec::new(),
         };
         r.write_config(None);
         r.spawn();
@@ -74,6 +80,11 @@ impl Relay {
         let (tcp_port, http_port) = ports.unwrap_or((0, 0));
         let listen = format!("127.0.0.1:{tcp_port}");
         let http = format!("127.0.0.1:{http_port}");
+        // A restart keeps the admin port too, like the TCP and HTTP ports.
+        let admin_port = match ports {
+            Some(_) => self.admin_addr.rsplit(':').next().unwrap_or("0"),
+            None => "0",
+        };
         let extra = &self.extra;
         let registration = if extra.contains("[registration]") {
             String::new()
@@ -84,7 +95,7 @@ impl Relay {
             )
         };
         let cfg = format!(
-            "[relay]\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n\n[listen]\ntcp = \"{listen}\"\nhttp = \"{http}\"\n\n{registration}\n[log]\nlevel = \"info,relaybox=debug\"\n\n{extra}\n",
+            "[relay]\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n\n[listen]\ntcp = \"{listen}\"\nhttp = \"{http}\"\nadmin = \"127.0.0.1:{admin_port}\"\n\n{registration}\n[log]\nlevel = \"info,relaybox=debug\"\n\n{extra}\n",
             self.data_dir().display()
         );
         std::fs::write(self.dir.path().join("relaybox.toml"), cfg).unwrap();
@@ -97,6 +108,7 @@ impl Relay {
             .arg("--config")
             .arg(self.dir.path().join("relaybox.toml"))
             .env_remove("RUST_LOG")
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -119,6 +131,11 @@ impl Relay {
                     .find_map(|w| w.strip_prefix("http="))
                     .expect("http= in ready line");
                 self.http_addr = http.to_owned();
+                self.admin_addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("admin="))
+                    .expect("admin= in ready line")
+                    .to_owned();
                 return;
             }
             if let Some(status) = self
@@ -166,6 +183,65 @@ impl Relay {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+
+    /// Starts a relay on a data directory made by `relaybox restore` from `archive`.
+    pub fn start_from_backup(archive: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut r = Self {
+            dir,
+            child: None,
+            addr: String::new(),
+            http_addr: String::new(),
+            admin_addr: String::new(),
+            extra: String::new(),
+            starts: 0,
+            envs: Vec::new(),
+        };
+        r.write_config(None);
+        let out = Command::new(BIN)
+            .arg("restore")
+            .arg(archive)
+            .arg("--data-dir")
+            .arg(r.data_dir())
+            .output()
+            .expect("run relaybox restore");
+        assert!(
+            out.status.success(),
+            "restore failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        r.spawn();
+        r
+    }
+
+    /// The admin API's base URL.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
+    }
+
+    /// The admin API's bearer token.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_owned()
+    }
+
+    /// Runs `relaybox <args>` against this relay's config; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(self.dir.path().join("relaybox.toml"))
+            .args(args)
+            .env_remove("RELAYBOX_ADMIN_TOKEN")
+            .output()
+            .expect("run relaybox");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Starts again on the same data directory and the same port (clients keep their address).

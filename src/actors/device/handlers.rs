@@ -83,7 +83,10 @@ impl Handler<Ack> for Device {
                 continue;
             }
             match self.store.queue_remove(&self.id, seq) {
-                Ok(Some(rec)) => self.receipt_delivered(&rec),
+                Ok(Some(rec)) => {
+                    crate::telemetry::metrics::message_delivered();
+                    self.receipt_delivered(&rec)
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(device = %self.id, error = %e, "Deleting an acknowledged entry failed.")
@@ -116,5 +119,13 @@ impl Handler<Ephemeral> for Device {
             // Ephemeral by definition: a full session buffer drops it.
             let _ = s.tx.try_send(Push::Frame(Box::new(msg.frame)));
         }
+    }
+}
+
+impl Handler<IsOnline> for Device {
+    type Result = bool;
+
+    fn handle(&mut self, _: IsOnline, _: &mut Self::Context) -> bool {
+        self.session.is_some()
     }
 }

@@ -15,7 +15,7 @@ impl Handler<Update> for Thread {
 
     fn handle(&mut self, msg: Update, _: &mut Self::Context) -> Self::Result {
         self.last_active = std::time::Instant::now();
-        let is_admin = self.require_member(&msg.actor)?;
+        let is_admin = msg.by_operator || self.require_member(&msg.actor)?;
         let mut next = self.record.clone();
         match msg.op {
             GroupOp::Leave => {

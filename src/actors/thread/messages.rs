@@ -20,6 +20,9 @@ pub struct Update {
     pub subject: String,
     /// Upper bound on members (config).
     pub max_members: usize,
+    /// The relay's operator acts (provisioning a bridged device): admin rights without
+    /// membership.
+    pub by_operator: bool,
 }
 
 /// The group as a member sees it.

@@ -32,7 +32,10 @@ fn primary(caller: &Caller) -> Result<&DeviceId, RequestError> {
 
 /// Tells everyone who talks to `account` (contacts who have it, members of its groups, and its
 /// own devices) that its device list changed, then waits for durability.
-async fn announce_devices(ctx: &RelayCtx, account: &AccountId) -> Result<(), RequestError> {
+pub(crate) async fn announce_devices(
+    ctx: &RelayCtx,
+    account: &AccountId,
+) -> Result<(), RequestError> {
     let devices: Vec<u32> = ctx
         .store
         .devices(account)?
@@ -131,6 +134,7 @@ pub(super) fn devices(
         return Err(RequestError::UnknownAccount);
     }
     Ok(Body::Devices(Devices {
+        bridged: ctx.store.is_bridged(&a)?,
         account: a.to_string(),
         devices,
     }))
@@ -152,7 +156,13 @@ pub(super) async fn contacts(
     let country = ctx.cfg.registration.default_country.as_ref();
     let (mut valid, mut invalid) = (Vec::new(), Vec::new());
     for n in &u.numbers {
-        match phone::normalise(n, country) {
+        // A contact is a phone number, or an operator-created `@handle` (a bridged device).
+        let parsed = if n.starts_with('@') {
+            AccountId::parse(n).map_err(|_| ())
+        } else {
+            phone::normalise(n, country).map_err(|_| ())
+        };
+        match parsed {
             Ok(a) if !valid.contains(&a) => valid.push(a),
             Ok(_) => {}
             Err(_) => invalid.push(n.chars().take(40).collect()),

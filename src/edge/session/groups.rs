@@ -36,19 +36,22 @@ fn thread_of(ctx: &RelayCtx, id: &str) -> Result<actix::Addr<thread::Thread>, Re
 pub(super) fn info(ctx: &RelayCtx, id: &str, rec: &GroupRecord) -> Result<GroupInfo, RequestError> {
     let mut members = Vec::with_capacity(rec.members.len());
     for (account, &admin) in &rec.members {
-        let devices = match AccountId::parse(account) {
-            Ok(a) => ctx
-                .store
-                .devices(&a)?
-                .into_iter()
-                .map(|(no, _)| no)
-                .collect(),
-            Err(_) => Vec::new(),
+        let (devices, bridged) = match AccountId::parse(account) {
+            Ok(a) => (
+                ctx.store
+                    .devices(&a)?
+                    .into_iter()
+                    .map(|(no, _)| no)
+                    .collect(),
+                ctx.store.is_bridged(&a)?,
+            ),
+            Err(_) => (Vec::new(), false),
         };
         members.push(GroupMember {
             account: account.clone(),
             admin,
             devices,
+            bridged,
         });
     }
     Ok(GroupInfo {
@@ -139,10 +142,40 @@ pub(super) async fn update(
         accounts: accounts.clone(),
         subject: u.subject,
         max_members: to_usize(ctx.cfg.groups.max_members),
+        by_operator: false,
     };
     let (rec, tell) = mailbox(addr.send(update).await)??;
     announce(ctx, &u.group, &rec, &me, op, &accounts, &tell).await?;
     Ok(Body::GroupInfo(info(ctx, &u.group, &rec)?))
+}
+
+/// The operator adds `account` to `group` (a bridged device being provisioned). Members are
+/// told as for any addition; the announced actor is the added account itself.
+pub async fn operator_add(
+    ctx: &RelayCtx,
+    group: &str,
+    account: &AccountId,
+) -> Result<(), RequestError> {
+    let addr = thread_of(ctx, group)?;
+    let update = Update {
+        actor: account.clone(),
+        op: GroupOp::Add,
+        accounts: vec![account.clone()],
+        subject: String::new(),
+        max_members: to_usize(ctx.cfg.groups.max_members),
+        by_operator: true,
+    };
+    let (rec, tell) = mailbox(addr.send(update).await)??;
+    announce(
+        ctx,
+        group,
+        &rec,
+        account,
+        GroupOp::Add,
+        std::slice::from_ref(account),
+        &tell,
+    )
+    .await
 }
 
 /// GetGroup: members only.

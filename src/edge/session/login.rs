@@ -34,26 +34,50 @@ pub(super) async fn handshake<T: FrameIo>(
             let _ = io.write_frame(&refusal(e.code(), &e.to_string())).await;
             Err(e.into())
         }
-        Ok(Accepted::Xx { state, reply }) => {
-            io.write_frame(&reply).await?;
-            let msg3 = io.read_frame().await?.ok_or(SessionError::Closed)?;
-            let (mut transport, login, client_static) = state.finish(&msg3)?;
-            let outcome = authorize(ctx, &login, client_static, false);
-            let result = login_result(&outcome);
-            io.write_frame(&transport.encrypt(&result)?).await?;
-            outcome
-                .map(|(auth, _)| (transport, auth))
-                .map_err(SessionError::LoginRefused)
-        }
+        Ok(Accepted::Xx { state, reply }) => counted("XX", xx(ctx, io, state, reply).await),
         Ok(Accepted::Ik(ik)) => {
             let outcome = authorize(ctx, &ik.login, ik.client_static, true);
-            let (transport, reply) = ik.respond(&login_result(&outcome))?;
-            io.write_frame(&reply).await?;
-            outcome
-                .map(|(auth, _)| (transport, auth))
-                .map_err(SessionError::LoginRefused)
+            let answered = match ik.respond(&login_result(&outcome)) {
+                Ok((transport, reply)) => io.write_frame(&reply).await.map(|()| transport),
+                Err(e) => Err(e.into()),
+            };
+            let done = answered.and_then(|transport| {
+                outcome
+                    .map(|(auth, _)| (transport, auth))
+                    .map_err(SessionError::LoginRefused)
+            });
+            counted("IK", done)
         }
     }
+}
+
+/// The rest of an XX handshake after its first reply: message 3 carries the login.
+async fn xx<T: FrameIo>(
+    ctx: &Arc<RelayCtx>,
+    io: &mut T,
+    state: crate::wire::handshake::RelayXx,
+    reply: Vec<u8>,
+) -> Result<(Transport, Auth), SessionError> {
+    io.write_frame(&reply).await?;
+    let msg3 = io.read_frame().await?.ok_or(SessionError::Closed)?;
+    let (mut transport, login, client_static) = state.finish(&msg3)?;
+    let outcome = authorize(ctx, &login, client_static, false);
+    let result = login_result(&outcome);
+    io.write_frame(&transport.encrypt(&result)?).await?;
+    outcome
+        .map(|(auth, _)| (transport, auth))
+        .map_err(SessionError::LoginRefused)
+}
+
+/// Counts a finished handshake by pattern and outcome, and passes its result on.
+fn counted<T>(pattern: &'static str, result: Result<T, SessionError>) -> Result<T, SessionError> {
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(SessionError::LoginRefused(_)) => "refused",
+        Err(_) => "failed",
+    };
+    crate::telemetry::metrics::handshake(pattern, outcome);
+    result
 }
 
 fn login_result(outcome: &Result<(Auth, Vec<u8>), Error>) -> LoginResult {

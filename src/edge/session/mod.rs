@@ -5,6 +5,7 @@
 //! A transport plugs in by implementing [`FrameIo`]: read one frame payload, write one.
 
 mod account;
+mod blobs;
 mod error;
 mod groups;
 mod login;
@@ -22,7 +23,10 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
+pub(crate) use account::announce_devices;
+pub use blobs::BlobRefusal;
 pub use error::{RequestError, SessionError};
+pub use groups::operator_add;
 
 use crate::actors::device::{Attach, Detach, Push};
 use crate::config::to_usize;
@@ -285,9 +289,13 @@ impl<T: FrameIo> Session<T> {
                 // The actor already serves the new session: no Detach, but this session no
                 // longer counts for presence.
                 if let Some(d) = self.attached.take() {
-                    self.ctx
-                        .presence
-                        .detached(&self.ctx.store, &self.ctx.directory, &d.account);
+                    if self.counts_for_presence(&d) {
+                        self.ctx.presence.detached(
+                            &self.ctx.store,
+                            &self.ctx.directory,
+                            &d.account,
+                        );
+                    }
                 }
                 self.close(Error::new(
                     ErrorCode::SessionReplaced,
@@ -307,6 +315,12 @@ impl<T: FrameIo> Session<T> {
         Ok(())
     }
 
+    /// A bridged MQTT device's session is the relay's own and always up; its presence comes
+    /// from the device's status topic instead (`edge::mqtt`).
+    fn counts_for_presence(&self, d: &DeviceId) -> bool {
+        !self.ctx.store.is_bridged(&d.account).unwrap_or(false)
+    }
+
     async fn attach(&mut self, d: DeviceId) {
         let window = to_usize(self.ctx.cfg.messaging.delivery_window);
         let (tx, rx) = mpsc::channel(window + PUSH_SLACK);
@@ -323,9 +337,11 @@ impl<T: FrameIo> Session<T> {
             tracing::warn!(device = %d, "Device actor stopped while attaching.");
         }
         self.attached = Some(d.clone());
-        self.ctx
-            .presence
-            .attached(&self.ctx.store, &self.ctx.directory, &d.account);
+        if self.counts_for_presence(&d) {
+            self.ctx
+                .presence
+                .attached(&self.ctx.store, &self.ctx.directory, &d.account);
+        }
         self.warn_keys_low(&d).await;
         match self.ctx.presence.snapshot_for(&self.ctx.store, &d.account) {
             Ok(events) => {
@@ -367,9 +383,11 @@ impl<T: FrameIo> Session<T> {
 
     fn detach(&mut self) {
         if let Some(d) = self.attached.take() {
-            self.ctx
-                .presence
-                .detached(&self.ctx.store, &self.ctx.directory, &d.account);
+            if self.counts_for_presence(&d) {
+                self.ctx
+                    .presence
+                    .detached(&self.ctx.store, &self.ctx.directory, &d.account);
+            }
             if let Some(addr) = self.ctx.directory.get_live(&d) {
                 addr.do_send(Detach {
                     session_id: self.id,

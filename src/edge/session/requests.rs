@@ -133,6 +133,14 @@ pub(super) fn dispatch(
         client_frame::Body::RegisterPush(r) => Some(run(req_id, async move {
             super::account::push(&ctx, &caller, r).await
         })),
+        client_frame::Body::RequestUpload(r) => Some(answer_now(
+            req_id,
+            super::blobs::request_upload(&ctx, &caller, r),
+        )),
+        client_frame::Body::RequestDownload(r) => Some(answer_now(
+            req_id,
+            super::blobs::request_download(&ctx, &caller, r),
+        )),
     }
 }
 
@@ -481,6 +489,7 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
     // After the entries: a surviving seen record implies surviving entries (store docs).
     ctx.store.seen_put(&me.account, &msg_id, now)?;
     ctx.durability.wait().await?;
+    crate::telemetry::metrics::message_accepted();
     Ok(Body::ServerAck(ServerAck {
         msg_id: msg_id.0.to_vec(),
         timestamp_ms: now,

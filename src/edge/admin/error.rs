@@ -1,0 +1,105 @@
+//! The operator API's one error type, and the one place its HTTP status codes are decided.
+//! Every error answers a JSON body: `{"error": {"code": "...", "message": "..."}}`, plus
+//! `"parameter"` for a bad parameter.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// Why an admin request failed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No bearer token, or not the one in `admin.token` (the caller's fault).
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A path or query parameter is missing, unknown or malformed (the caller's fault).
+    #[error("parameter {parameter}: {reason}")]
+    BadParameter {
+        parameter: &'static str,
+        reason: String,
+    },
+    /// The route, account or device does not exist (the caller's fault).
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not with this method (the caller's fault).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The relay is shutting down or the store is unavailable (retry later).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store or the disk failed (the relay's fault; details are in its log).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AdminError {
+    pub fn bad(parameter: &'static str, reason: impl Into<String>) -> Self {
+        Self::BadParameter {
+            parameter,
+            reason: reason.into(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "unauthorized",
+            Self::BadParameter { .. } => "bad_parameter",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for AdminError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "Admin request failed in the store.");
+        Self::Internal(e.to_string())
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameter: Option<&'a str>,
+}
+
+impl ResponseError for AdminError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let parameter = match self {
+            Self::BadParameter { parameter, .. } => Some(*parameter),
+            _ => None,
+        };
+        let mut res = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Unauthorized(_)) {
+            res.insert_header(("WWW-Authenticate", "Bearer realm=\"relaybox-admin\""));
+        }
+        res.json(Body {
+            error: Detail {
+                code: self.code(),
+                message: self.to_string(),
+                parameter,
+            },
+        })
+    }
+}
