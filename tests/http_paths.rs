@@ -242,3 +242,46 @@ fn a_busy_http_port_fails_the_start_with_a_clear_error() {
     );
     assert!(!msg.contains("Relay ready."), "{msg}");
 }
+
+#[test]
+fn client_transport_flags_with_bad_values_fail_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("client")
+            .arg("--home")
+            .arg(&home)
+            .args(args)
+            .env_remove("RELAYBOX_CLIENT_HTTP")
+            .env_remove("RELAYBOX_CLIENT_TRANSPORT")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, msg) = run(&["--transport", "ws", "status"]);
+    assert_eq!(code, Some(1), "{msg}");
+    assert!(msg.contains("needs the relay's HTTP URL"), "{msg}");
+    let (code, msg) = run(&["--transport", "carrier-pigeon", "status"]);
+    assert_eq!(code, Some(2), "{msg}");
+    assert!(msg.contains("possible values"), "{msg}");
+    let (code, msg) = run(&[
+        "--transport",
+        "http",
+        "--http",
+        "ftp://relay:21",
+        "register",
+        ALICE,
+    ]);
+    assert_eq!(code, Some(1), "{msg}");
+    assert!(msg.contains("must start with http:// or https://"), "{msg}");
+    let (code, msg) = run(&["--ca", "/nonexistent/ca.pem", "status"]);
+    assert_eq!(code, Some(1), "{msg}");
+    assert!(
+        msg.contains("--ca /nonexistent/ca.pem: no such file"),
+        "{msg}"
+    );
+}

@@ -599,3 +599,58 @@ async fn a_split_session_outlives_the_servers_keep_alive_on_its_upload_connectio
     bob.send_text(&phone(1, 1), "still here").await.unwrap();
     assert_eq!(next_message(&mut alice).await.2, "still here");
 }
+
+/// The value of one series in a Prometheus text exposition.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_open_connections_by_transport() {
+    let relay = Relay::start();
+    let url = format!("{}/metrics", relay.admin_url());
+    let mut ws = user_over(&relay, "ws", &phone(1, 1), TransportKind::Ws).await;
+    let mut http = user_over(&relay, "http", &phone(1, 2), TransportKind::Http).await;
+    ws.conn().await.unwrap();
+    http.conn().await.unwrap();
+    wait_for_open(&url, (1.0, 1.0)).await;
+    drop(ws);
+    drop(http);
+    wait_for_open(&url, (0.0, 0.0)).await;
+    // A split session counts as http too.
+    let mut split = user_over(&relay, "split", &phone(1, 3), TransportKind::HttpSplit).await;
+    split.conn().await.unwrap();
+    assert!(open_connections(&url).1 >= 1.0);
+}
+
+/// Open (ws, http) connections according to /metrics.
+fn open_connections(url: &str) -> (f64, f64) {
+    let (status, text) = curl(&[url], b"");
+    assert_eq!(status, 200);
+    let text = String::from_utf8(text).unwrap();
+    (
+        metric(&text, "relaybox_connections{transport=\"ws\"}"),
+        metric(&text, "relaybox_connections{transport=\"http\"}"),
+    )
+}
+
+/// Waits for the figures (sessions close asynchronously, after their peers went).
+async fn wait_for_open(url: &str, want: (f64, f64)) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let got = open_connections(url);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "open (ws, http): {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,8 +1,8 @@
 //! A client's connection to the relay: a transport link (`transport`: TCP, WebSocket or
-//! chunked HTTP), the Noise handshake (IK with the pinned key and
-//! token, falling back to XX), then requests matched to answers by `req_id` and pushes
-//! buffered in arrival order. One owner, no background task: `request` and `next_push` read
-//! the socket themselves, answering the relay's pings on the way.
+//! chunked HTTP), the Noise handshake (IK with the pinned key and token, falling back to XX),
+//! then requests matched to answers by `req_id` and pushes buffered in arrival order. One
+//! owner: `request` and `next_push` read the link themselves, answering the relay's pings on
+//! the way (the HTTP transports' only task is hyper's connection driver).
 
 use std::collections::VecDeque;
 use std::time::Duration;

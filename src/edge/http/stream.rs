@@ -84,8 +84,13 @@ impl FrameIo for DuplexFrames {
             if let Some(f) = self.decoder.next_frame()? {
                 return Ok(Some(f));
             }
-            // Cancel-safe: a chunk is either returned whole by `next` or not taken at all.
-            match self.body.next().await {
+            // Both cancel-safe: a chunk is either returned whole by `next` or not taken at
+            // all. A client gone from the response ends the session at once.
+            let next = tokio::select! {
+                next = self.body.next() => next,
+                _ = self.down.tx.closed() => return Err(SessionError::Closed),
+            };
+            match next {
                 Some(Ok(chunk)) => self.decoder.extend(&chunk),
                 Some(Err(e)) => return Err(std::io::Error::other(e.to_string()).into()),
                 None if self.decoder.buffered() == 0 => return Ok(None),
@@ -247,6 +252,8 @@ fn spawn_session<T: FrameIo + 'static>(
 ) {
     actix_web::rt::spawn(async move {
         let _permit = admitted.permit;
+        // Both stream modes count as the "http" transport.
+        let _counted = crate::telemetry::metrics::connection("http");
         tracing::debug!(peer = %admitted.peer, transport = what, "HTTP session opened.");
         session::run(ctx, io, admitted.peer, admitted.shutdown).await;
     });

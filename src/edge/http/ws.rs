@@ -50,6 +50,8 @@ impl FrameIo for WsFrames {
                     };
                     return Err(self.fail(CloseCode::Size, "message too big", e.into()));
                 }
+                // The connection broke (the peer went away without a close frame).
+                Some(Err(actix_ws::ProtocolError::Io(e))) => return Err(SessionError::Io(e)),
                 Some(Err(e)) => {
                     let why = format!("bad WebSocket frame: {e}");
                     let err = SessionError::NotAFrame(why.clone());
@@ -118,6 +120,7 @@ pub async fn upgrade(
     // Sessions hold `Rc`s: they run on this worker's local runtime.
     actix_web::rt::spawn(async move {
         let _permit = admitted.permit;
+        let _counted = crate::telemetry::metrics::connection("ws");
         tracing::debug!(peer = %admitted.peer, "WebSocket session opened.");
         session::run(ctx, io, admitted.peer, admitted.shutdown).await;
         let reason = close.borrow_mut().take().unwrap_or(CloseReason {
