@@ -14,7 +14,7 @@ use crate::actors::Directory;
 use crate::config::{to_usize, Config, Verifier as VerifierKind};
 use crate::edge::context::Limiters;
 use crate::edge::limits::Admission;
-use crate::edge::{admin, tcp, RelayCtx};
+use crate::edge::{admin, http, tcp, RelayCtx};
 use crate::registration::ratelimit::RateLimiter;
 use crate::registration::verifier::Verifier;
 use crate::shutdown::ShutdownController;
@@ -84,15 +84,25 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         limits: Mutex::new(limits),
         presence: Presence::default(),
         shutdown: shutdown.listener(),
+        blobs: crate::blob::Blobs {
+            files: crate::blob::BlobFiles::open(&data_dir)
+                .with_context(|| format!("opening {}", data_dir.join("blobs").display()))?,
+            url_key: store.secret("blob_url_key")?,
+        },
         cfg,
     });
 
+    // Bound before the relay reports ready: a busy port or a bad certificate fails the start.
+    let http_server = http::bind(ctx.clone(), admission.clone(), &shutdown)
+        .with_context(|| "starting the HTTP listener".to_owned())?;
+    let http_addr = http_server.local_addr();
     actix_rt::spawn(tcp::serve(
         ctx.clone(),
         listener,
         admission,
         shutdown.task(),
     ));
+    let http_server = http_server.run();
     actix_rt::spawn(sweep(ctx.clone(), shutdown.task()));
     let mqtt = if ctx.cfg.mqtt.enabled {
         let bridge = crate::edge::mqtt::start(ctx.clone(), tcp_addr, &shutdown)
@@ -102,6 +112,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    actix_rt::spawn(crate::blob::gc::run(ctx.clone(), shutdown.task()));
     let watchdog = actix_rt::spawn(watchdog());
     let admin_state = Arc::new(admin::AdminState {
         ctx: ctx.clone(),
@@ -125,6 +136,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     tracing::info!(
         tcp = %tcp_addr,
+        http = %http_addr,
+        tls = ctx.cfg.tls.enabled(),
         admin = %admin_addr,
         data_dir = %data_dir.display(),
         relay_key = %hex::encode(identity.public),
@@ -141,6 +154,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     if !controller.shutdown(grace).await {
         tracing::warn!("Grace period ended with sessions still open; closing them.");
     }
+    http_server.stop().await;
     watchdog.abort();
     // Last, so that /readyz answers 503 while sessions drain.
     admin_handle.stop(true).await;

@@ -7,6 +7,7 @@
 //! backup/        backup archives (tar + manifest) and restore
 //! store/         the only code that touches sled: typed domain operations + the durability barrier
 //! actors/        actix actors owning serialised state: one Device actor per device, the directory
+//! blob/          blob files on disk (content addressed, atomic writes), signed URLs, the GC
 //! edge/          transports: the Noise/TCP listener, admission limits, the shared session logic
 //! registration/  phone normalisation, verification codes, rate limits, verifiers
 //! e2e/           the end-to-end layer (vodozemac Olm) used by clients
@@ -28,6 +29,7 @@ pub mod actors;
 pub mod app;
 pub mod backup;
 pub mod bench;
+pub mod blob;
 pub mod cli;
 pub mod client;
 pub mod clock;

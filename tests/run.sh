@@ -13,7 +13,7 @@ if ! need cargo; then
     exit 1
 fi
 # The end-to-end tests drive the relay with these standard tools.
-for tool in sh kill; do
+for tool in sh kill curl; do
     if ! need "$tool"; then
         echo "error: '$tool' is required by the end-to-end tests" >&2
         exit 1

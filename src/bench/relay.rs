@@ -52,7 +52,7 @@ fn spawn_relay() -> anyhow::Result<(Spawned, String, u32, PathBuf)> {
     let codes = dir.path().join("codes");
     std::fs::create_dir_all(&codes)?;
     let cfg = format!(
-        "[relay]\ndata_dir = \"{data}\"\n\n[listen]\ntcp = \"127.0.0.1:0\"\n\n\
+        "[relay]\ndata_dir = \"{data}\"\n\n[listen]\ntcp = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
          [limits]\nmax_connections = 200000\nmax_connections_per_ip = 200000\n\
          handshakes_per_second_per_ip = 1000000\nframes_per_second_per_device = 1000000\n\n\
          [registration]\nverifier = \"command\"\ncodes_per_address_per_hour = 1000000\n\

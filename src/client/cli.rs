@@ -9,6 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use tokio::io::AsyncBufReadExt;
 
 use super::settings::MuteFor;
+use super::transport::TransportKind;
 use super::{Client, Event};
 use crate::e2e::payload::Payload;
 use crate::ids::MsgId;
@@ -31,6 +32,18 @@ pub struct ClientArgs {
     /// Pin the relay's public key (hex) instead of trusting it on first contact.
     #[arg(long, global = true)]
     pub relay_key: Option<String>,
+    /// How to reach the relay: tcp (to --relay), ws or http (to --http; http falls back to
+    /// split mode when a proxy buffers request bodies), http-split, or auto (TCP, then
+    /// WebSocket, then HTTP); remembered for later commands [default: tcp].
+    #[arg(long, value_enum, env = "RELAYBOX_CLIENT_TRANSPORT", global = true)]
+    pub transport: Option<TransportKind>,
+    /// The relay's HTTP listener, e.g. http://relay.example:7780 or https://…; remembered.
+    #[arg(long, env = "RELAYBOX_CLIENT_HTTP", global = true)]
+    pub http: Option<String>,
+    /// A CA certificate (PEM) to trust for an https:// relay, besides the public roots;
+    /// remembered.
+    #[arg(long, env = "RELAYBOX_CLIENT_CA", global = true)]
+    pub ca: Option<PathBuf>,
     #[command(subcommand)]
     pub cmd: ClientCmd,
 }
@@ -41,10 +54,14 @@ pub enum ClientCmd {
     Register { phone: String },
     /// Prove the number with the code; this client becomes the account's primary device.
     Verify { phone: String, code: String },
-    /// Send a text message (end-to-end encrypted to every device of the recipient).
+    /// Send a text message or an image (end-to-end encrypted to every device of the
+    /// recipient). An image goes as a progressive blob: thumbnail first, then larger tiers.
     Send {
         to: String,
-        #[arg(required = true, num_args = 1..)]
+        /// A JPEG or PNG file to send.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        #[arg(required_unless_present = "image", num_args = 0..)]
         text: Vec<String>,
     },
     /// Print incoming messages, receipts and chat states.
@@ -216,6 +233,24 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
             .map_err(|_| anyhow::anyhow!("--relay-key must be 32 bytes"))?;
         client.pin_relay_key(key);
     }
+    if let Some(ca) = &args.ca {
+        anyhow::ensure!(ca.is_file(), "--ca {}: no such file", ca.display());
+        client.state.ca = Some(ca.clone());
+    }
+    if args.transport.is_some() || args.http.is_some() {
+        let kind = args.transport.unwrap_or(client.state.transport);
+        client.use_transport(kind, args.http.as_deref());
+    }
+    if matches!(
+        client.state.transport,
+        TransportKind::Ws | TransportKind::Http | TransportKind::HttpSplit
+    ) && client.state.http.is_none()
+    {
+        anyhow::bail!(
+            "--transport {} needs the relay's HTTP URL: add --http http://HOST:PORT",
+            client.state.transport.as_str()
+        );
+    }
     match args.cmd {
         ClientCmd::Register { phone } => {
             let sent = client.register(&phone).await?;
@@ -233,9 +268,20 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
                 v.account, v.device
             );
         }
-        ClientCmd::Send { to, text } => {
-            let (msg_id, ack) = client.send_text(&to, &text.join(" ")).await?;
-            println!("sent {msg_id} at {} ✓", ack.timestamp_ms);
+        ClientCmd::Send { to, image, text } => {
+            if let Some(file) = image {
+                let (msg_id, ack, media) = client.send_image(&to, &file).await?;
+                println!(
+                    "sent image {msg_id} at {} ✓ ({} segments, blob {})",
+                    ack.timestamp_ms,
+                    media.segments.len(),
+                    media.blob
+                );
+            }
+            if !text.is_empty() {
+                let (msg_id, ack) = client.send_text(&to, &text.join(" ")).await?;
+                println!("sent {msg_id} at {} ✓", ack.timestamp_ms);
+            }
             if to.starts_with('@') && client.devices(&to).await?.bridged {
                 println!("{}", BRIDGED_NOTE.trim_start());
             }
@@ -272,6 +318,11 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
             println!("queued for me:  {}", s.queued);
             println!("one-time keys:  {}", s.one_time_keys);
             println!("relay:          {}", client.state.relay);
+            println!(
+                "http:           {}",
+                client.state.http.as_deref().unwrap_or("")
+            );
+            println!("transport:      {}", client.state.transport.as_str());
             println!(
                 "relay key:      {}",
                 client.state.relay_key.map(hex::encode).unwrap_or_default()
@@ -414,6 +465,7 @@ async fn listen(
     loop {
         let event = client.next_event().await?;
         print_event(&event, json, &mut ticks);
+        follow_up(client, &event, json).await;
         if let Event::Message { from, msg_id, .. } = &event {
             if read {
                 client.receipt(from, ReceiptKind::Read, &[*msg_id]).await?;
@@ -423,6 +475,106 @@ async fn listen(
                 return Ok(());
             }
         }
+    }
+}
+
+/// What a message asks of the client after it is shown: fetch media (thumbnail first, then
+/// the full image; a gone blob is recalled), or answer a recall of media this device sent.
+async fn follow_up(client: &mut Client, event: &Event, json: bool) {
+    let Event::Message {
+        from,
+        msg_id,
+        inner,
+        ..
+    } = event
+    else {
+        return;
+    };
+    match &inner.payload {
+        Payload::Media(media) => {
+            let name = media
+                .resend_of
+                .clone()
+                .unwrap_or_else(|| msg_id.to_string());
+            let last = media.segments.len().saturating_sub(1);
+            let stages: Vec<usize> = if last == 0 { vec![0] } else { vec![0, last] };
+            for n in stages {
+                let stage = if n == last { "full" } else { "thumbnail" };
+                match client.fetch_segment(&name, media, n).await {
+                    Ok(path) => {
+                        let seg = &media.segments[n];
+                        if json {
+                            println!(
+                                "{}",
+                                serde_json::json!({"event": "media", "stage": stage, "from": from, "msg_id": name, "path": path, "width": seg.width, "height": seg.height, "mime": seg.mime})
+                            );
+                        } else {
+                            let what = if stage == "full" {
+                                "image"
+                            } else {
+                                "thumbnail"
+                            };
+                            println!(
+                                "  🖼 {what} received from {from}: {} ({}x{})",
+                                path.display(),
+                                seg.width,
+                                seg.height
+                            );
+                        }
+                    }
+                    Err(e) if e.downcast_ref::<super::media::BlobGone>().is_some() => {
+                        let recalled = client.recall(from, &name).await;
+                        if json {
+                            println!(
+                                "{}",
+                                serde_json::json!({"event": "media_gone", "from": from, "msg_id": name, "recalled": recalled.is_ok()})
+                            );
+                        } else {
+                            match recalled {
+                                Ok(()) => println!("  ↻ the media of {name} is gone from the relay; asked {from} to send it again"),
+                                Err(e) => println!("  ✗ the media of {name} is gone and the recall failed: {e:#}"),
+                            }
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        if json {
+                            println!(
+                                "{}",
+                                serde_json::json!({"event": "media_error", "from": from, "msg_id": name, "error": format!("{e:#}")})
+                            );
+                        } else {
+                            println!("  ✗ could not fetch the {stage} of {name}: {e:#}");
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+        Payload::Recall { msg_id: recalled } => {
+            let answer = client.answer_recall(from, recalled).await;
+            if json {
+                let (resent, error) = match &answer {
+                    Ok(id) => (id.map(|m| m.to_string()), None),
+                    Err(e) => (None, Some(format!("{e:#}"))),
+                };
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "recall_answered", "from": from, "msg_id": recalled, "resent_as": resent, "error": error})
+                );
+            } else {
+                match answer {
+                    Ok(Some(id)) => {
+                        println!("  ↻ {from} asked for {recalled} again; sent it as {id}")
+                    }
+                    Ok(None) => println!(
+                        "  ↻ {from} asked for {recalled} again, but this device does not have it"
+                    ),
+                    Err(e) => println!("  ✗ could not send {recalled} again: {e:#}"),
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -465,6 +617,22 @@ fn print_event(event: &Event, json: bool, ticks: &mut Ticks) {
             let place = group.as_ref().map(|g| format!("{g} ")).unwrap_or_default();
             match &inner.payload {
                 Payload::Text { body } => println!("[{place}{from}]{bell} {body}    ({msg_id})"),
+                Payload::Media(m) => {
+                    let full = m.segments.last();
+                    let (w, h) = full.map(|s| (s.width, s.height)).unwrap_or_default();
+                    let again = m
+                        .resend_of
+                        .as_ref()
+                        .map(|o| format!(", sent again for {o}"))
+                        .unwrap_or_default();
+                    println!(
+                        "[{place}{from}]{bell} 🖼 image {w}x{h} ({} segments{again})    ({msg_id})",
+                        m.segments.len()
+                    )
+                }
+                Payload::Recall { msg_id: recalled } => {
+                    println!("[{place}{from}] asks for the media of {recalled} again    ({msg_id})")
+                }
                 other => println!("[{place}{from}]{bell} {other:?}    ({msg_id})"),
             }
         }
@@ -642,6 +810,7 @@ async fn chat(client: &mut Client, peer: &str) -> anyhow::Result<()> {
                     }
                 };
                 print_event(&event, false, &mut ticks);
+                follow_up(client, &event, false).await;
                 if let Event::Message { from, msg_id, group, .. } = &event {
                     let here = if is_group { group.as_deref() == Some(peer) } else { from == peer && group.is_none() };
                     if here {

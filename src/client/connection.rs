@@ -6,10 +6,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-
-use crate::wire::frame::{self, FrameDecoder, MAX_FRAME_BYTES};
+use super::transport::{Link, Target, TransportKind, DUPLEX_PROBE_TIMEOUT};
 use crate::wire::handshake::{ClientIk, ClientXx, StaticKeypair, Transport};
 use crate::wire::messages::{
     client_frame, login, login_result, server_frame, ClientFrame, CompanionLogin, DeviceLogin,
@@ -46,6 +43,21 @@ pub enum ClientError {
     Timeout(&'static str),
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+    /// The relay's HTTP URL is unusable. (the user's fault)
+    #[error("bad relay URL: {0}")]
+    BadUrl(String),
+    /// TLS to an `https://` relay failed (untrusted certificate, wrong name, bad CA file).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The HTTP listener refused the request with this status.
+    #[error("HTTP {status}: {message}")]
+    Http { status: u16, message: String },
+    /// The HTTP connection failed below the relay protocol.
+    #[error("HTTP: {0}")]
+    HttpTransport(String),
+    /// The WebSocket failed or was closed with an error code.
+    #[error("WebSocket: {0}")]
+    WebSocket(String),
 }
 
 impl ClientError {
@@ -88,14 +100,8 @@ pub struct Established {
     pub device: u32,
 }
 
-/// A TCP stream with framing, before and after the handshake.
-struct Raw {
-    stream: TcpStream,
-    decoder: FrameDecoder,
-}
-
 pub struct Connection {
-    raw: Raw,
+    raw: Link,
     transport: Transport,
     next_req_id: u64,
     pushes: VecDeque<ServerFrame>,
@@ -113,10 +119,31 @@ impl Connection {
         Self::connect_from(addr, None, device_key, pinned, who).await
     }
 
+    /// As [`Connection::connect`], over the transport `target` names (TCP, WebSocket,
+    /// chunked HTTP, or the first that works).
+    pub async fn connect_to(
+        target: &Target,
+        device_key: &StaticKeypair,
+        pinned: Option<[u8; 32]>,
+        who: &Identity,
+    ) -> Result<(Self, Established), ClientError> {
+        Self::connect_target(target, None, device_key, pinned, who).await
+    }
+
     /// As [`Connection::connect`], from a chosen local address (load tests spread many
     /// connections over several loopback addresses).
     pub async fn connect_from(
         addr: &str,
+        local: Option<std::net::IpAddr>,
+        device_key: &StaticKeypair,
+        pinned: Option<[u8; 32]>,
+        who: &Identity,
+    ) -> Result<(Self, Established), ClientError> {
+        Self::connect_target(&Target::tcp(addr), local, device_key, pinned, who).await
+    }
+
+    async fn connect_target(
+        addr: &Target,
         local: Option<std::net::IpAddr>,
         device_key: &StaticKeypair,
         pinned: Option<[u8; 32]>,
@@ -169,7 +196,12 @@ impl Connection {
         }
     }
 
-    fn new(raw: Raw, transport: Transport) -> Self {
+    /// The transport this connection runs over.
+    pub fn transport(&self) -> TransportKind {
+        self.raw.kind()
+    }
+
+    fn new(raw: Link, transport: Transport) -> Self {
         Self {
             raw,
             transport,
@@ -178,49 +210,54 @@ impl Connection {
         }
     }
 
-    async fn open(addr: &str, local: Option<std::net::IpAddr>) -> Result<Raw, ClientError> {
-        let connect = async {
-            match local {
-                None => TcpStream::connect(addr).await,
-                Some(ip) => {
-                    let remote = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
-                        std::io::Error::new(std::io::ErrorKind::NotFound, "no address")
-                    })?;
-                    let socket = if remote.is_ipv4() {
-                        tokio::net::TcpSocket::new_v4()?
-                    } else {
-                        tokio::net::TcpSocket::new_v6()?
-                    };
-                    socket.bind(std::net::SocketAddr::new(ip, 0))?;
-                    socket.connect(remote).await
-                }
+    /// Opens a link and runs `handshake` over it. A full-duplex HTTP stream whose first reply
+    /// does not come (a proxy holding the request body back) is retried in split mode.
+    async fn with_link<F, Fut>(
+        addr: &Target,
+        local: Option<std::net::IpAddr>,
+        handshake: F,
+    ) -> Result<(Self, Established), ClientError>
+    where
+        F: Fn(Link, std::time::Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<(Self, Established), ClientError>>,
+    {
+        let link = Link::open(addr, local).await?;
+        if link.kind() != TransportKind::Http || !addr.split_fallback() {
+            return handshake(link, HANDSHAKE_TIMEOUT).await;
+        }
+        match handshake(link, DUPLEX_PROBE_TIMEOUT).await {
+            Err(ClientError::Timeout("handshake")) => {
+                tracing::info!("The chunked HTTP stream got no answer; retrying in split mode.");
+                let split = addr.with_kind(TransportKind::HttpSplit);
+                handshake(Link::open(&split, local).await?, HANDSHAKE_TIMEOUT).await
             }
-        };
-        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect)
-            .await
-            .map_err(|_| ClientError::Timeout("connect"))?
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_owned(),
-                source,
-            })?;
-        stream.set_nodelay(true)?;
-        Ok(Raw {
-            stream,
-            decoder: FrameDecoder::new(MAX_FRAME_BYTES),
-        })
+            other => other,
+        }
     }
 
     async fn ik(
-        addr: &str,
+        addr: &Target,
         local: Option<std::net::IpAddr>,
         key: &StaticKeypair,
         relay: &[u8; 32],
         login: &Login,
     ) -> Result<(Self, Established), ClientError> {
-        let mut raw = Self::open(addr, local).await?;
+        Self::with_link(addr, local, |raw, first_reply| {
+            Self::ik_over(raw, first_reply, key, relay, login)
+        })
+        .await
+    }
+
+    async fn ik_over(
+        mut raw: Link,
+        first_reply: std::time::Duration,
+        key: &StaticKeypair,
+        relay: &[u8; 32],
+        login: &Login,
+    ) -> Result<(Self, Established), ClientError> {
         let (state, first) = ClientIk::start(key, relay, login)?;
         raw.write(&first).await?;
-        let reply = raw.read_timeout(HANDSHAKE_TIMEOUT).await?;
+        let reply = raw.read_timeout(first_reply).await?;
         let (transport, result) = state.finish(&reply)?;
         let ok = login_ok(result)?;
         let est = Established {
@@ -234,15 +271,26 @@ impl Connection {
     }
 
     async fn xx(
-        addr: &str,
+        addr: &Target,
         local: Option<std::net::IpAddr>,
         key: &StaticKeypair,
         login: &Login,
     ) -> Result<(Self, Established), ClientError> {
-        let mut raw = Self::open(addr, local).await?;
+        Self::with_link(addr, local, |raw, first_reply| {
+            Self::xx_over(raw, first_reply, key, login)
+        })
+        .await
+    }
+
+    async fn xx_over(
+        mut raw: Link,
+        first_reply: std::time::Duration,
+        key: &StaticKeypair,
+        login: &Login,
+    ) -> Result<(Self, Established), ClientError> {
         let (state, first) = ClientXx::start(key)?;
         raw.write(&first).await?;
-        let reply = raw.read_timeout(HANDSHAKE_TIMEOUT).await?;
+        let reply = raw.read_timeout(first_reply).await?;
         let (mut transport, msg3, relay_key) = state.finish(&reply, login)?;
         raw.write(&msg3).await?;
         let result_frame = raw.read_timeout(HANDSHAKE_TIMEOUT).await?;
@@ -373,34 +421,6 @@ impl Connection {
                 _ => return Ok(f),
             }
         }
-    }
-}
-
-impl Raw {
-    async fn write(&mut self, payload: &[u8]) -> Result<(), ClientError> {
-        self.stream.write_all(&frame::encode(payload)?).await?;
-        Ok(())
-    }
-
-    async fn read(&mut self) -> Result<Vec<u8>, ClientError> {
-        use tokio::io::AsyncReadExt;
-        loop {
-            if let Some(f) = self.decoder.next_frame()? {
-                return Ok(f);
-            }
-            let mut buf = [0u8; 16 * 1024];
-            let n = self.stream.read(&mut buf).await?;
-            if n == 0 {
-                return Err(ClientError::Closed(None));
-            }
-            self.decoder.extend(&buf[..n]);
-        }
-    }
-
-    async fn read_timeout(&mut self, t: Duration) -> Result<Vec<u8>, ClientError> {
-        tokio::time::timeout(t, self.read())
-            .await
-            .map_err(|_| ClientError::Timeout("handshake"))?
     }
 }
 

@@ -1,5 +1,7 @@
 //! Linked devices on the client: a companion shows a pairing code and waits; the primary
-//! links it and hands it recent history, end-to-end encrypted.
+//! links it and hands it recent history, end-to-end encrypted: in an encrypted blob whose
+//! pointer and key travel in one end-to-end message when the relay's HTTP address is known,
+//! else inline in end-to-end messages of [`HISTORY_PART_ENTRIES`] entries.
 //!
 //! # Pairing code format
 //!
@@ -13,8 +15,8 @@ use anyhow::{bail, Context as _};
 use base64::Engine as _;
 
 use super::connection::{ClientError, Connection, Identity};
-use super::Client;
-use crate::e2e::payload::{Inner, Payload};
+use super::{Client, Event};
+use crate::e2e::payload::{HistoryEntry, Inner, Payload};
 use crate::ids::MsgId;
 use crate::wire::messages::{
     client_frame, server_frame, ErrorCode, LinkDevice, MessageKind, UnlinkDevice,
@@ -26,6 +28,21 @@ pub const PAIRING_PREFIX: &str = "rbx1:";
 pub const HISTORY_PART_ENTRIES: usize = 25;
 /// How long the primary waits for a new companion to publish its keys.
 pub const COMPANION_KEYS_WAIT: Duration = Duration::from_secs(60);
+
+/// Most entries accepted from a history blob.
+pub const MAX_HISTORY_BLOB_ENTRIES: usize = 10_000;
+
+/// A history blob announced by this account's primary, waiting to be downloaded.
+#[derive(Debug, Clone)]
+pub struct HistoryPointer {
+    pub from: String,
+    pub from_device: u32,
+    pub msg_id: MsgId,
+    pub blob: String,
+    pub size: u64,
+    pub key: String,
+    pub entries: u32,
+}
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -83,8 +100,8 @@ impl Client {
             let who = Identity::Companion {
                 secret: secret.clone(),
             };
-            match Connection::connect(
-                &self.state.relay,
+            match Connection::connect_to(
+                &self.state.target(),
                 &self.state.noise,
                 self.state.relay_key,
                 &who,
@@ -160,8 +177,20 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(300)).await;
         };
         let entries: Vec<_> = self.state.history.iter().cloned().collect();
-        let parts = entries.chunks(HISTORY_PART_ENTRIES).count().max(1);
         let mut bundles = HashMap::from([((me.clone(), device), bundle)]);
+        if self.state.http.is_some() {
+            match self.history_by_blob(&me, &entries, &bundles).await {
+                Ok(()) => return Ok(entries.len()),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "History blob failed; sending history inline.");
+                    // A session may have been started by the failed attempt.
+                    if self.state.e2e.has_session(&me, device) {
+                        bundles.clear();
+                    }
+                }
+            }
+        }
+        let parts = entries.chunks(HISTORY_PART_ENTRIES).count().max(1);
         let chunks: Vec<Vec<_>> = if entries.is_empty() {
             vec![Vec::new()]
         } else {
@@ -182,6 +211,65 @@ impl Client {
             // The session exists after the first part.
             bundles.clear();
         }
+        Ok(entries.len())
+    }
+
+    /// Puts `entries` into an encrypted blob and sends its pointer and key to our devices.
+    async fn history_by_blob(
+        &mut self,
+        me: &str,
+        entries: &[HistoryEntry],
+        bundles: &HashMap<(String, u32), crate::wire::messages::DeviceKeys>,
+    ) -> anyhow::Result<()> {
+        let plain = serde_json::to_vec(entries)?;
+        let (key, sealed) = super::media::seal(&plain)?;
+        let size = sealed.len() as u64;
+        let blob = self.upload_blob(&[sealed]).await?;
+        let payload = Payload::HistoryBlob {
+            blob,
+            size,
+            key: hex::encode(key),
+            entries: u32::try_from(entries.len()).unwrap_or(u32::MAX),
+        };
+        let inner = Inner::new(crate::clock::now_ms(), payload);
+        self.send_to_account(me, MsgId::random(), &inner, MessageKind::Control, bundles)
+            .await?;
+        Ok(())
+    }
+
+    /// On a new companion: downloads, decrypts and merges a history blob.
+    pub(super) async fn receive_history_blob(&mut self, p: HistoryPointer) -> Event {
+        match self.fetch_history_blob(&p).await {
+            Ok(n) => Event::History {
+                from: p.from,
+                entries: n,
+            },
+            Err(e) => Event::Undecryptable {
+                from: p.from,
+                from_device: p.from_device,
+                msg_id: p.msg_id,
+                error: format!("history blob: {e:#}"),
+            },
+        }
+    }
+
+    async fn fetch_history_blob(&mut self, p: &HistoryPointer) -> anyhow::Result<usize> {
+        let sealed = self.download_blob(&p.blob, None).await?;
+        if sealed.len() as u64 != p.size {
+            bail!("{} bytes instead of {}", sealed.len(), p.size);
+        }
+        let plain = super::media::open(&p.key, &sealed)?;
+        let entries: Vec<HistoryEntry> =
+            serde_json::from_slice(&plain).context("history is malformed")?;
+        if entries.len() > MAX_HISTORY_BLOB_ENTRIES {
+            bail!("history of {} entries is too long", entries.len());
+        }
+        for e in &entries {
+            if !self.state.history.contains(e) {
+                self.state.remember(e.clone());
+            }
+        }
+        self.state.save()?;
         Ok(entries.len())
     }
 

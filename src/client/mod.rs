@@ -7,8 +7,10 @@ pub mod cli;
 pub mod connection;
 pub mod devices;
 mod groups;
+pub mod media;
 pub mod settings;
 pub mod state;
+pub mod transport;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -24,6 +26,7 @@ use crate::wire::messages::{
 };
 use connection::{ClientError, Connection, Identity};
 use state::State;
+use transport::TransportKind;
 
 /// One-time keys uploaded at registration and on each keys-low notice.
 pub const ONE_TIME_KEYS_BATCH: usize = 50;
@@ -91,6 +94,8 @@ pub struct Client {
     unacked: Vec<u64>,
     /// The relay asked for more one-time keys.
     keys_low: bool,
+    /// History blobs announced by our primary, to download before the next event.
+    history_blobs: Vec<devices::HistoryPointer>,
 }
 
 impl Client {
@@ -106,7 +111,23 @@ impl Client {
             ready: VecDeque::new(),
             unacked: Vec::new(),
             keys_low: false,
+            history_blobs: Vec::new(),
         })
+    }
+
+    /// Chooses the transport (and, for WebSocket and chunked HTTP, the relay's HTTP base URL);
+    /// remembered with the state at the next save.
+    pub fn use_transport(&mut self, kind: TransportKind, http: Option<&str>) {
+        self.state.transport = kind;
+        if let Some(url) = http {
+            self.state.http = Some(url.to_owned());
+        }
+        self.disconnect();
+    }
+
+    /// The transport of the live connection, if connected.
+    pub fn connected_over(&self) -> Option<TransportKind> {
+        self.conn.as_ref().map(Connection::transport)
     }
 
     /// Pins the relay's static key out of band (an operator published it).
@@ -115,8 +136,8 @@ impl Client {
     }
 
     async fn connect_as(&mut self, who: Identity) -> anyhow::Result<()> {
-        let (conn, est) = Connection::connect(
-            &self.state.relay,
+        let (conn, est) = Connection::connect_to(
+            &self.state.target(),
             &self.state.noise,
             self.state.relay_key,
             &who,
@@ -421,6 +442,10 @@ impl Client {
                 self.conn().await?.send_only(ack).await?;
                 self.unacked.clear();
             }
+            for pointer in std::mem::take(&mut self.history_blobs) {
+                let event = self.receive_history_blob(pointer).await;
+                self.ready.push_back(event);
+            }
             if let Some(e) = self.ready.pop_front() {
                 return Ok(e);
             }
@@ -533,6 +558,35 @@ impl Client {
     ) -> Option<Event> {
         let group = (!d.group.is_empty()).then(|| d.group.clone());
         match &inner.payload {
+            Payload::History { .. } | Payload::HistoryBlob { .. }
+                if Some(&d.from) != self.state.account.as_ref() =>
+            {
+                // Only the account's own devices may hand it history.
+                return Some(undecryptable(
+                    &d.from,
+                    d.from_device,
+                    msg_id,
+                    "history from another account ignored".into(),
+                ));
+            }
+            Payload::HistoryBlob {
+                blob,
+                size,
+                key,
+                entries,
+            } => {
+                self.history_blobs.push(devices::HistoryPointer {
+                    from: d.from.clone(),
+                    from_device: d.from_device,
+                    msg_id,
+                    blob: blob.clone(),
+                    size: *size,
+                    key: key.clone(),
+                    entries: *entries,
+                });
+                return None;
+            }
+            Payload::Media(_) | Payload::Recall { .. } => {}
             Payload::History { entries, .. } => {
                 if Some(&d.from) != self.state.account.as_ref() {
                     // Only the account's own devices may hand it history.

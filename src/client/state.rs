@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+use super::transport::{Target, TransportKind};
 use crate::e2e::payload::HistoryEntry;
 use crate::e2e::{E2e, E2ePickle};
 use crate::wire::handshake::StaticKeypair;
@@ -36,6 +37,12 @@ struct OnDisk {
     history: VecDeque<HistoryEntry>,
     #[serde(default)]
     pending_link_secret: Option<String>,
+    #[serde(default)]
+    http: Option<String>,
+    #[serde(default)]
+    transport: Option<String>,
+    #[serde(default)]
+    ca: Option<PathBuf>,
 }
 
 /// What this client knows of a group.
@@ -71,6 +78,12 @@ pub struct State {
     pub history: VecDeque<HistoryEntry>,
     /// The secret of this companion's pairing code, until the primary links it.
     pub pending_link_secret: Option<Vec<u8>>,
+    /// Base URL of the relay's HTTP listener (WebSocket and chunked HTTP transports, blobs).
+    pub http: Option<String>,
+    /// Which transport to connect with.
+    pub transport: TransportKind,
+    /// Extra CA certificate (PEM) trusted for an `https://` relay.
+    pub ca: Option<PathBuf>,
 }
 
 impl State {
@@ -95,6 +108,9 @@ impl State {
                 groups: BTreeMap::new(),
                 history: VecDeque::new(),
                 pending_link_secret: None,
+                http: None,
+                transport: TransportKind::default(),
+                ca: None,
             }),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -134,6 +150,13 @@ impl State {
                 .map(hex::decode)
                 .transpose()
                 .context("pending_link_secret")?,
+            transport: match d.transport.as_deref() {
+                None => TransportKind::default(),
+                Some(t) => TransportKind::parse(t)
+                    .with_context(|| format!("transport: unknown transport {t:?}"))?,
+            },
+            http: d.http,
+            ca: d.ca,
         })
     }
 
@@ -155,6 +178,9 @@ impl State {
             groups: self.groups.clone(),
             history: self.history.clone(),
             pending_link_secret: self.pending_link_secret.as_ref().map(hex::encode),
+            http: self.http.clone(),
+            transport: Some(self.transport.as_str().to_owned()),
+            ca: self.ca.clone(),
         };
         let path = self.home.join(STATE_FILE);
         let tmp = self.home.join(format!("{STATE_FILE}.tmp"));
@@ -189,6 +215,16 @@ impl State {
             self.history.pop_front();
         }
         self.history.push_back(entry);
+    }
+
+    /// Where and how to reach the relay.
+    pub fn target(&self) -> Target {
+        Target {
+            tcp: self.relay.clone(),
+            http: self.http.clone(),
+            kind: self.transport,
+            ca: self.ca.clone(),
+        }
     }
 
     /// The registered account, or an error telling the user to register first.

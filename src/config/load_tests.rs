@@ -190,15 +190,15 @@ fn non_config_env_variables_are_ignored() {
 #[test]
 fn a_key_under_the_wrong_section_suggests_the_right_one() {
     let errors = load_err(
-        "[limits]\nretention = \"7d\"\n",
+        "[limits]\ndelivery_window = 8\n",
         &[],
-        &[("retention", "7d")],
+        &[("delivery_window", "8")],
     );
     assert_eq!(
         errors,
         [
-            "limits.retention (<config text>:2): unknown key; did you mean `messaging.retention`?",
-            "retention (--set): unknown section; did you mean `messaging.retention`?",
+            "limits.delivery_window (<config text>:2): unknown key; did you mean `messaging.delivery_window`?",
+            "delivery_window (--set): unknown section; did you mean `messaging.delivery_window`?",
         ]
     );
 }

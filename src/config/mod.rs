@@ -39,6 +39,7 @@ pub const EXIT_BAD_CONFIG: i32 = 64;
 pub struct Config {
     pub relay: RelayConfig,
     pub listen: ListenConfig,
+    pub tls: TlsConfig,
     pub limits: LimitsConfig,
     pub registration: RegistrationConfig,
     pub messaging: MessagingConfig,
@@ -48,6 +49,7 @@ pub struct Config {
     pub muting: MutingConfig,
     pub push: PushConfig,
     pub mqtt: MqttConfig,
+    pub blobs: BlobsConfig,
     pub log: LogConfig,
 }
 
@@ -79,6 +81,9 @@ pub struct ListenConfig {
     /// The Noise-over-TCP listener. Loopback by default so a relay started with no
     /// configuration is not reachable from the network.
     pub tcp: SocketAddr,
+    /// The public HTTP listener: WebSocket (`/v1/ws`), the chunked-HTTP stream (`/v1/stream`)
+    /// and blobs. Plain HTTP unless `[tls]` names a certificate.
+    pub http: SocketAddr,
     /// The operator API (`relaybox admin`, `/metrics`, `/healthz`, `/readyz`). Must be a
     /// loopback address: the API can remove devices and export the whole store.
     pub admin: SocketAddr,
@@ -88,8 +93,26 @@ impl Default for ListenConfig {
     fn default() -> Self {
         Self {
             tcp: SocketAddr::from((Ipv4Addr::LOCALHOST, 7700)),
+            http: SocketAddr::from((Ipv4Addr::LOCALHOST, 7780)),
             admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 7790)),
         }
+    }
+}
+
+/// `[tls]`: HTTPS on the public HTTP listener. Both empty: plain HTTP; both set: HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl TlsConfig {
+    /// Whether HTTPS is configured (validation ensures both paths or neither).
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty() && !self.key.as_os_str().is_empty()
     }
 }
 
@@ -289,6 +312,40 @@ pub struct PushConfig {
     /// The `host:port` clients should connect to, put in push notifications. Empty: the
     /// TCP listen address.
     pub relay_address: String,
+}
+
+/// `[blobs]`: end-to-end encrypted media and history files, uploaded over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobsConfig {
+    /// Whether the relay stores blobs at all; off, upload requests are refused.
+    pub enabled: bool,
+    /// Largest blob in bytes (all of its segments together).
+    pub max_blob_bytes: u64,
+    /// Bytes of blobs one account may hold at once.
+    pub account_quota_bytes: u64,
+    /// A blob is deleted this long after its upload (its id then answers 410 Gone).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Lifetime of a signed upload or download URL.
+    #[serde(with = "humantime_serde")]
+    pub url_ttl: Duration,
+    /// How often expired blobs are removed.
+    #[serde(with = "humantime_serde")]
+    pub gc_interval: Duration,
+}
+
+impl Default for BlobsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_blob_bytes: 100 * 1024 * 1024,
+            account_quota_bytes: 1024 * 1024 * 1024,
+            retention: Duration::from_secs(30 * 24 * 60 * 60),
+            url_ttl: Duration::from_secs(15 * 60),
+            gc_interval: Duration::from_secs(10 * 60),
+        }
+    }
 }
 
 /// `[sessions]`: resumption tokens and device actors.

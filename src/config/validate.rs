@@ -87,6 +87,38 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
         );
     }
 
+    let tls = &config.tls;
+    match (
+        tls.cert.as_os_str().is_empty(),
+        tls.key.as_os_str().is_empty(),
+    ) {
+        (true, true) => {}
+        (false, true) => c.reject(
+            "tls.key",
+            format!(
+                "{} is set, so this must name its private key file",
+                c.describe("tls.cert")
+            ),
+        ),
+        (true, false) => c.reject(
+            "tls.cert",
+            format!(
+                "{} is set, so this must name the certificate file",
+                c.describe("tls.key")
+            ),
+        ),
+        (false, false) => {
+            // Parsed here, not only at bind time, so that a bad file is a config error (exit 64)
+            // reported with every other one.
+            if let Err(e) = crate::edge::http::tls::read_certs(&tls.cert) {
+                c.reject("tls.cert", format!("unusable certificate: {e}"));
+            }
+            if let Err(e) = crate::edge::http::tls::read_key(&tls.key) {
+                c.reject("tls.key", format!("unusable private key: {e}"));
+            }
+        }
+    }
+
     let limits = &config.limits;
     c.at_least_one("limits.max_connections", limits.max_connections);
     c.at_least_one(
@@ -257,6 +289,23 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
             "must not be shorter than mqtt.reconnect_min".to_owned(),
         );
     }
+    let blobs = &config.blobs;
+    if blobs.max_blob_bytes == 0 {
+        c.reject("blobs.max_blob_bytes", "must be at least 1".to_owned());
+    }
+    if blobs.account_quota_bytes < blobs.max_blob_bytes {
+        let other = c.describe("blobs.max_blob_bytes");
+        c.reject(
+            "blobs.account_quota_bytes",
+            format!(
+                "must be at least {other} ({} < {})",
+                blobs.account_quota_bytes, blobs.max_blob_bytes
+            ),
+        );
+    }
+    c.positive("blobs.retention", blobs.retention);
+    c.positive("blobs.url_ttl", blobs.url_ttl);
+    c.positive("blobs.gc_interval", blobs.gc_interval);
 
     if let Err(problem) = check_log_level(&config.log.level) {
         c.reject("log.level", problem);

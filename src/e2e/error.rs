@@ -73,4 +73,7 @@ pub enum E2eError {
     /// `reply_to` is not the hex form of a 16-byte message id. (sender's fault)
     #[error("reply_to is not a 32-character hex message id")]
     InvalidReplyTo,
+    /// A media message names no segment, or more than the client accepts. (sender's fault)
+    #[error("media message has {0} segments (1 to 16 allowed)")]
+    InvalidMedia(usize),
 }

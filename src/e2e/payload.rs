@@ -42,12 +42,55 @@ pub enum Payload {
         parts: u32,
         entries: Vec<HistoryEntry>,
     },
-    // Room for later: Media { blob, key, … }. Add variants here; older clients read them as
-    // `Unknown`.
+    /// Media in a blob on the relay: the blob's id and, per segment (a progressive image's
+    /// thumbnail, mid, high and full tiers, in that order), its size and its own key.
+    Media(Media),
+    /// The receiver found the blob of `msg_id` gone (410): please upload and send it again.
+    Recall {
+        /// The original message's `msg_id`, lowercase hex.
+        msg_id: String,
+    },
+    /// Recent history in an encrypted blob, sent by a primary to its newly linked device:
+    /// only the pointer and the key travel in this message.
+    HistoryBlob {
+        blob: String,
+        size: u64,
+        /// ChaCha20-Poly1305 key of the blob, hex.
+        key: String,
+        entries: u32,
+    },
+    // Add variants here; older clients read them as `Unknown`.
     /// A payload type added after this build; show "update to see this message".
     #[serde(other)]
     Unknown,
 }
+
+/// A media message's pointer and keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Media {
+    /// Blob id: lowercase hex SHA-256 of the concatenated encrypted segments.
+    pub blob: String,
+    pub segments: Vec<MediaSegment>,
+    /// A re-send answering a recall: the original message's `msg_id`, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_of: Option<String>,
+}
+
+/// One separately encrypted segment of a media blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaSegment {
+    /// Encrypted size in bytes (nonce and tag included).
+    pub size: u64,
+    /// ChaCha20-Poly1305 key, hex (32 bytes, used for this segment only).
+    pub key: String,
+    /// MIME type of the decrypted segment, e.g. `image/jpeg`.
+    pub mime: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Most segments a media message may name.
+pub const MAX_MEDIA_SEGMENTS: usize = 16;
 
 /// One message of a transferred history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +161,11 @@ impl Inner {
                     what: "text body",
                     len: body.len(),
                 });
+            }
+        }
+        if let Payload::Media(m) = &inner.payload {
+            if m.segments.is_empty() || m.segments.len() > MAX_MEDIA_SEGMENTS {
+                return Err(E2eError::InvalidMedia(m.segments.len()));
             }
         }
         if let Some(reply_to) = &inner.reply_to {

@@ -30,6 +30,8 @@ pub struct RelayCtx {
     /// Who is online, and who may know.
     pub presence: Presence,
     pub shutdown: Shutdown,
+    /// Blob files and the key that signs their URLs.
+    pub blobs: crate::blob::Blobs,
 }
 
 /// Per-address and per-number rate limits (in memory: a restart resets them, which only

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod context;
+pub mod http;
 pub mod limits;
 pub mod mqtt;
 pub mod session;

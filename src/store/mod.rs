@@ -25,6 +25,7 @@
 
 mod accounts;
 mod backup;
+mod blobs;
 mod codes;
 mod contacts;
 mod durability;
@@ -43,6 +44,7 @@ use std::path::{Path, PathBuf};
 
 pub use accounts::DeviceRecord;
 pub use backup::ImageStats;
+pub use blobs::{BlobRecord, BlobState, CommitOutcome, PendingOutcome};
 pub use durability::Durability;
 pub use groups::GroupRecord;
 pub use keydir::{ClaimedKey, IdentityKeys, IdentityOutcome};

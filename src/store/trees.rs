@@ -5,6 +5,8 @@ use super::StoreError;
 
 #[derive(Clone)]
 pub(super) struct Trees {
+    /// account → bytes:u64-be of stored blobs the account owns (its quota usage).
+    pub account_blobbytes: sled::Tree,
     /// account → postcard Vec<String>: the account's uploaded contacts (E.164).
     pub account_contacts: sled::Tree,
     /// account → last_seen_ms:u64-be.
@@ -20,6 +22,8 @@ pub(super) struct Trees {
     pub accountgroup_: sled::Tree,
     /// account ‖ 0x00 ‖ thread → until_ms:u64-be (u64::MAX = forever): muted threads.
     pub accountthread_muteuntil: sled::Tree,
+    /// blob id (64 lowercase hex characters) → BlobRecord (pending, stored or tombstone).
+    pub blob_record: sled::Tree,
     /// contact ‖ 0x00 ‖ account → (): reverse contacts, "who has `contact` in their list".
     pub contactaccount_: sled::Tree,
     /// device → fallback OneTimeKey (key_id, public key).
@@ -36,6 +40,8 @@ pub(super) struct Trees {
     pub deviceotk_publickey: sled::Tree,
     /// device ‖ seq:u64-be → QueueRecord. `seq` comes from sled's monotonic id generator.
     pub deviceseq_queuerecord: sled::Tree,
+    /// expires_ms:u64-be ‖ blob id → (): when each blob or pending upload lapses (the GC).
+    pub expiry_blob: sled::Tree,
     /// group id → GroupRecord.
     pub group_record: sled::Tree,
     /// name (utf-8) → value. Schema version and the relay's secrets.
@@ -57,6 +63,7 @@ pub(super) struct Trees {
 impl Trees {
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         Ok(Self {
+            account_blobbytes: db.open_tree("account_blobbytes")?,
             account_contacts: db.open_tree("account_contacts")?,
             account_lastseen: db.open_tree("account_lastseen")?,
             account_nextdevice: db.open_tree("account_nextdevice")?,
@@ -64,6 +71,7 @@ impl Trees {
             accountdevice_record: db.open_tree("accountdevice_record")?,
             accountgroup_: db.open_tree("accountgroup_")?,
             accountthread_muteuntil: db.open_tree("accountthread_muteuntil")?,
+            blob_record: db.open_tree("blob_record")?,
             contactaccount_: db.open_tree("contactaccount_")?,
             device_fallbackkey: db.open_tree("device_fallbackkey")?,
             device_identitykeys: db.open_tree("device_identitykeys")?,
@@ -72,6 +80,7 @@ impl Trees {
             device_tokenid: db.open_tree("device_tokenid")?,
             deviceotk_publickey: db.open_tree("deviceotk_publickey")?,
             deviceseq_queuerecord: db.open_tree("deviceseq_queuerecord")?,
+            expiry_blob: db.open_tree("expiry_blob")?,
             group_record: db.open_tree("group_record")?,
             meta_value: db.open_tree("meta_value")?,
             mqttdevice_record: db.open_tree("mqttdevice_record")?,

@@ -20,6 +20,8 @@ pub struct Relay {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub addr: String,
+    /// The public HTTP listener (`http=` in the ready line).
+    pub http_addr: String,
     /// The operator API's address (`admin=` in the ready line).
     pub admin_addr: String,
     /// Extra config lines appended to the generated config.
@@ -42,6 +44,7 @@ impl Relay {
             dir,
             child: None,
             addr: String::new(),
+            http_addr: String::new(),
             admin_addr: String::new(),
             extra: extra.to_owned(),
             starts: 0,
@@ -71,12 +74,14 @@ impl Relay {
             .collect()
     }
 
-    fn write_config(&self, port: Option<u16>) {
+    fn write_config(&self, ports: Option<(u16, u16)>) {
         std::fs::create_dir_all(self.codes_dir()).unwrap();
         let codes = self.codes_dir();
-        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
-        // A restart keeps the admin port too, like the TCP port.
-        let admin_port = match port {
+        let (tcp_port, http_port) = ports.unwrap_or((0, 0));
+        let listen = format!("127.0.0.1:{tcp_port}");
+        let http = format!("127.0.0.1:{http_port}");
+        // A restart keeps the admin port too, like the TCP and HTTP ports.
+        let admin_port = match ports {
             Some(_) => self.admin_addr.rsplit(':').next().unwrap_or("0"),
             None => "0",
         };
@@ -90,7 +95,7 @@ impl Relay {
             )
         };
         let cfg = format!(
-            "[relay]\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n\n[listen]\ntcp = \"{listen}\"\nadmin = \"127.0.0.1:{admin_port}\"\n\n{registration}\n[log]\nlevel = \"info,relaybox=debug\"\n\n{extra}\n",
+            "[relay]\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n\n[listen]\ntcp = \"{listen}\"\nhttp = \"{http}\"\nadmin = \"127.0.0.1:{admin_port}\"\n\n{registration}\n[log]\nlevel = \"info,relaybox=debug\"\n\n{extra}\n",
             self.data_dir().display()
         );
         std::fs::write(self.dir.path().join("relaybox.toml"), cfg).unwrap();
@@ -121,6 +126,11 @@ impl Relay {
                     .find_map(|w| w.strip_prefix("tcp="))
                     .expect("tcp= in ready line");
                 self.addr = addr.to_owned();
+                let http = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("http="))
+                    .expect("http= in ready line");
+                self.http_addr = http.to_owned();
                 self.admin_addr = line
                     .split_whitespace()
                     .find_map(|w| w.strip_prefix("admin="))
@@ -144,11 +154,7 @@ impl Relay {
     }
 
     fn port(&self) -> u16 {
-        self.addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port")
+        port_of(&self.addr)
     }
 
     /// SIGTERM and wait (graceful); returns the exit status code.
@@ -186,6 +192,7 @@ impl Relay {
             dir,
             child: None,
             addr: String::new(),
+            http_addr: String::new(),
             admin_addr: String::new(),
             extra: String::new(),
             starts: 0,
@@ -240,7 +247,7 @@ impl Relay {
     /// Starts again on the same data directory and the same port (clients keep their address).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the relay first");
-        self.write_config(Some(self.port()));
+        self.write_config(Some((self.port(), port_of(&self.http_addr))));
         self.spawn();
     }
 
@@ -280,6 +287,13 @@ impl Drop for Relay {
             let _ = c.wait();
         }
     }
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
 }
 
 /// The next event within [`PATIENCE`].

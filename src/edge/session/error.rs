@@ -27,6 +27,10 @@ pub enum SessionError {
     /// The peer closed the connection.
     #[error("closed by peer")]
     Closed,
+    /// The transport carried something that is not a frame (a WebSocket text message, a
+    /// broken WebSocket frame). (peer's fault)
+    #[error("{0}")]
+    NotAFrame(String),
 }
 
 /// Why one request failed. The session answers with [`RequestError::to_wire`] and goes on.
@@ -68,6 +72,9 @@ pub enum RequestError {
     /// The caller may not do that (e.g. link from a companion). (client's fault)
     #[error("{0}")]
     NotAllowed(String),
+    /// A blob upload was refused: too large, over quota, or blobs are off.
+    #[error(transparent)]
+    Blob(#[from] super::blobs::BlobRefusal),
 }
 
 impl RequestError {
@@ -129,6 +136,15 @@ impl RequestError {
                 "internal error; retry with the same msg_id".into(),
             ),
             Self::NotAllowed(m) => (ErrorCode::NotAllowed, m.clone()),
+            Self::Blob(b) => {
+                use super::blobs::BlobRefusal;
+                let code = match b {
+                    BlobRefusal::Disabled => ErrorCode::BlobsDisabled,
+                    BlobRefusal::TooLarge { .. } => ErrorCode::BlobTooLarge,
+                    BlobRefusal::Quota { .. } => ErrorCode::QuotaExceeded,
+                };
+                (code, b.to_string())
+            }
             Self::Group(g) => match g {
                 GroupError::Unknown => (ErrorCode::UnknownGroup, g.to_string()),
                 GroupError::NotMember | GroupError::NotAdmin => {

@@ -5,6 +5,7 @@
 //! A transport plugs in by implementing [`FrameIo`]: read one frame payload, write one.
 
 mod account;
+mod blobs;
 mod error;
 mod groups;
 mod login;
@@ -23,6 +24,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
 pub(crate) use account::announce_devices;
+pub use blobs::BlobRefusal;
 pub use error::{RequestError, SessionError};
 pub use groups::operator_add;
 

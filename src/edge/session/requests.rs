@@ -133,6 +133,14 @@ pub(super) fn dispatch(
         client_frame::Body::RegisterPush(r) => Some(run(req_id, async move {
             super::account::push(&ctx, &caller, r).await
         })),
+        client_frame::Body::RequestUpload(r) => Some(answer_now(
+            req_id,
+            super::blobs::request_upload(&ctx, &caller, r),
+        )),
+        client_frame::Body::RequestDownload(r) => Some(answer_now(
+            req_id,
+            super::blobs::request_download(&ctx, &caller, r),
+        )),
     }
 }
 

@@ -1,0 +1,107 @@
+//! Blob requests: hand out signed upload and download URLs. The bytes themselves travel over
+//! HTTP (`edge::http::blobs`); here the relay checks the size limit, the account's quota and
+//! the segment index before anything is uploaded.
+
+use super::{Caller, RequestError};
+use crate::blob::{capability, BlobId, Method, MAX_SEGMENTS};
+use crate::edge::RelayCtx;
+use crate::store::PendingOutcome;
+use crate::wire::messages::{server_frame, BlobUrl, RequestDownload, RequestUpload};
+
+type Body = server_frame::Body;
+
+/// Why a blob request is refused. (client's fault, or the operator's choice)
+#[derive(Debug, thiserror::Error)]
+pub enum BlobRefusal {
+    #[error("this relay does not store blobs")]
+    Disabled,
+    #[error("blob of {size} bytes is larger than the relay's limit of {max} bytes")]
+    TooLarge { size: u64, max: u64 },
+    #[error("account quota exceeded: {used} of {quota} bytes used, {size} more requested")]
+    Quota { used: u64, quota: u64, size: u64 },
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn blob_id(s: &str) -> Result<BlobId, RequestError> {
+    BlobId::parse(s).map_err(|e| RequestError::invalid(e.to_string()))
+}
+
+/// RequestUpload: limit, quota and segment checks, then a signed PUT URL.
+pub(super) fn request_upload(
+    ctx: &RelayCtx,
+    caller: &Caller,
+    r: RequestUpload,
+) -> Result<Body, RequestError> {
+    let me = super::requests::device_of(caller)?;
+    let cfg = &ctx.cfg.blobs;
+    if !cfg.enabled {
+        return Err(BlobRefusal::Disabled.into());
+    }
+    let id = blob_id(&r.sha256)?;
+    if r.size == 0 {
+        return Err(RequestError::invalid("a blob has at least one byte"));
+    }
+    if r.size > cfg.max_blob_bytes {
+        return Err(BlobRefusal::TooLarge {
+            size: r.size,
+            max: cfg.max_blob_bytes,
+        }
+        .into());
+    }
+    if r.segments.len() > MAX_SEGMENTS {
+        return Err(RequestError::invalid(format!(
+            "a blob has at most {MAX_SEGMENTS} segments"
+        )));
+    }
+    if !r.segments.is_empty() {
+        let sum = r.segments.iter().try_fold(0u64, |a, &s| a.checked_add(s));
+        if sum != Some(r.size) || r.segments.contains(&0) {
+            return Err(RequestError::invalid(
+                "segment sizes must be non-zero and add up to the blob's size",
+            ));
+        }
+    }
+    let used = ctx.store.blob_usage(&me.account)?;
+    if used.saturating_add(r.size) > cfg.account_quota_bytes {
+        return Err(BlobRefusal::Quota {
+            used,
+            quota: cfg.account_quota_bytes,
+            size: r.size,
+        }
+        .into());
+    }
+    let expires_ms = crate::clock::now_ms().saturating_add(ms(cfg.url_ttl));
+    let outcome = ctx
+        .store
+        .blob_pending(&id, r.size, &r.segments, expires_ms)?;
+    let url = capability::sign(&ctx.blobs.url_key, Method::Put, &id, me, expires_ms);
+    Ok(Body::BlobUrl(BlobUrl {
+        blob: id.to_string(),
+        url,
+        expires_ms,
+        stored: outcome == PendingOutcome::AlreadyStored,
+    }))
+}
+
+/// RequestDownload: a signed GET URL for any well-formed id. Blobs are encrypted end to end,
+/// so the id is all a device needs to have been told; whether the blob exists (or is gone)
+/// is answered over HTTP.
+pub(super) fn request_download(
+    ctx: &RelayCtx,
+    caller: &Caller,
+    r: RequestDownload,
+) -> Result<Body, RequestError> {
+    let me = super::requests::device_of(caller)?;
+    let id = blob_id(&r.blob)?;
+    let expires_ms = crate::clock::now_ms().saturating_add(ms(ctx.cfg.blobs.url_ttl));
+    let url = capability::sign(&ctx.blobs.url_key, Method::Get, &id, me, expires_ms);
+    Ok(Body::BlobUrl(BlobUrl {
+        blob: id.to_string(),
+        url,
+        expires_ms,
+        stored: false,
+    }))
+}
