@@ -844,3 +844,28 @@ async fn a_backup_carries_the_keys_the_relay_holds_for_its_bridged_devices() {
         "{listed}"
     );
 }
+
+#[test]
+fn bad_mqtt_settings_are_refused_with_exit_64_before_anything_starts() {
+    for (set, named) in [
+        ("mqtt.prefix=site/#", "mqtt.prefix"),
+        ("mqtt.max_payload_bytes=10", "mqtt.max_payload_bytes"),
+        ("mqtt.reconnect_max=10ms", "mqtt.reconnect_max"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["--set", set, "check-config"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{set}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{set}: {err}");
+    }
+    let out = Command::new(BIN)
+        .args(["--set", "mqtt.enabled=true"])
+        .args(["--set", "mqtt.tls_client_cert_file=/nonexistent/cert.pem"])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt.tls_client_key_file"));
+}
