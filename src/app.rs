@@ -104,6 +104,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     ));
     let http_server = http_server.run();
     actix_rt::spawn(sweep(ctx.clone(), shutdown.task()));
+    actix_rt::spawn(crate::blob::gc::run(ctx.clone(), shutdown.task()));
     let mqtt = if ctx.cfg.mqtt.enabled {
         let bridge = crate::edge::mqtt::start(ctx.clone(), tcp_addr, &shutdown)
             .await
@@ -112,7 +113,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    actix_rt::spawn(crate::blob::gc::run(ctx.clone(), shutdown.task()));
     let watchdog = actix_rt::spawn(watchdog());
     let admin_state = Arc::new(admin::AdminState {
         ctx: ctx.clone(),

@@ -33,6 +33,9 @@ pub enum Cmd {
         /// Listen address for Noise/TCP clients (overrides listen.tcp).
         #[arg(long)]
         listen_tcp: Option<String>,
+        /// Listen address for WebSocket and chunked-HTTP clients (overrides listen.http).
+        #[arg(long)]
+        listen_http: Option<String>,
         /// Data directory (overrides relay.data_dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -119,11 +122,15 @@ pub fn run() -> i32 {
         },
         Cmd::Serve {
             listen_tcp,
+            listen_http,
             data_dir,
         } => {
             let mut flags = Vec::new();
             if let Some(a) = listen_tcp {
                 flags.push(("listen.tcp".to_owned(), a));
+            }
+            if let Some(a) = listen_http {
+                flags.push(("listen.http".to_owned(), a));
             }
             if let Some(d) = data_dir {
                 flags.push(("relay.data_dir".to_owned(), d.display().to_string()));

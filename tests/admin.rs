@@ -92,6 +92,12 @@ fn the_api_refuses_a_missing_or_wrong_token_and_answers_json_errors_with_curl() 
     assert!(body.contains("\"not_found\""), "{body}");
     let (status, body) = curl(&format!("{base}/elsewhere"), &[]);
     assert_eq!(status, 404, "{body}");
+    let (status, body) = curl(
+        &format!("{base}/v1/stats"),
+        &["-H", &bearer(&token), "-X", "POST"],
+    );
+    assert_eq!(status, 405, "{body}");
+    assert!(body.contains("does not accept POST"), "{body}");
 
     for (query, parameter) in [
         ("limit=0", "limit"),
@@ -184,6 +190,7 @@ async fn accounts_stats_and_removing_a_device_closes_its_session() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["devices"][0]["device"], 0);
     assert_eq!(v["queued"], 1, "{v}");
+    assert_eq!(v["devices"][0]["online"], false, "{v}");
     let (status, v) = api(&relay, "GET", "/v1/accounts/%2B14155550199");
     assert_eq!(status, 404, "{v}");
 
@@ -196,6 +203,15 @@ async fn accounts_stats_and_removing_a_device_closes_its_session() {
 
     // Alice's phone is connected; the operator removes it.
     alice.conn().await.unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, v) = api(&relay, "GET", "/v1/accounts/%2B14155550101");
+        if v["devices"][0]["online"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (status, v) = api(&relay, "DELETE", "/v1/accounts/%2B14155550101/devices/0");
     assert_eq!(status, 200, "{v}");
     let err = loop {
@@ -225,6 +241,18 @@ async fn metrics_parse_move_with_traffic_and_neither_they_nor_the_audit_log_hold
     let (status, before) = curl(&format!("{}/metrics", relay.admin_url()), &[]);
     assert_eq!(status, 200);
     let accepted = metric(&before, "relaybox_messages_accepted_total");
+    // Every labelled series is there from the start, at zero until something happens.
+    assert_eq!(
+        metric(&before, "relaybox_connections{transport=\"ws\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &before,
+            "relaybox_handshakes_total{pattern=\"IK\",outcome=\"refused\"}"
+        ),
+        0.0
+    );
 
     let canary = "canary-7f3a9 pistachio";
     alice.send_text(BOB, canary).await.unwrap();

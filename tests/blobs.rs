@@ -179,6 +179,12 @@ async fn an_upload_round_trips_and_range_and_segments_are_honoured() {
         &url(&relay, &format!("{path}&seg=2")),
     ]);
     assert_eq!((status, body.as_slice()), (206, &b"iece"[..]));
+    let (status, _, body) = curl(&[
+        "-H",
+        &format!("If-None-Match: \"{id}\""),
+        &url(&relay, &path),
+    ]);
+    assert_eq!((status, body.len()), (304, 0), "the ETag is the id");
     let (status, headers, _) = curl(&["-I", &url(&relay, &path)]);
     assert_eq!(status, 200);
     assert!(
@@ -202,6 +208,17 @@ async fn an_upload_round_trips_and_range_and_segments_are_honoured() {
             "seg={bad}"
         );
     }
+
+    // A file lost from disk (damage, a partial restore) answers Gone, so receivers recall it.
+    let lost = bob.upload_blob(&[b"soon lost".to_vec()]).await.unwrap();
+    let lost_url = download_url(&mut bob, &lost).await;
+    std::fs::remove_file(blob_file(&relay, &lost)).unwrap();
+    assert_eq!(get(&relay, &lost_url), (410, "gone".into()));
+    // Uploading the same content again puts the file back.
+    let again = upload_url(&mut bob, b"soon lost", 9).await.unwrap();
+    assert!(!again.stored, "a lost file must be uploaded again");
+    bob.upload_blob(&[b"soon lost".to_vec()]).await.unwrap();
+    assert_eq!(bob.download_blob(&lost, None).await.unwrap(), b"soon lost");
 
     // The same content again needs no upload.
     let again = upload_url(&mut alice, &segments.concat(), 25)
@@ -531,6 +548,28 @@ async fn an_image_sent_with_the_cli_arrives_as_a_thumbnail_first_then_in_full() 
     drop(user(&relay, "bob", BOB).await);
     let dir = tempfile::tempdir().unwrap();
     let photo = photo(dir.path());
+    let not_image = write(dir.path(), "notes.txt", b"not an image at all");
+    let bad = client(
+        &relay,
+        "alice",
+        &["send", BOB, "--image", not_image.to_str().unwrap()],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not an image"),
+        "{bad:?}"
+    );
+    let missing = client(
+        &relay,
+        "alice",
+        &["send", BOB, "--image", "no-such-file.jpg"],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no-such-file.jpg"),
+        "{missing:?}"
+    );
+
     let sent = client(
         &relay,
         "alice",

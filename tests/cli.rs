@@ -105,6 +105,9 @@ fn serve_runs_on_embedded_defaults_and_keeps_its_key_across_restarts() {
             .arg("serve")
             .current_dir(dir.path())
             .env("RELAYBOX_LISTEN_TCP", "127.0.0.1:0")
+            // Port 0: parallel test runs must not meet on the default admin port.
+            .env("RELAYBOX_LISTEN_ADMIN", "127.0.0.1:0")
+            .env("RELAYBOX_LISTEN_HTTP", "127.0.0.1:0")
             .env_remove("RELAYBOX_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -121,6 +124,10 @@ fn serve_runs_on_embedded_defaults_and_keeps_its_key_across_restarts() {
             std::thread::sleep(Duration::from_millis(20));
         };
         assert!(line.contains("tcp=127.0.0.1:"), "loopback listener: {line}");
+        assert!(
+            line.contains("http=127.0.0.1:"),
+            "loopback HTTP listener: {line}"
+        );
         Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole relaybox test suite on a fresh Debian/Ubuntu machine with Rust installed.
-# Installs what the tests need (a Mosquitto broker and its clients for the MQTT bridge, with
-# apt-get), then runs every
-# unit, property, protocol and end-to-end test against the real binary.
+# Installs what the tests need (see below), then runs every unit, property, protocol and
+# end-to-end test against the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,33 +11,29 @@ if ! need cargo; then
     echo "error: cargo not found; install Rust (https://rustup.rs) first" >&2
     exit 1
 fi
-# The end-to-end tests drive the relay with these standard tools.
-for tool in sh kill curl; do
-    if ! need "$tool"; then
-        echo "error: '$tool' is required by the end-to-end tests" >&2
-        exit 1
-    fi
+# What the tests need besides cargo: curl (a real HTTP client for the HTTP and operator
+# API tests), tar (backup archives), a real Mosquitto broker and its command-line clients
+# (the MQTT bridge tests start one broker per test), and openssl (a throw-away CA for the
+# TLS tests). Missing ones are installed with apt-get (as root, or with passwordless sudo).
+# Debian installs the broker in /usr/sbin, which may be missing from a user's PATH.
+export PATH="$PATH:/usr/sbin"
+packages=()
+for pair in sh:dash kill:procps curl:curl tar:tar mosquitto:mosquitto \
+    mosquitto_pub:mosquitto-clients mosquitto_sub:mosquitto-clients openssl:openssl; do
+    need "${pair%%:*}" || packages+=("${pair#*:}")
 done
-
-# The MQTT bridge's tests run a real Mosquitto broker and its command-line clients, and make
-# a throw-away CA with openssl for the TLS test.
-if ! need mosquitto || ! need mosquitto_pub || ! need mosquitto_sub || ! need openssl; then
-    # Debian installs the broker in /usr/sbin, which may be missing from a user's PATH.
-    if [ -x /usr/sbin/mosquitto ] && need mosquitto_pub && need mosquitto_sub && need openssl; then
-        export PATH="$PATH:/usr/sbin"
-    else
-        SUDO=""
-        if [ "$(id -u)" -ne 0 ]; then
-            if need sudo; then SUDO="sudo -n"; else
-                echo "error: mosquitto, mosquitto-clients and openssl are needed by tests/mqtt.rs; install them (apt-get install mosquitto mosquitto-clients openssl) or run as root" >&2
-                exit 1
-            fi
-        fi
-        if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients openssl; }; then
-            echo "error: could not install mosquitto, mosquitto-clients and openssl (needed by tests/mqtt.rs)" >&2
+if [ "${#packages[@]}" -gt 0 ]; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if need sudo; then SUDO="sudo -n"; else
+            echo "error: the tests need ${packages[*]}; install them (apt-get install ${packages[*]}) or run as root" >&2
             exit 1
         fi
-        export PATH="$PATH:/usr/sbin"
+    fi
+    echo "Installing what the tests need: ${packages[*]}"
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}"; }; then
+        echo "error: could not install ${packages[*]} with apt-get" >&2
+        exit 1
     fi
 fi
 

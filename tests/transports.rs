@@ -544,3 +544,58 @@ async fn auto_uses_tcp_and_falls_back_to_websocket_when_tcp_is_unreachable() {
     bob.send_text(&phone(1, 1), "via websocket").await.unwrap();
     assert_eq!(next_message(&mut alice).await.2, "via websocket");
 }
+
+#[tokio::test]
+async fn a_graceful_stop_tells_websocket_and_http_clients_why_and_exits_zero_without_waiting_out_the_grace(
+) {
+    let mut relay = Relay::start();
+    let kinds = [
+        TransportKind::Ws,
+        TransportKind::Http,
+        TransportKind::HttpSplit,
+    ];
+    let mut clients = Vec::new();
+    for (n, kind) in kinds.into_iter().enumerate() {
+        let mut c = user_over(&relay, kind.as_str(), &phone(1, n), kind).await;
+        c.conn().await.unwrap();
+        clients.push(c);
+    }
+    let started = Instant::now();
+    assert_eq!(relay.stop(), Some(0));
+    // The harness's grace is 3 s: the HTTP server stops as soon as its sessions drained.
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    for (kind, c) in kinds.iter().zip(clients.iter_mut()) {
+        let err = tokio::time::timeout(PATIENCE, c.next_event())
+            .await
+            .unwrap()
+            .expect_err("closed");
+        let code = err
+            .downcast_ref::<relaybox::client::connection::ClientError>()
+            .and_then(|e| e.relay_code());
+        assert_eq!(code, Some(ErrorCode::ShuttingDown), "{kind:?}: {err:#}");
+    }
+    assert!(relay.logs().contains("Relay stopped."));
+}
+
+#[tokio::test]
+async fn a_split_session_outlives_the_servers_keep_alive_on_its_upload_connection() {
+    let relay = Relay::start();
+    let mut alice = user_over(&relay, "alice", &phone(1, 1), TransportKind::HttpSplit).await;
+    let mut bob = user_over(&relay, "bob", &phone(1, 2), TransportKind::Tcp).await;
+    alice.send_text(&phone(1, 2), "before").await.unwrap();
+    assert_eq!(next_message(&mut bob).await.2, "before");
+    // Longer than the HTTP server's keep-alive (5 s): the upload connection is closed under
+    // the session, which must carry on over a new one.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    alice
+        .send_text(&phone(1, 2), "after a quiet spell")
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut bob).await.2, "after a quiet spell");
+    bob.send_text(&phone(1, 1), "still here").await.unwrap();
+    assert_eq!(next_message(&mut alice).await.2, "still here");
+}

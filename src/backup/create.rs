@@ -17,7 +17,7 @@ pub fn create(store: &Store, data_dir: &Path, out: impl Write) -> Result<Manifes
 
     // The store image goes to an unnamed file first: it is hashed while written, and its
     // size must be known for the tar header.
-    let mut image = Hashing::new(tempfile::tempfile_in(data_dir)?);
+    let mut image = Hashing::new(std::io::BufWriter::new(tempfile::tempfile_in(data_dir)?));
     let stats = store.export_to(&mut image)?;
     let (mut image_file, entry) = image.finish_into_entry(STORE_IMAGE)?;
     image_file.rewind()?;
@@ -71,18 +71,18 @@ pub fn create(store: &Store, data_dir: &Path, out: impl Write) -> Result<Manifes
     Ok(manifest)
 }
 
-impl Hashing<std::fs::File> {
+impl Hashing<std::io::BufWriter<std::fs::File>> {
     /// The hashed file and its manifest entry under `path`.
     fn finish_into_entry(self, path: &str) -> std::io::Result<(std::fs::File, FileEntry)> {
         use sha2::Digest;
         let Self {
-            mut inner,
+            inner,
             hasher,
             bytes,
         } = self;
-        inner.flush()?;
+        let file = inner.into_inner().map_err(|e| e.into_error())?;
         Ok((
-            inner,
+            file,
             FileEntry {
                 path: path.to_owned(),
                 bytes,

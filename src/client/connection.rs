@@ -1,4 +1,5 @@
-//! A client's connection to the relay: TCP, the Noise handshake (IK with the pinned key and
+//! A client's connection to the relay: a transport link (`transport`: TCP, WebSocket or
+//! chunked HTTP), the Noise handshake (IK with the pinned key and
 //! token, falling back to XX), then requests matched to answers by `req_id` and pushes
 //! buffered in arrival order. One owner, no background task: `request` and `next_push` read
 //! the socket themselves, answering the relay's pings on the way.

@@ -37,6 +37,10 @@ pub const MAX_IMAGE_FILE_BYTES: u64 = 64 * 1024 * 1024;
 const MAX_DOWNLOAD_BYTES: u64 = 128 * 1024 * 1024;
 /// Deadline for one HTTP request.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Sent media kept for recalls; older ones are forgotten first.
+pub const MAX_KEPT_SENT: usize = 200;
+/// Recalls of one message answered; more are ignored (a peer cannot make us upload forever).
+pub const MAX_RECALLS_ANSWERED: u32 = 3;
 /// Bytes of nonce before each encrypted segment.
 const NONCE_BYTES: usize = 12;
 
@@ -59,6 +63,9 @@ pub struct Tier {
 struct SentMeta {
     to: String,
     tiers: Vec<(String, u32, u32)>,
+    /// Recalls answered so far.
+    #[serde(default)]
+    recalls: u32,
 }
 
 /// Downscaled JPEG tiers of an image (those smaller than the image itself), then the
@@ -320,9 +327,33 @@ impl Client {
                 .iter()
                 .map(|t| (t.mime.clone(), t.width, t.height))
                 .collect(),
+            recalls: 0,
         };
         std::fs::write(dir.join("meta.json"), serde_json::to_vec(&meta)?)?;
+        self.forget_old_sent();
         Ok(())
+    }
+
+    /// Keeps the newest [`MAX_KEPT_SENT`] sent media (best effort).
+    fn forget_old_sent(&self) {
+        let root = self.state.home.join("media").join("sent");
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return;
+        };
+        let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let modified = e.metadata().and_then(|m| m.modified()).ok()?;
+                Some((modified, e.path()))
+            })
+            .collect();
+        if dirs.len() <= MAX_KEPT_SENT {
+            return;
+        }
+        dirs.sort();
+        for (_, dir) in &dirs[..dirs.len() - MAX_KEPT_SENT] {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     /// Fetches and decrypts segment `n` of `media` and saves it in the home's `media/`
@@ -385,12 +416,14 @@ impl Client {
         let Ok(meta) = std::fs::read(dir.join("meta.json")) else {
             return Ok(None);
         };
-        let meta: SentMeta = serde_json::from_slice(&meta).context("kept media is damaged")?;
-        if meta.to != from {
+        let mut meta: SentMeta = serde_json::from_slice(&meta).context("kept media is damaged")?;
+        if meta.to != from || meta.recalls >= MAX_RECALLS_ANSWERED {
             return Ok(None);
         }
+        meta.recalls += 1;
+        std::fs::write(dir.join("meta.json"), serde_json::to_vec(&meta)?)?;
         let mut tiers = Vec::with_capacity(meta.tiers.len());
-        for (i, (mime, width, height)) in meta.tiers.into_iter().enumerate() {
+        for (i, (mime, width, height)) in meta.tiers.iter().cloned().enumerate() {
             let bytes =
                 std::fs::read(dir.join(format!("{i}.bin"))).context("kept media is incomplete")?;
             tiers.push(Tier {
@@ -445,6 +478,39 @@ mod tests {
         let tiers = image_tiers(&png(100, 50)).unwrap();
         assert_eq!(tiers.len(), 2);
         assert_eq!((tiers[0].width, tiers[0].height), (64, 32));
+    }
+
+    #[tokio::test]
+    async fn a_recall_is_answered_only_for_its_recipient_and_only_a_few_times() {
+        let home = tempfile::tempdir().unwrap();
+        let mut client = Client::open(home.path(), Some("127.0.0.1:9")).unwrap();
+        let msg_id = MsgId::random();
+        let tier = Tier {
+            bytes: b"pixels".to_vec(),
+            mime: "image/jpeg".into(),
+            width: 1,
+            height: 1,
+        };
+        client.keep_sent(msg_id, "+14155550102", &[tier]).unwrap();
+        let id = msg_id.to_string();
+        // Neither answer needs the relay: both are refused before any upload.
+        assert_eq!(
+            client.answer_recall("+14155550199", &id).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            client.answer_recall("+14155550102", "zz").await.unwrap(),
+            None
+        );
+        let meta_path = client.sent_dir(&id).join("meta.json");
+        let mut meta: SentMeta =
+            serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+        meta.recalls = MAX_RECALLS_ANSWERED;
+        std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+        assert_eq!(
+            client.answer_recall("+14155550102", &id).await.unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -153,6 +153,13 @@ impl Client {
             }
         }
         self.state.relay_key = Some(est.relay_key);
+        if self.state.transport == TransportKind::Http
+            && conn.transport() == TransportKind::HttpSplit
+        {
+            // Something on the way buffers request bodies: skip the probe from now on.
+            tracing::info!("The chunked HTTP stream is held back on the way to the relay; using split mode from now on.");
+            self.state.transport = TransportKind::HttpSplit;
+        }
         if matches!(who, Identity::Device { .. }) {
             self.state.token = Some(est.token);
         }

@@ -354,6 +354,12 @@ fn an_admin_listener_off_loopback_is_refused_with_the_reason() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("listen.admin"), "{errors:?}");
     assert!(errors[0].contains("loopback"), "{errors:?}");
+    let errors = load_err(
+        "[listen]\ntcp = \"127.0.0.1:7700\"\nadmin = \"127.0.0.1:7700\"\n",
+        &[],
+        &[],
+    );
+    assert!(errors[0].contains("another port"), "{errors:?}");
     let ok = load_ok("[listen]\nadmin = \"[::1]:7790\"\n", &[], &[]);
     assert!(ok.listen.admin.ip().is_loopback());
 }

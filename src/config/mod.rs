@@ -48,8 +48,8 @@ pub struct Config {
     pub groups: GroupsConfig,
     pub muting: MutingConfig,
     pub push: PushConfig,
-    pub mqtt: MqttConfig,
     pub blobs: BlobsConfig,
+    pub mqtt: MqttConfig,
     pub log: LogConfig,
 }
 

@@ -119,6 +119,18 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
         }
     }
 
+    let listen = &config.listen;
+    if listen.admin.port() != 0 && listen.admin.port() == listen.tcp.port() {
+        let other = c.describe("listen.tcp");
+        c.reject(
+            "listen.admin",
+            format!(
+                "must use another port than {other} (both are {})",
+                listen.tcp.port()
+            ),
+        );
+    }
+
     let limits = &config.limits;
     c.at_least_one("limits.max_connections", limits.max_connections);
     c.at_least_one(
@@ -244,6 +256,24 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
         config.sessions.device_idle_stop,
     );
 
+    let blobs = &config.blobs;
+    if blobs.max_blob_bytes == 0 {
+        c.reject("blobs.max_blob_bytes", "must be at least 1".to_owned());
+    }
+    if blobs.account_quota_bytes < blobs.max_blob_bytes {
+        let other = c.describe("blobs.max_blob_bytes");
+        c.reject(
+            "blobs.account_quota_bytes",
+            format!(
+                "must be at least {other} ({} < {})",
+                blobs.account_quota_bytes, blobs.max_blob_bytes
+            ),
+        );
+    }
+    c.positive("blobs.retention", blobs.retention);
+    c.positive("blobs.url_ttl", blobs.url_ttl);
+    c.positive("blobs.gc_interval", blobs.gc_interval);
+
     let mqtt = &config.mqtt;
     if mqtt.enabled {
         if mqtt.host.is_empty() {
@@ -289,23 +319,6 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
             "must not be shorter than mqtt.reconnect_min".to_owned(),
         );
     }
-    let blobs = &config.blobs;
-    if blobs.max_blob_bytes == 0 {
-        c.reject("blobs.max_blob_bytes", "must be at least 1".to_owned());
-    }
-    if blobs.account_quota_bytes < blobs.max_blob_bytes {
-        let other = c.describe("blobs.max_blob_bytes");
-        c.reject(
-            "blobs.account_quota_bytes",
-            format!(
-                "must be at least {other} ({} < {})",
-                blobs.account_quota_bytes, blobs.max_blob_bytes
-            ),
-        );
-    }
-    c.positive("blobs.retention", blobs.retention);
-    c.positive("blobs.url_ttl", blobs.url_ttl);
-    c.positive("blobs.gc_interval", blobs.gc_interval);
 
     if let Err(problem) = check_log_level(&config.log.level) {
         c.reject("log.level", problem);

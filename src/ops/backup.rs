@@ -73,7 +73,7 @@ pub fn restore(file: &Path, data_dir: Option<&Path>, cfg: &Config) -> Result<(),
         .map_err(|e| Failure::usage(format!("cannot open {}: {e}", file.display())))?;
     let total = f.metadata().ok().map(|m| m.len());
     let bar = progress_bar(total, "restore");
-    let manifest = crate::backup::restore(bar.wrap_read(f), data_dir);
+    let manifest = crate::backup::restore(std::io::BufReader::new(bar.wrap_read(f)), data_dir);
     bar.finish_and_clear();
     let action = format!("restore {}", file.display());
     match manifest {

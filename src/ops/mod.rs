@@ -25,7 +25,7 @@ pub struct ApiArgs {
     /// Admin API base URL [default: http:// + listen.admin from the config].
     #[arg(long = "admin", value_name = "URL")]
     pub admin_url: Option<String>,
-    /// File holding the bearer token [default: <data_dir>/admin.token].
+    /// File holding the bearer token [default: $RELAYBOX_ADMIN_TOKEN, else <data_dir>/admin.token].
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Data directory, where the token is read from (overrides relay.data_dir).

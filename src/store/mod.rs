@@ -90,6 +90,8 @@ pub struct Store {
     /// The write gate: shared by every write path, exclusive for a consistent export
     /// (`backup.rs`).
     gate: std::sync::Arc<std::sync::RwLock<()>>,
+    /// See [`Store::next_id`].
+    id_offset: u64,
 }
 
 impl Store {
@@ -99,7 +101,9 @@ impl Store {
         let db = sled::Config::new().path(&path).open()?;
         let t = Trees::open(&db)?;
         meta::migrate(&t)?;
+        let id_offset = meta::id_offset(&t)?;
         Ok(Self {
+            id_offset,
             db,
             t,
             dir: path,

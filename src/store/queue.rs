@@ -58,7 +58,7 @@ impl Store {
     /// Appends to the device's queue; returns the entry's seq.
     pub fn queue_push(&self, d: &DeviceId, rec: &QueueRecord) -> Result<u64, StoreError> {
         let _gate = self.writing();
-        let seq = self.db.generate_id()?;
+        let seq = self.next_id()?;
         self.t
             .deviceseq_queuerecord
             .insert(keys::queue(d, seq), encode(rec))?;

@@ -177,13 +177,30 @@ impl Metrics {
     }
 }
 
-/// Records the process start time (call once, from `relaybox serve`).
+/// Records the process start time and creates every labelled series at zero, so that a
+/// scrape of an idle relay already shows them (call once, from `relaybox serve`).
 pub fn started() {
     let secs = crate::clock::now_ms() / 1000;
     METRICS
         .start_time
         .set(i64::try_from(secs).unwrap_or(i64::MAX));
+    for t in TRANSPORTS {
+        drop(METRICS.connections.get_or_create(&[("transport", t)]));
+    }
+    for pattern in HANDSHAKE_PATTERNS {
+        for outcome in HANDSHAKE_OUTCOMES {
+            drop(
+                METRICS
+                    .handshakes
+                    .get_or_create(&[("pattern", pattern), ("outcome", outcome)]),
+            );
+        }
+    }
 }
+
+/// The handshake patterns and outcomes [`handshake`] is called with.
+pub const HANDSHAKE_PATTERNS: [&str; 2] = ["XX", "IK"];
+pub const HANDSHAKE_OUTCOMES: [&str; 3] = ["ok", "refused", "failed"];
 
 /// A client connection over `transport` (`"tcp"`, `"ws"`, `"http"`) was admitted.
 pub fn connection_opened(transport: &'static str) {

@@ -8,9 +8,16 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `RUST_LOG`, if set, overrides the configured level.
 pub fn init(level: &str, json: bool) {
-    let filter = EnvFilter::try_from_default_env()
+    let mut filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // actix-server narrates its worker start and stop at info; the relay logs what matters
+    // ("Relay ready.", "Relay stopped.") itself. Its warnings and errors still show.
+    if !level.contains("actix_server") {
+        if let Ok(quiet) = "actix_server=warn".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

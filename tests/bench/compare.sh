@@ -163,6 +163,7 @@ data_dir = "$dir/data"
 
 [listen]
 tcp = "127.0.0.1:$port"
+http = "127.0.0.1:0"
 
 [limits]
 max_connections = 200000

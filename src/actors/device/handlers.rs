@@ -121,3 +121,11 @@ impl Handler<Ephemeral> for Device {
         }
     }
 }
+
+impl Handler<IsOnline> for Device {
+    type Result = bool;
+
+    fn handle(&mut self, _: IsOnline, _: &mut Self::Context) -> bool {
+        self.session.is_some()
+    }
+}

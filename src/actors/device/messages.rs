@@ -57,3 +57,8 @@ pub struct Revoke;
 pub struct Ephemeral {
     pub frame: ServerFrame,
 }
+
+/// Whether a session is attached now (for operators: `GET /v1/accounts/{phone}`).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IsOnline;

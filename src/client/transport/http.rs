@@ -163,10 +163,21 @@ impl Down {
     }
 }
 
+/// The answer to the duplex POST: awaited by the first read, so that a proxy that holds the
+/// request (and so the answer) back is caught by the handshake's deadline.
+type PendingResponse = std::pin::Pin<
+    Box<dyn std::future::Future<Output = hyper::Result<::http::Response<Incoming>>> + Send>,
+>;
+
+enum DuplexDown {
+    Waiting(PendingResponse),
+    Open(Down),
+}
+
 /// A full-duplex chunked stream.
 pub(crate) struct DuplexLink {
     up: mpsc::Sender<Bytes>,
-    down: Down,
+    down: DuplexDown,
     _conn: Conn<UpBody>,
 }
 
@@ -177,18 +188,12 @@ impl DuplexLink {
     ) -> Result<Self, ClientError> {
         let mut conn = handshake::<UpBody>(base, ca).await?;
         let (up, rx) = mpsc::channel::<Bytes>(UP_QUEUE_FRAMES);
-        let body = UpBody(rx);
-        let req = request(base, ::http::Method::POST, "/v1/stream", body)?;
-        // The response head comes at once; the body then carries the relay's frames.
-        let res = conn
-            .sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::HttpTransport(e.to_string()))?;
-        let res = check(res, 200).await?;
+        let req = request(base, ::http::Method::POST, "/v1/stream", UpBody(rx))?;
+        // hyper queues the request at once; the body streams as `write` feeds it.
+        let res = Box::pin(conn.sender.send_request(req));
         Ok(Self {
             up,
-            down: Down::new(res.into_body()),
+            down: DuplexDown::Waiting(res),
             _conn: conn,
         })
     }
@@ -201,14 +206,26 @@ impl DuplexLink {
             .map_err(|_| ClientError::Closed(None))
     }
 
+    /// Cancel-safe: the pending answer stays stored until it arrives.
     pub(crate) async fn read(&mut self) -> Result<Vec<u8>, ClientError> {
-        self.down.read().await
+        if let DuplexDown::Waiting(res) = &mut self.down {
+            let res = res
+                .await
+                .map_err(|e| ClientError::HttpTransport(e.to_string()))?;
+            let res = check(res, 200).await?;
+            self.down = DuplexDown::Open(Down::new(res.into_body()));
+        }
+        match &mut self.down {
+            DuplexDown::Open(down) => down.read().await,
+            DuplexDown::Waiting(_) => Err(ClientError::Unexpected("stream not open".into())),
+        }
     }
 }
 
 /// Split mode: a chunked GET down, short POSTs up.
 pub(crate) struct SplitLink {
     base: BaseUrl,
+    ca: Option<std::path::PathBuf>,
     sid: String,
     up: Conn<Full<Bytes>>,
     down: Down,
@@ -241,6 +258,7 @@ impl SplitLink {
         let up = handshake::<Full<Bytes>>(base, ca).await?;
         Ok(Self {
             base: base.clone(),
+            ca: ca.map(std::path::Path::to_owned),
             sid,
             up,
             down: Down::new(res.into_body()),
@@ -253,11 +271,11 @@ impl SplitLink {
         let body = Full::new(Bytes::from(frame::encode(payload)?));
         let path = format!("/v1/stream/{}", self.sid);
         let req = request(&self.base, ::http::Method::POST, &path, body)?;
-        self.up
-            .sender
-            .ready()
-            .await
-            .map_err(|e| ClientError::HttpTransport(e.to_string()))?;
+        // The relay (or a proxy) closes an idle keep-alive connection: open a new one for the
+        // next upload. Only before sending: a request that may have arrived is never repeated.
+        if self.up.sender.ready().await.is_err() {
+            self.up = handshake::<Full<Bytes>>(&self.base, self.ca.as_deref()).await?;
+        }
         let res = self
             .up
             .sender

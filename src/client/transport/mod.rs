@@ -218,8 +218,18 @@ pub(crate) enum Link {
 }
 
 impl Link {
-    /// Opens a link to `target` (for `auto`, the first transport that connects).
+    /// Opens a link to `target` (for `auto`, the first transport that connects), within the
+    /// handshake deadline.
     pub(crate) async fn open(
+        target: &Target,
+        local: Option<std::net::IpAddr>,
+    ) -> Result<Self, ClientError> {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::open_now(target, local))
+            .await
+            .map_err(|_| ClientError::Timeout("connect"))?
+    }
+
+    async fn open_now(
         target: &Target,
         local: Option<std::net::IpAddr>,
     ) -> Result<Self, ClientError> {

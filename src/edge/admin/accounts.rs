@@ -103,7 +103,7 @@ async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
         rows.push(DeviceRow {
             device: no,
             registered_at_ms: rec.registered_at_ms,
-            online: ctx.directory.get_live(&d).is_some() && ctx.presence.is_online(&account),
+            online: is_online(ctx, &d).await,
             queued: ctx.store.queue_len(&d)?,
             noise_static: hex::encode(rec.noise_static),
         });
@@ -176,6 +176,18 @@ async fn revoke_and_announce(ctx: Arc<RelayCtx>, d: DeviceId) -> Result<(), Stri
     crate::edge::session::announce_devices(&ctx, &d.account)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Whether the device has a session attached now. An actor that is not running has none;
+/// one that stopped between lookup and question has none either.
+async fn is_online(ctx: &RelayCtx, d: &DeviceId) -> bool {
+    match ctx.directory.get_live(d) {
+        Some(addr) => addr
+            .send(crate::actors::device::IsOnline)
+            .await
+            .unwrap_or(false),
+        None => false,
+    }
 }
 
 /// A phone number parameter, normalised as registration does.

@@ -22,6 +22,9 @@ pub enum AdminError {
     /// The route, account or device does not exist (the caller's fault).
     #[error("{0}")]
     NotFound(String),
+    /// The route exists but not with this method (the caller's fault).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The relay is shutting down or the store is unavailable (retry later).
     #[error("{0}")]
     Unavailable(String),
@@ -43,6 +46,7 @@ impl AdminError {
             Self::Unauthorized(_) => "unauthorized",
             Self::BadParameter { .. } => "bad_parameter",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -75,6 +79,7 @@ impl ResponseError for AdminError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -62,10 +62,6 @@ impl AdminState {
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
     }
-
-    fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.ctx.shutdown.is_shutdown()
-    }
 }
 
 type State = web::Data<AdminState>;
@@ -109,12 +105,19 @@ fn v1(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// Whatever no route answers: 405 if the path names a route (with another method), else 404.
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, AdminError> {
-    Err(AdminError::NotFound(format!(
-        "no route {} {}",
-        req.method(),
-        req.path()
-    )))
+    match req.match_pattern() {
+        Some(route) => Err(AdminError::MethodNotAllowed(format!(
+            "{route} does not accept {}",
+            req.method()
+        ))),
+        None => Err(AdminError::NotFound(format!(
+            "no route {} {}",
+            req.method(),
+            req.path()
+        ))),
+    }
 }
 
 /// Checks the bearer token, runs the request, and records it in the audit log.

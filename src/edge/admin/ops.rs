@@ -40,18 +40,28 @@ async fn healthz() -> HttpResponse {
 /// GET /readyz: 200 when the store is open and every listener is bound; 503 before that and
 /// during shutdown (so a load balancer or systemd check stops sending work).
 async fn readyz(state: State) -> HttpResponse {
-    let store_ok = state.ctx.store.size_on_disk().is_ok();
-    if state.is_ready() && store_ok {
-        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+    let verdict = readiness(
+        state.ready.load(std::sync::atomic::Ordering::Acquire),
+        state.ctx.shutdown.is_shutdown(),
+        state.ctx.store.size_on_disk().is_ok(),
+    );
+    match verdict {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        Err(why) => HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": why })),
+    }
+}
+
+/// Ready only with every listener bound, no shutdown under way and the store answering;
+/// otherwise the reason, most important first.
+fn readiness(bound: bool, shutting_down: bool, store_ok: bool) -> Result<(), &'static str> {
+    if shutting_down {
+        Err("shutting down")
+    } else if !store_ok {
+        Err("store unavailable")
+    } else if !bound {
+        Err("starting")
     } else {
-        let why = if state.ctx.shutdown.is_shutdown() {
-            "shutting down"
-        } else if !store_ok {
-            "store unavailable"
-        } else {
-            "starting"
-        };
-        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": why }))
+        Ok(())
     }
 }
 
@@ -151,7 +161,7 @@ async fn backup(state: State) -> Result<HttpResponse, AdminError> {
     let (file, manifest) = web::block(move || {
         // An unnamed file in the data directory: same disk, same permissions, gone on close.
         let mut file = tempfile::tempfile_in(&dir)?;
-        let manifest = crate::backup::create(&store, &dir, &mut file)?;
+        let manifest = crate::backup::create(&store, &dir, std::io::BufWriter::new(&mut file))?;
         file.rewind()?;
         Ok::<_, crate::backup::BackupError>((file, manifest))
     })
@@ -188,4 +198,17 @@ async fn backup(state: State) -> Result<HttpResponse, AdminError> {
             format!("attachment; filename=\"{name}\""),
         ))
         .body(SizedStream::new(size, chunks)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readiness;
+
+    #[test]
+    fn readiness_needs_bound_listeners_a_store_and_no_shutdown() {
+        assert_eq!(readiness(true, false, true), Ok(()));
+        assert_eq!(readiness(false, false, true), Err("starting"));
+        assert_eq!(readiness(true, true, true), Err("shutting down"));
+        assert_eq!(readiness(true, false, false), Err("store unavailable"));
+    }
 }

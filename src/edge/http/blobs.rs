@@ -211,7 +211,14 @@ async fn upload(
             size,
             ..
         }) => {
-            // Content addressed: the same bytes are stored already.
+            // Content addressed: the same bytes are stored already. If its file was lost,
+            // these bytes (verified against the id) put it back; the quota is charged already.
+            if ctx.blobs.files.len(&id).await != Some(size) {
+                let written = ctx.blobs.files.write(&id, size, body).await?;
+                tracing::info!(blob = %id, size = written, "Lost blob file restored by a new upload.");
+                return Ok(HttpResponse::Created()
+                    .json(serde_json::json!({ "blob": id.as_str(), "size": written })));
+            }
             return Ok(
                 HttpResponse::Ok().json(serde_json::json!({ "blob": id.as_str(), "size": size }))
             );
@@ -305,6 +312,24 @@ async fn download(ctx: Ctx, req: &HttpRequest) -> Result<HttpResponse, BlobHttpE
         }) => return Err(BlobHttpError::Gone),
         Some(rec) => rec,
     };
+    // A record without its file (a damaged disk, a partial restore) is lost: 410, like an
+    // expired blob, so that the receiver recalls it from the sender.
+    if ctx.blobs.files.len(&id).await != Some(rec.size) {
+        tracing::warn!(blob = %id, "Blob file missing or damaged; answering Gone.");
+        return Err(BlobHttpError::Gone);
+    }
+    // Content addressed and immutable: a cached copy under this ETag is always current.
+    let etag = format!("\"{id}\"");
+    let cached = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if cached {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .finish());
+    }
     // The part of the file addressed: one segment, or all of it.
     let (base, len) = match segment_param(req.query_string()) {
         None => (0, rec.size),
@@ -336,7 +361,7 @@ async fn download(ctx: Ctx, req: &HttpRequest) -> Result<HttpResponse, BlobHttpE
     };
     let count = if len == 0 { 0 } else { end - start + 1 };
     let mut res = HttpResponse::build(status);
-    res.insert_header((header::ETAG, format!("\"{id}\"")))
+    res.insert_header((header::ETAG, etag))
         .insert_header((header::ACCEPT_RANGES, HeaderValue::from_static("bytes")))
         .insert_header((
             header::CACHE_CONTROL,

@@ -74,15 +74,26 @@ pub(super) fn request_upload(
         .into());
     }
     let expires_ms = crate::clock::now_ms().saturating_add(ms(cfg.url_ttl));
+    // The pending record outlives the URL by one more TTL, so that an upload started just
+    // before the URL expired is not orphaned while it streams.
+    let lapses_ms = expires_ms.saturating_add(ms(cfg.url_ttl));
     let outcome = ctx
         .store
-        .blob_pending(&id, r.size, &r.segments, expires_ms)?;
+        .blob_pending(&id, r.size, &r.segments, lapses_ms)?;
+    // Stored, unless its file was lost: then the upload puts it back.
+    let stored = outcome == PendingOutcome::AlreadyStored
+        && ctx
+            .blobs
+            .files
+            .path(&id)
+            .metadata()
+            .is_ok_and(|m| m.len() == r.size);
     let url = capability::sign(&ctx.blobs.url_key, Method::Put, &id, me, expires_ms);
     Ok(Body::BlobUrl(BlobUrl {
         blob: id.to_string(),
         url,
         expires_ms,
-        stored: outcome == PendingOutcome::AlreadyStored,
+        stored,
     }))
 }
 
