@@ -792,3 +792,80 @@ async fn the_example_acl_keeps_each_device_to_its_own_topics() {
         "fridge-3 read fridge-4's messages"
     );
 }
+
+#[tokio::test]
+async fn a_backup_carries_the_keys_the_relay_holds_for_its_bridged_devices() {
+    let s = site("").await;
+    let archive = s.relay.dir.path().join("backup.tar");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(s.relay.dir.path().join("relaybox.toml"))
+        .args(["backup", "--admin", &s.relay.admin_url(), "--out"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = tempfile::tempdir().unwrap();
+    let data = restored.path().join("data");
+    let out = Command::new(BIN)
+        .arg("restore")
+        .arg(&archive)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = |dir: &std::path::Path| {
+        let text = std::fs::read_to_string(dir.join("mqtt/devices/fridge-3/state.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["noise_private"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(
+        state(&data),
+        state(&s.relay.data_dir()),
+        "the device's keys"
+    );
+    let out = Command::new(BIN)
+        .args(["--set", &format!("relay.data_dir={}", data.display())])
+        .args(["mqtt-device", "list"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("@fridge-3") && listed.contains(&s.group),
+        "{listed}"
+    );
+}
+
+#[test]
+fn bad_mqtt_settings_are_refused_with_exit_64_before_anything_starts() {
+    for (set, named) in [
+        ("mqtt.prefix=site/#", "mqtt.prefix"),
+        ("mqtt.max_payload_bytes=10", "mqtt.max_payload_bytes"),
+        ("mqtt.reconnect_max=10ms", "mqtt.reconnect_max"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["--set", set, "check-config"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{set}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{set}: {err}");
+    }
+    let out = Command::new(BIN)
+        .args(["--set", "mqtt.enabled=true"])
+        .args(["--set", "mqtt.tls_client_cert_file=/nonexistent/cert.pem"])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt.tls_client_key_file"));
+}

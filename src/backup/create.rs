@@ -41,7 +41,10 @@ pub fn create(store: &Store, data_dir: &Path, out: impl Write) -> Result<Manifes
 
     // Blob files are immutable once renamed into place; one the collector removes after the
     // listing is simply not in the backup.
-    for (rel, path) in super::blob_files(data_dir)? {
+    for (rel, path) in super::blob_files(data_dir)?
+        .into_iter()
+        .chain(super::mqtt_files(data_dir)?)
+    {
         match std::fs::File::open(&path) {
             Ok(f) => files.push(append_open(&mut tar, &rel, f, mtime)?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -40,6 +40,38 @@ pub const AUDIT_LOG: &str = crate::edge::admin::audit::AUDIT_FILE;
 /// The blob directory inside the data directory, and its temporary uploads.
 pub const BLOBS_DIR: &str = "blobs";
 pub const BLOBS_TMP: &str = "tmp";
+/// The MQTT bridge's device homes (`<data_dir>/mqtt/devices/{id}/`): the keys the relay holds
+/// for each bridged device. Without them a restored relay could not speak for its devices.
+pub const MQTT_DIR: &str = "mqtt";
+
+/// Every file under `<data_dir>/mqtt/` (device states are replaced by rename, so each file read
+/// is whole), as (archive name, path), sorted. Temporary files of a save in progress are left.
+pub fn mqtt_files(data_dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(MQTT_DIR.to_owned(), data_dir.join(MQTT_DIR))];
+    while let Some((rel, dir)) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let kind = entry.file_type()?;
+            let child = format!("{rel}/{name}");
+            if kind.is_dir() {
+                stack.push((child, entry.path()));
+            } else if kind.is_file() && !name.ends_with(".tmp") {
+                out.push((child, entry.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
 /// Largest manifest read on restore.
 const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
 

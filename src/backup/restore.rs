@@ -167,7 +167,16 @@ fn target_path(data_dir: &Path, name: &str) -> Result<std::path::PathBuf, Backup
     }
     let path = Path::new(name);
     let mut parts = path.components();
-    if parts.next() != Some(Component::Normal(BLOBS_DIR.as_ref())) {
+    let top = parts.next();
+    if top == Some(Component::Normal(super::MQTT_DIR.as_ref())) {
+        let safe = parts.clone().count() > 0 && parts.all(|c| matches!(c, Component::Normal(_)));
+        return if safe {
+            Ok(data_dir.join(path))
+        } else {
+            Err(unexpected())
+        };
+    }
+    if top != Some(Component::Normal(BLOBS_DIR.as_ref())) {
         return Err(unexpected());
     }
     let rest: Vec<Component> = parts.collect();
