@@ -7,6 +7,7 @@
 
 pub mod device;
 pub mod directory;
+pub mod entity;
 pub mod notifier;
 pub mod presence;
 pub mod thread;

@@ -294,6 +294,7 @@ impl Client {
                 envelopes,
                 kind: kind as i32,
                 group: String::new(),
+                on_behalf_of: String::new(),
             };
             match self
                 .conn()

@@ -119,7 +119,10 @@ pub(super) fn dispatch(
             super::account::unlink(&ctx, &caller, u).await
         })),
         client_frame::Body::GetDevices(g) => Some(run(req_id, async move {
-            super::account::devices(&ctx, &caller, g)
+            match super::entities::devices(&ctx, &caller, &g.account).await {
+                Some(entity) => entity,
+                None => super::account::devices(&ctx, &caller, g),
+            }
         })),
         client_frame::Body::UploadContacts(u) => Some(run(req_id, async move {
             super::account::contacts(&ctx, &caller, u).await
@@ -141,6 +144,9 @@ pub(super) fn dispatch(
             req_id,
             super::blobs::request_download(&ctx, &caller, r),
         )),
+        client_frame::Body::Entity(r) => Some(run(req_id, async move {
+            super::entities::request(&ctx, &caller, r).await
+        })),
     }
 }
 
@@ -422,6 +428,9 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
         set: caller.sending.clone(),
         msg_id,
     };
+    if super::entities::is_entity_send(ctx, &s)? {
+        return super::entities::send(ctx, &me, msg_id, s).await;
+    }
     // Who receives which envelope: every device of the recipient (1:1), or of every member
     // (group), except the sending device; anything else is a mismatch.
     let targets: Vec<DeviceId> = if s.group.is_empty() {
