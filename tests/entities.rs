@@ -461,3 +461,126 @@ async fn operators_get_clear_errors_and_non_zero_exits_for_bad_entities() {
         "{err}"
     );
 }
+
+/// `relaybox client --home <dir>/<home> <args>`; returns (exit code, stdout + stderr).
+fn client_cli(relay: &Relay, home: &str, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(common::BIN)
+        .arg("client")
+        .arg("--home")
+        .arg(relay.dir.path().join(home))
+        .arg("--relay")
+        .arg(&relay.addr)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_branch_runs_from_terminals_with_relaybox_client() {
+    let (relay, admin_c, mut dana, _eli) = branch(&[]).await;
+    // The administrator works from its terminal (the same home as the SDK client).
+    drop(admin_c);
+
+    // A customer registers and writes to the store from a terminal.
+    let (code, out) = client_cli(&relay, "cli-customer", &["register", CUSTOMER]);
+    assert_eq!(code, 0, "{out}");
+    let code_sent = relay.code_for(CUSTOMER);
+    let (code, out) = client_cli(&relay, "cli-customer", &["verify", CUSTOMER, &code_sent]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = client_cli(
+        &relay,
+        "cli-customer",
+        &["send", ENTITY, "where", "is", "my", "parcel?"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("to {ENTITY}")), "{out}");
+
+    // The administrator sees it, lists the thread and assigns it to Dana.
+    let (code, out) = client_cli(
+        &relay,
+        "client-admin",
+        &["listen", "--count", "1", "--timeout", "20"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("{ENTITY} ← {CUSTOMER}")) && out.contains("parcel"),
+        "{out}"
+    );
+    let (code, out) = client_cli(&relay, "client-admin", &["entity", "threads", ENTITY]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(CUSTOMER) && out.contains("administrator"),
+        "{out}"
+    );
+    let (code, out) = client_cli(
+        &relay,
+        "client-admin",
+        &["entity", "assign", ENTITY, CUSTOMER, DANA],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Assigned"), "{out}");
+    assert_eq!(handover(&mut dana, CUSTOMER).await, 1);
+
+    // Dana answers as the store; the customer's terminal shows the store and Dana.
+    dana.reply_as_entity(ENTITY, CUSTOMER, "on its way")
+        .await
+        .unwrap();
+    let (code, out) = client_cli(
+        &relay,
+        "cli-customer",
+        &["listen", "--count", "1", "--timeout", "20"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("[{ENTITY} (Dana)]")) && out.contains("on its way"),
+        "{out}"
+    );
+
+    // Mistakes at a terminal exit non-zero with the reason.
+    let (code, out) = client_cli(&relay, "cli-customer", &["entity", "threads", "@nowhere"]);
+    assert_ne!(code, 0);
+    assert!(out.contains("no business entity"), "{out}");
+    let (code, out) = client_cli(
+        &relay,
+        "cli-customer",
+        &["entity", "assign", ENTITY, CUSTOMER, DANA],
+    );
+    assert_ne!(code, 0);
+    assert!(out.contains("only the administrator"), "{out}");
+}
+
+async fn claim(c: &mut Client, account: &str) -> relaybox::wire::messages::ClaimedKeys {
+    use relaybox::wire::messages::{client_frame, server_frame, ClaimKeys};
+    let req = client_frame::Body::ClaimKeys(ClaimKeys {
+        account: account.into(),
+        devices: vec![],
+    });
+    match c.conn().await.unwrap().request(req).await.unwrap() {
+        server_frame::Body::ClaimedKeys(k) => k,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_key_claim_for_the_entity_returns_the_devices_of_whoever_serves_the_customer() {
+    let (relay, mut admin_c, _dana, _eli) = branch(&[]).await;
+    let mut customer = relay.user("customer", CUSTOMER).await;
+    let k = claim(&mut customer, ENTITY).await;
+    assert_eq!(k.account, ENTITY);
+    assert_eq!(k.devices.len(), 1);
+    assert_eq!(k.devices[0].account, ADMIN);
+    assert!(k.devices[0].one_time_key.is_some());
+    admin_c.assign_thread(ENTITY, CUSTOMER, DANA).await.unwrap();
+    let k = claim(&mut customer, ENTITY).await;
+    assert_eq!(k.devices.len(), 1);
+    assert_eq!(k.devices[0].account, DANA);
+}

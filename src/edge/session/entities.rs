@@ -127,6 +127,45 @@ pub(super) async fn devices(
     )
 }
 
+/// ClaimKeys for an entity: one key bundle per recipient device of the caller's customer
+/// thread, each naming its account. `None` if `account` is not an entity.
+pub(super) async fn claim_keys(
+    ctx: &RelayCtx,
+    caller: &Caller,
+    account_text: &str,
+) -> Option<Result<Body, RequestError>> {
+    let id = AccountId::parse(account_text).ok()?;
+    let found = match lookup(ctx, &id) {
+        Ok(f) => f?,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(
+        async {
+            let me = device_of(caller)?.account.clone();
+            let (handle, addr) = found;
+            let mut out = Vec::new();
+            for (a, devices) in route(ctx, &handle, &addr, &me).await? {
+                let acc = account(&a)?;
+                for no in devices {
+                    if let Some(mut k) =
+                        super::requests::claim_one(ctx, &DeviceId::new(acc.clone(), no))?
+                    {
+                        k.account = a.clone();
+                        out.push(k);
+                    }
+                }
+            }
+            // A claimed one-time key must not be handed out again after a crash.
+            ctx.durability.wait().await?;
+            Ok(Body::ClaimedKeys(crate::wire::messages::ClaimedKeys {
+                account: handle.to_string(),
+                devices: out,
+            }))
+        }
+        .await,
+    )
+}
+
 /// Whether a send is entity traffic: to an entity, or on behalf of one.
 pub(super) fn is_entity_send(ctx: &RelayCtx, s: &Send) -> Result<bool, RequestError> {
     if !s.on_behalf_of.is_empty() {

@@ -339,9 +339,39 @@ fn one_time_key(k: &OneTimeKey) -> Result<(Vec<u8>, [u8; 32]), RequestError> {
     Ok((k.key_id.clone(), key32(&k.public_key, "public_key")?))
 }
 
+/// Claims one key of device `d` (`None` if it published none) and warns it if its one-time
+/// keys run low. Not durable until the caller waits for the barrier.
+pub(super) fn claim_one(ctx: &RelayCtx, d: &DeviceId) -> Result<Option<DeviceKeys>, RequestError> {
+    let Some(claimed) = ctx.store.keys_claim(d)? else {
+        return Ok(None);
+    };
+    let held = ctx.store.keys_one_time_count(d)?;
+    if held < to_usize(ctx.cfg.keys.one_time_keys_low) {
+        let low = KeysLow {
+            remaining: to_u32(held),
+            wanted: ctx.cfg.keys.one_time_keys_wanted,
+        };
+        ctx.directory.ephemeral(d, frame(0, Body::KeysLow(low)));
+    }
+    Ok(Some(DeviceKeys {
+        device: d.device,
+        identity_key: claimed.identity.identity.to_vec(),
+        signing_key: claimed.identity.signing.to_vec(),
+        one_time_key: claimed.key.map(|(key_id, public)| OneTimeKey {
+            key_id,
+            public_key: public.to_vec(),
+        }),
+        is_fallback: claimed.is_fallback,
+        account: String::new(),
+    }))
+}
+
 /// ClaimKeys: one key per requested device; warns devices whose one-time keys run low.
 async fn claim_keys(ctx: &RelayCtx, caller: &Caller, c: ClaimKeys) -> Result<Body, RequestError> {
     device_of(caller)?;
+    if let Some(entity) = super::entities::claim_keys(ctx, caller, &c.account).await {
+        return entity;
+    }
     let target = account(&c.account)?;
     let devices = ctx.store.devices(&target)?;
     if devices.is_empty() {
@@ -355,28 +385,7 @@ async fn claim_keys(ctx: &RelayCtx, caller: &Caller, c: ClaimKeys) -> Result<Bod
         if !c.devices.is_empty() && !c.devices.contains(&no) {
             continue;
         }
-        let d = DeviceId::new(target.clone(), no);
-        let Some(claimed) = ctx.store.keys_claim(&d)? else {
-            continue;
-        };
-        let held = ctx.store.keys_one_time_count(&d)?;
-        if held < to_usize(ctx.cfg.keys.one_time_keys_low) {
-            let low = KeysLow {
-                remaining: to_u32(held),
-                wanted: ctx.cfg.keys.one_time_keys_wanted,
-            };
-            ctx.directory.ephemeral(&d, frame(0, Body::KeysLow(low)));
-        }
-        out.push(DeviceKeys {
-            device: no,
-            identity_key: claimed.identity.identity.to_vec(),
-            signing_key: claimed.identity.signing.to_vec(),
-            one_time_key: claimed.key.map(|(key_id, public)| OneTimeKey {
-                key_id,
-                public_key: public.to_vec(),
-            }),
-            is_fallback: claimed.is_fallback,
-        });
+        out.extend(claim_one(ctx, &DeviceId::new(target.clone(), no))?);
     }
     // A claimed one-time key must not be handed out again after a crash.
     ctx.durability.wait().await?;
