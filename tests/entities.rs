@@ -197,6 +197,13 @@ async fn a_customer_thread_moves_from_the_administrator_to_agents_without_the_cu
     assert_eq!(next_text(&mut admin_c).await.0, "reopening");
     let info = admin_c.entity_info(ENTITY, None).await.unwrap();
     assert!(info.threads[0].open && info.threads[0].agent.is_empty());
+    // The customer's messages were acknowledged to it by the entity (two ticks).
+    let delivered = loop {
+        if let Event::Receipt { from, .. } = next_event(&mut customer).await {
+            break from;
+        }
+    };
+    assert_eq!(delivered, ENTITY);
 
     // The relay never held the handover or any message in plaintext; the audit log has the
     // assignments, with ids only.
@@ -537,12 +544,24 @@ async fn a_branch_runs_from_terminals_with_relaybox_client() {
     let (code, out) = client_cli(
         &relay,
         "cli-customer",
-        &["listen", "--count", "1", "--timeout", "20"],
+        &["listen", "--read", "--count", "1", "--timeout", "20"],
     );
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(&format!("[{ENTITY} (Dana)]")) && out.contains("on its way"),
         "{out}"
+    );
+    // Dana's answer was delivered to and read by the customer: the receipts come to her.
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        if let Event::Receipt { from, kind, .. } = next_event(&mut dana).await {
+            assert_eq!(from, CUSTOMER);
+            kinds.push(kind);
+        }
+    }
+    assert!(
+        kinds.contains(&relaybox::wire::messages::ReceiptKind::Read),
+        "{kinds:?}"
     );
 
     // Mistakes at a terminal exit non-zero with the reason.

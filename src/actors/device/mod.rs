@@ -151,14 +151,30 @@ impl Device {
 
     /// Queues a DELIVERED receipt on every device of the message's sender.
     fn receipt_delivered(&self, rec: &QueueRecord) {
-        let QueueItem::Message { msg_id, from, .. } = &rec.item else {
-            return;
+        // An entity message: the receipt goes to the agent who answered (the entity has no
+        // devices), and a customer's message is acknowledged to the customer as the entity.
+        let (msg_id, to, as_who) = match &rec.item {
+            QueueItem::Message { msg_id, from, .. } => (msg_id, from, self.id.account.to_string()),
+            QueueItem::EntityMessage {
+                msg_id,
+                from,
+                agent,
+                entity,
+                ..
+            } => {
+                if agent.is_empty() {
+                    (msg_id, from, entity.clone())
+                } else {
+                    (msg_id, agent, self.id.account.to_string())
+                }
+            }
+            _ => return,
         };
-        let Ok(account) = crate::ids::AccountId::parse(from) else {
+        let Ok(account) = crate::ids::AccountId::parse(to) else {
             return;
         };
         let receipt = QueueItem::Receipt {
-            from: self.id.account.to_string(),
+            from: as_who,
             from_device: self.id.device,
             kind: crate::wire::messages::ReceiptKind::Delivered as i32,
             msg_ids: vec![*msg_id],

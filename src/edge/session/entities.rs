@@ -166,6 +166,30 @@ pub(super) async fn claim_keys(
     )
 }
 
+/// Where a customer's read or played receipt for the entity's messages goes: the thread's
+/// agent, or the administrator. Read only (a receipt never opens or routes a thread). `None` if
+/// `to` is not an entity.
+pub(super) fn receipt_targets(
+    ctx: &RelayCtx,
+    customer: &AccountId,
+    to: &AccountId,
+) -> Result<Option<Vec<AccountId>>, RequestError> {
+    let rec = match to.handle() {
+        Some(_) => ctx.store.entity_get(to)?,
+        None => ctx.store.entity_by_phone(to)?,
+    };
+    let Some(rec) = rec else {
+        return Ok(None);
+    };
+    let handle = account(&rec.handle)?;
+    let agent = ctx
+        .store
+        .entity_thread_get(&handle, customer)?
+        .and_then(|t| t.agent)
+        .filter(|a| rec.agents.contains_key(a));
+    Ok(Some(vec![account(agent.as_deref().unwrap_or(&rec.admin))?]))
+}
+
 /// Whether a send is entity traffic: to an entity, or on behalf of one.
 pub(super) fn is_entity_send(ctx: &RelayCtx, s: &Send) -> Result<bool, RequestError> {
     if !s.on_behalf_of.is_empty() {

@@ -547,9 +547,11 @@ async fn receipt(ctx: &RelayCtx, caller: &Caller, r: SendReceipt) -> Result<Body
         .map(|m| MsgId::from_slice(m).map(|m| m.0))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| RequestError::invalid(e.to_string()))?;
-    if !ctx.store.account_exists(&to)? {
-        return Err(RequestError::UnknownAccount);
-    }
+    let targets = match super::entities::receipt_targets(ctx, &me.account, &to)? {
+        Some(staff) => staff,
+        None if ctx.store.account_exists(&to)? => vec![to],
+        None => return Err(RequestError::UnknownAccount),
+    };
     let now = crate::clock::now_ms();
     let item = QueueItem::Receipt {
         from: me.account.to_string(),
@@ -558,7 +560,9 @@ async fn receipt(ctx: &RelayCtx, caller: &Caller, r: SendReceipt) -> Result<Body
         msg_ids,
         timestamp_ms: now,
     };
-    ctx.directory.enqueue_account(&to, item).await?;
+    for to in &targets {
+        ctx.directory.enqueue_account(to, item.clone()).await?;
+    }
     ctx.durability.wait().await?;
     Ok(Body::ServerAck(ServerAck {
         msg_id: Vec::new(),
