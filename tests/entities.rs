@@ -603,3 +603,51 @@ async fn a_key_claim_for_the_entity_returns_the_devices_of_whoever_serves_the_cu
     assert_eq!(k.devices.len(), 1);
     assert_eq!(k.devices[0].account, DANA);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn least_loaded_assignment_evens_out_the_agents_after_an_operator_assignment() {
+    let (relay, mut admin_c, mut dana, _eli) =
+        branch(&["--policy", "least-loaded", "--auto-assign-after", "0s"]).await;
+    // While the administrator is online, nothing is assigned automatically.
+    let mut first = relay.user("first", CUSTOMER).await;
+    first.send_to_entity(ENTITY, "first").await.unwrap();
+    assert_eq!(next_text(&mut admin_c).await.0, "first");
+    // An operator assigns it (no history: the agent gets the notice only).
+    let out = admin_ok(&relay, &["assign", ENTITY, CUSTOMER, DANA]);
+    assert!(out.contains(DANA), "{out}");
+    loop {
+        if let Event::EntityRouting {
+            customer, actor, ..
+        } = next_event(&mut dana).await
+        {
+            assert_eq!((customer.as_str(), actor.as_str()), (CUSTOMER, "operator"));
+            break;
+        }
+    }
+
+    admin_c.disconnect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in 0..3 {
+        let mut c = relay
+            .user(&format!("late{n}"), &format!("+1415555030{n}"))
+            .await;
+        c.send_to_entity(ENTITY, "hello").await.unwrap();
+    }
+    // Eli (0) takes one, then Dana and Eli are even and Dana (first in order) takes one, then Eli.
+    let out = admin_ok(&relay, &["threads", ENTITY, "--agent", ELI, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let eli_threads: Vec<&str> = v["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["customer"].as_str().unwrap())
+        .collect();
+    assert_eq!(eli_threads, vec!["+14155550300", "+14155550302"], "{v}");
+    let loads: Vec<u64> = v["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["open_threads"].as_u64().unwrap())
+        .collect();
+    assert_eq!(loads, vec![2, 2], "{v}");
+}
