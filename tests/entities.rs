@@ -651,3 +651,27 @@ async fn least_loaded_assignment_evens_out_the_agents_after_an_operator_assignme
         .collect();
     assert_eq!(loads, vec![2, 2], "{v}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_entity_handle_cannot_be_provisioned_as_an_mqtt_device() {
+    let relay = Relay::start();
+    let _admin = relay.user("admin", ADMIN).await;
+    admin_ok(
+        &relay,
+        &["create", ENTITY, "--name", "Acme", "--admin", ADMIN],
+    );
+    let url = relay.admin_url();
+    let data = relay.data_dir().display().to_string();
+    let (code, _, err) = relay.cli(&[
+        "admin",
+        "--admin",
+        &url,
+        "--data-dir",
+        &data,
+        "mqtt-device",
+        "add",
+        "acme-branch-12",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("acme-branch-12"), "{err}");
+}
