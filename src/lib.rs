@@ -6,7 +6,8 @@
 //! wire/          the protocol, sans I/O: frames, Noise handshake states, protobuf messages, tokens
 //! backup/        backup archives (tar + manifest) and restore
 //! store/         the only code that touches sled: typed domain operations + the durability barrier
-//! actors/        actix actors owning serialised state: one Device actor per device, the directory
+//! actors/        actix actors owning serialised state: one Device actor per device, a Thread per
+//!                group, an Entity per business (administrator, agents, assignment), the directory
 //! blob/          blob files on disk (content addressed, atomic writes), signed URLs, the GC
 //! edge/          transports: the Noise/TCP listener, admission limits, the shared session logic
 //! registration/  phone normalisation, verification codes, rate limits, verifiers

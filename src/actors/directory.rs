@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use actix::prelude::*;
 
 use super::device::{Device, DeviceSettings, Enqueue, Ephemeral};
+use super::entity::Entity;
 use super::notifier::Notifier;
 use super::thread::Thread;
 use crate::ids::{AccountId, DeviceId};
@@ -24,6 +25,7 @@ const SEND_ATTEMPTS: usize = 3;
 pub struct Directory {
     live: Arc<Mutex<HashMap<DeviceId, Addr<Device>>>>,
     threads: Arc<Mutex<HashMap<String, Addr<Thread>>>>,
+    entities: Arc<Mutex<HashMap<AccountId, Addr<Entity>>>>,
     store: Store,
     durability: Durability,
     settings: DeviceSettings,
@@ -50,6 +52,7 @@ impl Directory {
         Self {
             live: Arc::default(),
             threads: Arc::default(),
+            entities: Arc::default(),
             store,
             durability,
             settings,
@@ -81,6 +84,36 @@ impl Directory {
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         if threads.get(id) == Some(addr) {
             threads.remove(id);
+        }
+    }
+
+    /// The business entity's actor, activated from the store; `None` if `id` (a handle or
+    /// an entity's phone alias) names no entity.
+    pub fn entity(&self, id: &AccountId) -> Result<Option<(AccountId, Addr<Entity>)>, StoreError> {
+        let record = match id.handle() {
+            Some(_) => self.store.entity_get(id)?,
+            None => self.store.entity_by_phone(id)?,
+        };
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let Ok(handle) = AccountId::parse(&record.handle) else {
+            return Ok(None);
+        };
+        let mut entities = self.entities.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(addr) = entities.get(&handle).filter(|a| a.connected()) {
+            return Ok(Some((handle, addr.clone())));
+        }
+        let addr = Entity::new(handle.clone(), record, self.store.clone(), self.clone()).start();
+        entities.insert(handle.clone(), addr.clone());
+        Ok(Some((handle, addr)))
+    }
+
+    /// Called by an entity actor that stops.
+    pub fn forget_entity(&self, id: &AccountId, addr: &Addr<Entity>) {
+        let mut entities = self.entities.lock().unwrap_or_else(|p| p.into_inner());
+        if entities.get(id) == Some(addr) {
+            entities.remove(id);
         }
     }
 

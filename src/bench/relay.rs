@@ -250,6 +250,7 @@ fn send_body(
         envelopes,
         kind: 1,
         group,
+        on_behalf_of: String::new(),
     })
 }
 

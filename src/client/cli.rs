@@ -13,7 +13,7 @@ use super::transport::TransportKind;
 use super::{Client, Event};
 use crate::e2e::payload::Payload;
 use crate::ids::MsgId;
-use crate::wire::messages::{ChatState, GroupOp, PresencePrivacy, ReceiptKind};
+use crate::wire::messages::{ChatState, EntityEventKind, GroupOp, PresencePrivacy, ReceiptKind};
 
 /// Relay address used when none is given or saved.
 pub const DEFAULT_RELAY: &str = "127.0.0.1:7700";
@@ -58,6 +58,9 @@ pub enum ClientCmd {
     /// recipient). An image goes as a progressive blob: thumbnail first, then larger tiers.
     Send {
         to: String,
+        /// Answer `to` (a customer) as this business entity, e.g. @acme-branch-12.
+        #[arg(long = "as", value_name = "ENTITY")]
+        as_entity: Option<String>,
         /// A JPEG or PNG file to send.
         #[arg(long)]
         image: Option<PathBuf>,
@@ -95,6 +98,10 @@ pub enum ClientCmd {
     /// Groups: create, add, remove, promote, leave, subject, info, send, list.
     #[command(subcommand)]
     Group(GroupCmd),
+    /// Business entities (administrator and agents): threads, assign, release, close,
+    /// reply, agents.
+    #[command(subcommand)]
+    Entity(super::entity_cli::EntityCmd),
     /// On a new companion (its own --home): show a pairing code and wait to be linked.
     Pair {
         /// Seconds to wait for the primary to link this device.
@@ -268,7 +275,31 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
                 v.account, v.device
             );
         }
-        ClientCmd::Send { to, image, text } => {
+        ClientCmd::Send {
+            to,
+            as_entity: Some(entity),
+            text,
+            ..
+        } => {
+            let (msg_id, ack) = client
+                .reply_as_entity(&entity, &to, &text.join(" "))
+                .await?;
+            println!("sent {msg_id} as {entity} at {} ✓", ack.timestamp_ms);
+        }
+        ClientCmd::Send { to, text, .. }
+            if !text.is_empty()
+                && client
+                    .devices(&to)
+                    .await
+                    .is_ok_and(|d| !d.recipients.is_empty()) =>
+        {
+            // A business entity: the relay routes the thread to its administrator or agent.
+            let (msg_id, ack) = client.send_to_entity(&to, &text.join(" ")).await?;
+            println!("sent {msg_id} to {to} at {} ✓", ack.timestamp_ms);
+        }
+        ClientCmd::Send {
+            to, image, text, ..
+        } => {
             if let Some(file) = image {
                 let (msg_id, ack, media) = client.send_image(&to, &file).await?;
                 println!(
@@ -341,6 +372,7 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
             println!("receipt sent");
         }
         ClientCmd::Group(g) => group(&mut client, g).await?,
+        ClientCmd::Entity(e) => super::entity_cli::run(&mut client, e).await?,
         ClientCmd::Pair { wait } => {
             let code = client.pairing_code()?;
             println!("Pairing code (show it to your primary device):\n\n    {code}\n");
@@ -611,10 +643,18 @@ fn print_event(event: &Event, json: bool, ticks: &mut Ticks) {
             inner,
             group,
             muted,
+            entity,
             ..
         } => {
             let bell = if *muted { " 🔕" } else { "" };
             let place = group.as_ref().map(|g| format!("{g} ")).unwrap_or_default();
+            // An entity's answer shows the entity and the agent; a customer's message to staff
+            // shows the entity it was for.
+            let from = match entity {
+                Some(v) if v.agent.is_some() => format!("{from} ({})", v.attribution),
+                Some(v) => format!("{} ← {from}", v.entity),
+                None => from.clone(),
+            };
             match &inner.payload {
                 Payload::Text { body } => println!("[{place}{from}]{bell} {body}    ({msg_id})"),
                 Payload::Media(m) => {
@@ -707,6 +747,37 @@ fn print_event(event: &Event, json: bool, ticks: &mut Ticks) {
         Event::History { entries, .. } => {
             println!("  * received {entries} messages of history from your primary device")
         }
+        Event::Handover {
+            entity,
+            customer,
+            from,
+            entries,
+        } => println!(
+            "  * {entity}: {from} assigned you {customer}'s thread ({entries} messages of history)"
+        ),
+        Event::EntityRouting {
+            entity,
+            customer,
+            kind,
+            agent,
+            actor,
+        } => {
+            let what = match kind {
+                EntityEventKind::Assigned => format!("assigned to {agent}"),
+                EntityEventKind::Released => "back with the administrator".to_owned(),
+                EntityEventKind::Closed => "closed".to_owned(),
+                EntityEventKind::AgentRemoved => {
+                    format!("back with the administrator ({agent} was removed)")
+                }
+                EntityEventKind::Unspecified => "changed".to_owned(),
+            };
+            let by = if actor.is_empty() {
+                "?"
+            } else {
+                actor.as_str()
+            };
+            println!("  * {entity}: {customer}'s thread is {what} (by {by})")
+        }
     }
 }
 
@@ -731,9 +802,13 @@ fn event_json(event: &Event) -> serde_json::Value {
             inner,
             group,
             muted,
+            entity,
         } => serde_json::json!({
             "event": "message", "from": from, "from_device": from_device, "msg_id": msg_id.to_string(),
             "timestamp_ms": timestamp_ms, "payload": inner.payload, "group": group, "muted": muted,
+            "entity": entity.as_ref().map(|v| serde_json::json!({
+                "entity": v.entity, "customer": v.customer, "agent": v.agent, "attribution": v.attribution,
+            })),
         }),
         Event::Undecryptable {
             from,
@@ -776,6 +851,24 @@ fn event_json(event: &Event) -> serde_json::Value {
         Event::History { from, entries } => {
             serde_json::json!({ "event": "history", "from": from, "entries": entries })
         }
+        Event::Handover {
+            entity,
+            customer,
+            from,
+            entries,
+        } => serde_json::json!({
+            "event": "handover", "entity": entity, "customer": customer, "from": from, "entries": entries,
+        }),
+        Event::EntityRouting {
+            entity,
+            customer,
+            kind,
+            agent,
+            actor,
+        } => serde_json::json!({
+            "event": "entity_routing", "entity": entity, "customer": customer,
+            "kind": kind.as_str_name(), "agent": agent, "actor": actor,
+        }),
     }
 }
 

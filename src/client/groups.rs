@@ -154,6 +154,7 @@ impl Client {
                 envelopes,
                 kind: MessageKind::Chat as i32,
                 group: group.to_owned(),
+                on_behalf_of: String::new(),
             };
             match self
                 .conn()

@@ -6,6 +6,8 @@
 pub mod cli;
 pub mod connection;
 pub mod devices;
+pub mod entities;
+pub mod entity_cli;
 mod groups;
 pub mod media;
 pub mod settings;
@@ -46,6 +48,9 @@ pub enum Event {
         group: Option<String>,
         /// The user muted this thread: show it silently.
         muted: bool,
+        /// A business-entity thread: which entity, which customer, and (for a customer) the
+        /// agent who answered.
+        entity: Option<entities::EntityVia>,
     },
     /// A message that could not be decrypted (shown so the user knows something was lost).
     Undecryptable {
@@ -82,6 +87,22 @@ pub enum Event {
     },
     /// Recent history arrived from the account's primary (this is a newly linked device).
     History { from: String, entries: usize },
+    /// The administrator of `entity` assigned `customer`'s thread to this account and handed
+    /// over its recent history.
+    Handover {
+        entity: String,
+        customer: String,
+        from: String,
+        entries: usize,
+    },
+    /// A customer thread of an entity this account serves changed hands.
+    EntityRouting {
+        entity: String,
+        customer: String,
+        kind: crate::wire::messages::EntityEventKind,
+        agent: String,
+        actor: String,
+    },
 }
 
 /// A client: its state plus, once connected, its connection.
@@ -294,6 +315,7 @@ impl Client {
                 envelopes,
                 kind: kind as i32,
                 group: String::new(),
+                on_behalf_of: String::new(),
             };
             match self
                 .conn()
@@ -474,10 +496,16 @@ impl Client {
             server_frame::Body::Deliver(d) => {
                 let msg_id = MsgId::from_slice(&d.msg_id).unwrap_or(MsgId([0; 16]));
                 if self.state.first_sight(&d.msg_id) {
+                    // An entity's answer was encrypted by the agent's device, not the entity.
+                    let (peer, peer_device) = if d.agent.is_empty() {
+                        (d.from.as_str(), d.from_device)
+                    } else {
+                        (d.agent.as_str(), d.agent_device)
+                    };
                     let decrypted = self
                         .state
                         .e2e
-                        .decrypt(&d.from, d.from_device, d.olm_type, &d.ciphertext)
+                        .decrypt(peer, peer_device, d.olm_type, &d.ciphertext)
                         .and_then(|plain| Inner::decode(&plain));
                     let event = match decrypted {
                         Ok(inner) => self.received(&d, msg_id, inner),
@@ -550,6 +578,17 @@ impl Client {
                     last_seen_ms: p.last_seen_ms,
                 });
             }
+            server_frame::Body::EntityEvent(e) => {
+                self.ready.push_back(Event::EntityRouting {
+                    kind: crate::wire::messages::EntityEventKind::try_from(e.kind)
+                        .unwrap_or(crate::wire::messages::EntityEventKind::Unspecified),
+                    entity: e.entity,
+                    customer: e.customer,
+                    agent: e.agent,
+                    actor: e.actor,
+                });
+                self.unacked.push(e.seq);
+            }
             server_frame::Body::KeysLow(_) => self.keys_low = true,
             _ => {}
         }
@@ -563,6 +602,9 @@ impl Client {
         msg_id: MsgId,
         inner: Inner,
     ) -> Option<Event> {
+        if !d.entity.is_empty() {
+            return self.received_entity(d, msg_id, inner);
+        }
         let group = (!d.group.is_empty()).then(|| d.group.clone());
         match &inner.payload {
             Payload::History { .. } | Payload::HistoryBlob { .. }
@@ -633,6 +675,7 @@ impl Client {
             inner,
             group,
             muted: d.muted,
+            entity: None,
         })
     }
 

@@ -46,6 +46,7 @@ pub struct Config {
     pub keys: KeysConfig,
     pub sessions: SessionsConfig,
     pub groups: GroupsConfig,
+    pub entities: EntitiesConfig,
     pub muting: MutingConfig,
     pub push: PushConfig,
     pub blobs: BlobsConfig,
@@ -281,6 +282,27 @@ pub struct GroupsConfig {
 impl Default for GroupsConfig {
     fn default() -> Self {
         Self { max_members: 256 }
+    }
+}
+
+/// `[entities]`: multi-agent business entities.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EntitiesConfig {
+    /// An entity with an automatic policy assigns a customer thread by itself once its
+    /// administrator has had no live session for this long (per-entity override possible).
+    #[serde(with = "humantime_serde")]
+    pub auto_assign_after: Duration,
+    /// Most agents in one entity.
+    pub max_agents: u32,
+}
+
+impl Default for EntitiesConfig {
+    fn default() -> Self {
+        Self {
+            auto_assign_after: Duration::from_secs(300),
+            max_agents: 64,
+        }
     }
 }
 

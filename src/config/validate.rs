@@ -250,6 +250,7 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
     c.positive("sessions.token_ttl", config.sessions.token_ttl);
     c.at_least_one("groups.max_members", config.groups.max_members);
     c.positive("muting.per_participant", config.muting.per_participant);
+    c.at_least_one("entities.max_agents", config.entities.max_agents);
     c.positive("muting.max", config.muting.max);
     c.positive(
         "sessions.device_idle_stop",

@@ -21,6 +21,7 @@ fn claim(upload: &UploadKeys, device: u32, index: Option<usize>) -> DeviceKeys {
         signing_key: upload.signing_key.clone(),
         one_time_key: Some(one_time_key),
         is_fallback,
+        account: String::new(),
     }
 }
 

@@ -47,6 +47,10 @@ pub enum AdminCmd {
     /// The MQTT bridge: `status`.
     #[command(subcommand)]
     Bridge(super::mqtt::BridgeCmd),
+    /// Business entities: create, list, show, set, add-agent, remove-agent, threads,
+    /// assign, release, close.
+    #[command(subcommand)]
+    Entity(super::entities::EntityCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -144,6 +148,7 @@ pub fn run(args: AdminArgs, cfg: &Config) -> Result<(), Failure> {
         }
         AdminCmd::MqttDevice(cmd) => super::mqtt::device(&api, args.json, cmd)?,
         AdminCmd::Bridge(cmd) => super::mqtt::bridge(&api, args.json, cmd)?,
+        AdminCmd::Entity(cmd) => super::entities::run(&api, args.json, cmd)?,
         AdminCmd::Health => {
             let (_, alive) = api.text("/healthz")?;
             let (status, ready) = api.text("/readyz")?;

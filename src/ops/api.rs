@@ -88,8 +88,22 @@ impl Api {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, Failure> {
+        self.send_json("POST", path, body)
+    }
+
+    /// POST, PUT or PATCH of a JSON body, as [`Api::post_json`].
+    pub fn send_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, Failure> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.agent.post(&url);
+        let mut req = match method {
+            "PUT" => self.agent.put(&url),
+            "PATCH" => self.agent.patch(&url),
+            _ => self.agent.post(&url),
+        };
         if let Some(t) = &self.token {
             req = req.header("Authorization", &format!("Bearer {t}"));
         }

@@ -8,6 +8,7 @@
 pub mod admin;
 mod api;
 pub mod backup;
+pub mod entities;
 pub mod mqtt;
 
 use std::path::PathBuf;

@@ -45,6 +45,34 @@ pub enum QueueItem {
     },
     /// A correspondent's device list changed.
     DevicesChanged { account: String, devices: Vec<u32> },
+    /// A message of a business-entity customer thread (see `actors::entity`).
+    EntityMessage {
+        msg_id: [u8; 16],
+        /// Who the recipient sees as the sender: the customer, or the entity's handle.
+        from: String,
+        from_device: u32,
+        timestamp_ms: u64,
+        olm_type: u32,
+        #[serde(with = "serde_bytes")]
+        ciphertext: Vec<u8>,
+        kind: i32,
+        entity: String,
+        /// To a customer: the agent whose session encrypted it, and its display name.
+        agent: String,
+        agent_device: u32,
+        attribution: String,
+        /// To an agent or the administrator: whose thread it is.
+        customer: String,
+    },
+    /// A customer thread's routing changed (ids only).
+    EntityEvent {
+        entity: String,
+        customer: String,
+        kind: i32,
+        agent: String,
+        actor: String,
+        timestamp_ms: u64,
+    },
 }
 
 /// A stored queue entry.

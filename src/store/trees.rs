@@ -40,6 +40,10 @@ pub(super) struct Trees {
     pub deviceotk_publickey: sled::Tree,
     /// device ‖ seq:u64-be → QueueRecord. `seq` comes from sled's monotonic id generator.
     pub deviceseq_queuerecord: sled::Tree,
+    /// entity handle (`@name`) → EntityRecord.
+    pub entity_record: sled::Tree,
+    /// entity ‖ 0x00 ‖ customer account → EntityThreadRecord: one customer thread.
+    pub entitycustomer_thread: sled::Tree,
     /// expires_ms:u64-be ‖ blob id → (): when each blob or pending upload lapses (the GC).
     pub expiry_blob: sled::Tree,
     /// group id → GroupRecord.
@@ -54,6 +58,8 @@ pub(super) struct Trees {
     pub noisestatic_device: sled::Tree,
     /// phone (E.164) → pending verification CodeRecord.
     pub phone_coderecord: sled::Tree,
+    /// phone (E.164) → entity handle (utf-8): an entity's phone alias.
+    pub phone_entity: sled::Tree,
     /// sender account ‖ 0x00 ‖ msg_id[16] → timestamp_ms:u64-be (dedupe of retries).
     pub sendermsgid_timestamp: sled::Tree,
     /// seq:u64-be → OutboxRecord: MQTT down messages awaiting the broker's PubAck.
@@ -80,6 +86,8 @@ impl Trees {
             device_tokenid: db.open_tree("device_tokenid")?,
             deviceotk_publickey: db.open_tree("deviceotk_publickey")?,
             deviceseq_queuerecord: db.open_tree("deviceseq_queuerecord")?,
+            entity_record: db.open_tree("entity_record")?,
+            entitycustomer_thread: db.open_tree("entitycustomer_thread")?,
             expiry_blob: db.open_tree("expiry_blob")?,
             group_record: db.open_tree("group_record")?,
             meta_value: db.open_tree("meta_value")?,
@@ -87,6 +95,7 @@ impl Trees {
             mqttdevicepayloadid_timestamp: db.open_tree("mqttdevicepayloadid_timestamp")?,
             noisestatic_device: db.open_tree("noisestatic_device")?,
             phone_coderecord: db.open_tree("phone_coderecord")?,
+            phone_entity: db.open_tree("phone_entity")?,
             sendermsgid_timestamp: db.open_tree("sendermsgid_timestamp")?,
             seq_mqttoutbox: db.open_tree("seq_mqttoutbox")?,
         })

@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use crate::ids::DeviceId;
 use crate::store::{Durability, QueueItem, QueueRecord, Store};
 use crate::wire::messages::{
-    server_frame, Deliver, DevicesChanged, GroupEvent, MessageKind, ReceiptEvent, ServerFrame,
+    server_frame, Deliver, DevicesChanged, EntityEvent, GroupEvent, MessageKind, ReceiptEvent,
+    ServerFrame,
 };
 
 pub use messages::*;
@@ -150,14 +151,30 @@ impl Device {
 
     /// Queues a DELIVERED receipt on every device of the message's sender.
     fn receipt_delivered(&self, rec: &QueueRecord) {
-        let QueueItem::Message { msg_id, from, .. } = &rec.item else {
-            return;
+        // An entity message: the receipt goes to the agent who answered (the entity has no
+        // devices), and a customer's message is acknowledged to the customer as the entity.
+        let (msg_id, to, as_who) = match &rec.item {
+            QueueItem::Message { msg_id, from, .. } => (msg_id, from, self.id.account.to_string()),
+            QueueItem::EntityMessage {
+                msg_id,
+                from,
+                agent,
+                entity,
+                ..
+            } => {
+                if agent.is_empty() {
+                    (msg_id, from, entity.clone())
+                } else {
+                    (msg_id, agent, self.id.account.to_string())
+                }
+            }
+            _ => return,
         };
-        let Ok(account) = crate::ids::AccountId::parse(from) else {
+        let Ok(account) = crate::ids::AccountId::parse(to) else {
             return;
         };
         let receipt = QueueItem::Receipt {
-            from: self.id.account.to_string(),
+            from: as_who,
             from_device: self.id.device,
             kind: crate::wire::messages::ReceiptKind::Delivered as i32,
             msg_ids: vec![*msg_id],
@@ -176,6 +193,7 @@ impl Device {
 pub fn thread_of(item: &QueueItem) -> Option<&str> {
     match item {
         QueueItem::Message { group, from, .. } => Some(if group.is_empty() { from } else { group }),
+        QueueItem::EntityMessage { entity, .. } => Some(entity),
         QueueItem::GroupEvent { group, .. } => Some(group),
         _ => None,
     }
@@ -204,6 +222,7 @@ pub fn frame_of(seq: u64, rec: QueueRecord, muted: bool) -> ServerFrame {
             kind: MessageKind::try_from(kind).unwrap_or(MessageKind::Chat) as i32,
             group,
             muted,
+            ..Deliver::default()
         }),
         QueueItem::Receipt {
             from,
@@ -244,6 +263,52 @@ pub fn frame_of(seq: u64, rec: QueueRecord, muted: bool) -> ServerFrame {
                 devices,
             })
         }
+        QueueItem::EntityMessage {
+            msg_id,
+            from,
+            from_device,
+            timestamp_ms,
+            olm_type,
+            ciphertext,
+            kind,
+            entity,
+            agent,
+            agent_device,
+            attribution,
+            customer,
+        } => server_frame::Body::Deliver(Deliver {
+            seq,
+            msg_id: msg_id.to_vec(),
+            from,
+            from_device,
+            timestamp_ms,
+            olm_type,
+            ciphertext,
+            kind: MessageKind::try_from(kind).unwrap_or(MessageKind::Chat) as i32,
+            group: String::new(),
+            muted,
+            entity,
+            agent,
+            agent_device,
+            attribution,
+            customer,
+        }),
+        QueueItem::EntityEvent {
+            entity,
+            customer,
+            kind,
+            agent,
+            actor,
+            timestamp_ms,
+        } => server_frame::Body::EntityEvent(EntityEvent {
+            seq,
+            entity,
+            customer,
+            kind,
+            agent,
+            actor,
+            timestamp_ms,
+        }),
     };
     ServerFrame {
         req_id: 0,

@@ -19,6 +19,7 @@
 
 mod accounts;
 pub mod audit;
+mod entities;
 mod error;
 mod mqtt;
 mod ops;
@@ -101,6 +102,7 @@ fn v1(cfg: &mut web::ServiceConfig) {
             .configure(accounts::configure)
             .configure(ops::configure)
             .configure(mqtt::configure)
+            .configure(entities::configure)
             .default_service(web::to(not_found)),
     );
 }

@@ -67,7 +67,8 @@ pub fn add(
         return Err(ProvisionError::Exists(id.to_string()));
     }
     let account = AccountId::from_handle(&id);
-    if store.account_exists(&account)? {
+    // A business entity's handle is an account without devices: taken all the same.
+    if store.account_exists(&account)? || store.entity_get(&account)?.is_some() {
         return Err(ProvisionError::AccountTaken(id.to_string()));
     }
     for t in threads {

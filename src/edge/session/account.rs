@@ -137,6 +137,7 @@ pub(super) fn devices(
         bridged: ctx.store.is_bridged(&a)?,
         account: a.to_string(),
         devices,
+        recipients: Vec::new(),
     }))
 }
 

@@ -1,6 +1,7 @@
 //! Errors of a session, and the one place that maps request errors to wire error codes.
 
 use crate::actors::directory::DirectoryError;
+use crate::actors::entity::EntityError;
 use crate::actors::thread::GroupError;
 use crate::registration::codes::CodeError;
 use crate::registration::phone::PhoneError;
@@ -75,6 +76,9 @@ pub enum RequestError {
     /// A blob upload was refused: too large, over quota, or blobs are off.
     #[error(transparent)]
     Blob(#[from] super::blobs::BlobRefusal),
+    /// A business entity refused the request.
+    #[error(transparent)]
+    Entity(#[from] EntityError),
 }
 
 impl RequestError {
@@ -86,6 +90,7 @@ impl RequestError {
                 | Self::Directory(_)
                 | Self::Verifier(_)
                 | Self::Group(GroupError::Store(_))
+                | Self::Entity(EntityError::Store(_))
         )
     }
 
@@ -136,6 +141,21 @@ impl RequestError {
                 "internal error; retry with the same msg_id".into(),
             ),
             Self::NotAllowed(m) => (ErrorCode::NotAllowed, m.clone()),
+            Self::Entity(e) => {
+                let code = match e {
+                    EntityError::UnknownEntity(_) => ErrorCode::UnknownEntity,
+                    EntityError::UnknownThread(_) => ErrorCode::UnknownThread,
+                    EntityError::NotAdmin(_) => ErrorCode::NotEntityAdmin,
+                    EntityError::NotAssigned(_) => ErrorCode::NotAssigned,
+                    EntityError::NotAgent(_) => ErrorCode::NotAnAgent,
+                    EntityError::NotStaff(_) => ErrorCode::NotAllowed,
+                    EntityError::Invalid(_) => ErrorCode::InvalidArgument,
+                    EntityError::Store(_) => {
+                        return Error::new(ErrorCode::Internal, "internal error");
+                    }
+                };
+                (code, e.to_string())
+            }
             Self::Blob(b) => {
                 use super::blobs::BlobRefusal;
                 let code = match b {

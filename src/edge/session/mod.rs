@@ -6,6 +6,7 @@
 
 mod account;
 mod blobs;
+mod entities;
 mod error;
 mod groups;
 mod login;
@@ -25,6 +26,7 @@ use tokio::sync::mpsc;
 
 pub(crate) use account::announce_devices;
 pub use blobs::BlobRefusal;
+pub use entities::{announce as announce_entity_changes, info as entity_info};
 pub use error::{RequestError, SessionError};
 pub use groups::operator_add;
 

@@ -119,7 +119,10 @@ pub(super) fn dispatch(
             super::account::unlink(&ctx, &caller, u).await
         })),
         client_frame::Body::GetDevices(g) => Some(run(req_id, async move {
-            super::account::devices(&ctx, &caller, g)
+            match super::entities::devices(&ctx, &caller, &g.account).await {
+                Some(entity) => entity,
+                None => super::account::devices(&ctx, &caller, g),
+            }
         })),
         client_frame::Body::UploadContacts(u) => Some(run(req_id, async move {
             super::account::contacts(&ctx, &caller, u).await
@@ -141,6 +144,9 @@ pub(super) fn dispatch(
             req_id,
             super::blobs::request_download(&ctx, &caller, r),
         )),
+        client_frame::Body::Entity(r) => Some(run(req_id, async move {
+            super::entities::request(&ctx, &caller, r).await
+        })),
     }
 }
 
@@ -333,9 +339,39 @@ fn one_time_key(k: &OneTimeKey) -> Result<(Vec<u8>, [u8; 32]), RequestError> {
     Ok((k.key_id.clone(), key32(&k.public_key, "public_key")?))
 }
 
+/// Claims one key of device `d` (`None` if it published none) and warns it if its one-time
+/// keys run low. Not durable until the caller waits for the barrier.
+pub(super) fn claim_one(ctx: &RelayCtx, d: &DeviceId) -> Result<Option<DeviceKeys>, RequestError> {
+    let Some(claimed) = ctx.store.keys_claim(d)? else {
+        return Ok(None);
+    };
+    let held = ctx.store.keys_one_time_count(d)?;
+    if held < to_usize(ctx.cfg.keys.one_time_keys_low) {
+        let low = KeysLow {
+            remaining: to_u32(held),
+            wanted: ctx.cfg.keys.one_time_keys_wanted,
+        };
+        ctx.directory.ephemeral(d, frame(0, Body::KeysLow(low)));
+    }
+    Ok(Some(DeviceKeys {
+        device: d.device,
+        identity_key: claimed.identity.identity.to_vec(),
+        signing_key: claimed.identity.signing.to_vec(),
+        one_time_key: claimed.key.map(|(key_id, public)| OneTimeKey {
+            key_id,
+            public_key: public.to_vec(),
+        }),
+        is_fallback: claimed.is_fallback,
+        account: String::new(),
+    }))
+}
+
 /// ClaimKeys: one key per requested device; warns devices whose one-time keys run low.
 async fn claim_keys(ctx: &RelayCtx, caller: &Caller, c: ClaimKeys) -> Result<Body, RequestError> {
     device_of(caller)?;
+    if let Some(entity) = super::entities::claim_keys(ctx, caller, &c.account).await {
+        return entity;
+    }
     let target = account(&c.account)?;
     let devices = ctx.store.devices(&target)?;
     if devices.is_empty() {
@@ -349,28 +385,7 @@ async fn claim_keys(ctx: &RelayCtx, caller: &Caller, c: ClaimKeys) -> Result<Bod
         if !c.devices.is_empty() && !c.devices.contains(&no) {
             continue;
         }
-        let d = DeviceId::new(target.clone(), no);
-        let Some(claimed) = ctx.store.keys_claim(&d)? else {
-            continue;
-        };
-        let held = ctx.store.keys_one_time_count(&d)?;
-        if held < to_usize(ctx.cfg.keys.one_time_keys_low) {
-            let low = KeysLow {
-                remaining: to_u32(held),
-                wanted: ctx.cfg.keys.one_time_keys_wanted,
-            };
-            ctx.directory.ephemeral(&d, frame(0, Body::KeysLow(low)));
-        }
-        out.push(DeviceKeys {
-            device: no,
-            identity_key: claimed.identity.identity.to_vec(),
-            signing_key: claimed.identity.signing.to_vec(),
-            one_time_key: claimed.key.map(|(key_id, public)| OneTimeKey {
-                key_id,
-                public_key: public.to_vec(),
-            }),
-            is_fallback: claimed.is_fallback,
-        });
+        out.extend(claim_one(ctx, &DeviceId::new(target.clone(), no))?);
     }
     // A claimed one-time key must not be handed out again after a crash.
     ctx.durability.wait().await?;
@@ -422,6 +437,9 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
         set: caller.sending.clone(),
         msg_id,
     };
+    if super::entities::is_entity_send(ctx, &s)? {
+        return super::entities::send(ctx, &me, msg_id, s).await;
+    }
     // Who receives which envelope: every device of the recipient (1:1), or of every member
     // (group), except the sending device; anything else is a mismatch.
     let targets: Vec<DeviceId> = if s.group.is_empty() {
@@ -529,9 +547,11 @@ async fn receipt(ctx: &RelayCtx, caller: &Caller, r: SendReceipt) -> Result<Body
         .map(|m| MsgId::from_slice(m).map(|m| m.0))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| RequestError::invalid(e.to_string()))?;
-    if !ctx.store.account_exists(&to)? {
-        return Err(RequestError::UnknownAccount);
-    }
+    let targets = match super::entities::receipt_targets(ctx, &me.account, &to)? {
+        Some(staff) => staff,
+        None if ctx.store.account_exists(&to)? => vec![to],
+        None => return Err(RequestError::UnknownAccount),
+    };
     let now = crate::clock::now_ms();
     let item = QueueItem::Receipt {
         from: me.account.to_string(),
@@ -540,7 +560,9 @@ async fn receipt(ctx: &RelayCtx, caller: &Caller, r: SendReceipt) -> Result<Body
         msg_ids,
         timestamp_ms: now,
     };
-    ctx.directory.enqueue_account(&to, item).await?;
+    for to in &targets {
+        ctx.directory.enqueue_account(to, item.clone()).await?;
+    }
     ctx.durability.wait().await?;
     Ok(Body::ServerAck(ServerAck {
         msg_id: Vec::new(),
