@@ -34,7 +34,11 @@ fn a_long_bench_run_keeps_rss_flat_after_the_first_quarter_and_fds_return_to_bas
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(120);
-    let relay = Relay::start();
+    // Limits as `relaybox bench --spawn` sets them: one address opens every bench connection.
+    let relay = Relay::start_with(
+        "[limits]\nmax_connections_per_ip = 100000\nhandshakes_per_second_per_ip = 100000\n\
+         frames_per_second_per_device = 100000\n",
+    );
     let pid = relay.pid();
     // Settle: the first connections open sled's files and the runtime's threads.
     std::thread::sleep(Duration::from_millis(500));
@@ -104,6 +108,13 @@ fn a_long_bench_run_keeps_rss_flat_after_the_first_quarter_and_fds_return_to_bas
          KiB ({growth:+.1}%), fds baseline {fd_baseline}, peak {peak_fds}, after {fd_after}",
         result["delivered"], result["delivered_per_s"]
     );
+    let step = (samples.len() / 12).max(1);
+    let trajectory: Vec<String> = samples
+        .iter()
+        .step_by(step)
+        .map(|(t, rss, fd)| format!("{}s:{}KiB/{}fd", t.as_secs(), rss, fd))
+        .collect();
+    println!("soak: RSS over time {}", trajectory.join(" "));
     assert!(
         growth <= 5.0,
         "RSS grew {growth:.1}% after the first quarter"
