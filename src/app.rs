@@ -50,6 +50,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     })?;
     crate::telemetry::metrics::started();
 
+    store.set_min_free_disk_bytes(cfg.relay.min_free_disk_bytes);
     let durability = store.durability();
     let settings = DeviceSettings {
         window: to_usize(cfg.messaging.delivery_window),

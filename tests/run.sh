@@ -48,5 +48,16 @@ if need systemd-analyze; then
     echo "systemd/relaybox.service: $(systemd-analyze security --offline=yes systemd/relaybox.service 2>/dev/null | tail -n 1)"
 fi
 
+# tests/disk_full.rs mounts a small tmpfs on a data directory. Where this machine can mount one,
+# a failure to mount in the test is an error, not a skip.
+probe="$(mktemp -d)"
+if mount -t tmpfs -o size=1m tmpfs "$probe" 2>/dev/null; then
+    umount "$probe"
+    export RELAYBOX_REQUIRE_MOUNT=1
+else
+    echo "note: cannot mount a tmpfs here; tests/disk_full.rs will report SKIPPED" >&2
+fi
+rmdir "$probe"
+
 cargo test --locked --all-targets "$@"
 cargo test --locked --doc

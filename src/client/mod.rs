@@ -117,6 +117,10 @@ pub struct Client {
     keys_low: bool,
     /// History blobs announced by our primary, to download before the next event.
     history_blobs: Vec<devices::HistoryPointer>,
+    /// Deliveries of a msg_id this client had already seen (the relay redelivers what was not
+    /// acknowledged before a reconnect or a crash); hidden from the application, counted for
+    /// the crash-loop checker and `relaybox bench`.
+    pub redeliveries: u64,
 }
 
 impl Client {
@@ -133,6 +137,7 @@ impl Client {
             unacked: Vec::new(),
             keys_low: false,
             history_blobs: Vec::new(),
+            redeliveries: 0,
         })
     }
 
@@ -514,6 +519,8 @@ impl Client {
                         }
                     };
                     self.ready.extend(event);
+                } else {
+                    self.redeliveries += 1;
                 }
                 self.state.save()?;
                 self.unacked.push(d.seq);

@@ -64,6 +64,9 @@ pub struct RelayConfig {
     /// How long a shutdown waits for sessions to drain before closing them.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// New messages and uploads are refused (`storage_full`) while the data directory's
+    /// filesystem has less free space than this; 0 turns the check off.
+    pub min_free_disk_bytes: u64,
 }
 
 impl Default for RelayConfig {
@@ -71,6 +74,7 @@ impl Default for RelayConfig {
         Self {
             data_dir: PathBuf::from("relaybox-data"),
             shutdown_grace: Duration::from_secs(10),
+            min_free_disk_bytes: 64 * 1024 * 1024,
         }
     }
 }

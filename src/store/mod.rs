@@ -37,6 +37,7 @@ mod meta;
 mod mqtt;
 mod mutes;
 mod queue;
+mod space;
 mod stats;
 mod tokens;
 mod trees;
@@ -78,6 +79,13 @@ pub enum StoreError {
     /// A store image being restored is damaged or not an image (the backup file's fault).
     #[error("bad store image: {0}")]
     BadImage(String),
+    /// The data directory's filesystem has less free space than `relay.min_free_disk_bytes`:
+    /// new writes are refused until space is freed (the operator's disk, not the peer).
+    #[error("storage full: {free_bytes} bytes free, the relay keeps at least {min_free_bytes}")]
+    StorageFull {
+        free_bytes: u64,
+        min_free_bytes: u64,
+    },
 }
 
 /// A handle to the relay's database. Cheap to clone.
@@ -94,6 +102,8 @@ pub struct Store {
     gate: std::sync::Arc<std::sync::RwLock<()>>,
     /// See [`Store::next_id`].
     id_offset: u64,
+    /// The free-space watermark (`space.rs`).
+    space: space::Watermark,
 }
 
 impl Store {
@@ -111,6 +121,7 @@ impl Store {
             dir: path,
             devices: accounts::DeviceCache::default(),
             gate: std::sync::Arc::default(),
+            space: space::Watermark::default(),
         })
     }
 

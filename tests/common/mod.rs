@@ -39,6 +39,12 @@ impl Relay {
 
     /// Starts a relay; `extra` is TOML appended to the test config (e.g. a `[limits]` table).
     pub fn start_with(extra: &str) -> Self {
+        Self::start_prepared(extra, |_| {})
+    }
+
+    /// Like [`Relay::start_with`], with `prepare` run before the first start (mount something
+    /// on the data directory, set `envs`).
+    pub fn start_prepared(extra: &str, prepare: impl FnOnce(&mut Relay)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut r = Self {
             dir,
@@ -51,8 +57,14 @@ impl Relay {
             envs: Vec::new(),
         };
         r.write_config(None);
+        prepare(&mut r);
         r.spawn();
         r
+    }
+
+    /// The relay's process id (for /proc figures).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("relay running")
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -64,6 +64,7 @@ pub(super) fn request_upload(
             ));
         }
     }
+    ctx.store.ensure_space_for(r.size)?;
     let used = ctx.store.blob_usage(&me.account)?;
     if used.saturating_add(r.size) > cfg.account_quota_bytes {
         return Err(BlobRefusal::Quota {

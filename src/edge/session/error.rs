@@ -136,6 +136,9 @@ impl RequestError {
                 ErrorCode::VerifierFailed,
                 "the relay could not send the code; try again later".into(),
             ),
+            Self::Store(e @ StoreError::StorageFull { .. }) => {
+                (ErrorCode::StorageFull, e.to_string())
+            }
             Self::Store(_) | Self::Directory(_) | Self::Group(GroupError::Store(_)) => (
                 ErrorCode::Internal,
                 "internal error; retry with the same msg_id".into(),

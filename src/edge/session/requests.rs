@@ -427,6 +427,8 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
             timestamp_ms: ts,
         }));
     }
+    // A retry of a stored message is acknowledged above even on a full disk; a new one is not.
+    ctx.store.ensure_space()?;
     // A concurrent retry of the same msg_id on this session waits for the first to finish.
     if !caller.sending.borrow_mut().insert(msg_id) {
         return Err(RequestError::invalid(
