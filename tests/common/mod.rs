@@ -114,6 +114,10 @@ impl Relay {
     }
 
     fn spawn(&mut self) {
+        self.spawn_retrying(20);
+    }
+
+    fn spawn_retrying(&mut self, port_retries: u32) {
         let log = std::fs::File::create(self.log_path(self.starts)).unwrap();
         let child = Command::new(BIN)
             .arg("serve")
@@ -155,6 +159,14 @@ impl Relay {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
+                // A restart reuses its ports; another test's short-lived outgoing connection
+                // may hold one of them for a moment (the kernel hands ephemeral ports from the
+                // same range). Try again briefly rather than fail on that race.
+                if self.starts > 1 && port_retries > 0 && text.contains("Address already in use") {
+                    std::thread::sleep(Duration::from_millis(250));
+                    self.child = None;
+                    return self.spawn_retrying(port_retries - 1);
+                }
                 panic!("relay exited with {status} before it was ready:\n{text}");
             }
             assert!(
