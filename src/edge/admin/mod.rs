@@ -68,6 +68,9 @@ impl AdminState {
 type State = web::Data<AdminState>;
 
 /// Binds the admin listener (before anything else starts, so a busy port fails the start).
+/// Largest JSON request body the operator API accepts.
+const JSON_BODY_LIMIT: usize = 64 * 1024;
+
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let l = std::net::TcpListener::bind(addr)?;
     l.set_nonblocking(true)?;
@@ -81,6 +84,15 @@ pub fn server(state: Arc<AdminState>, listener: std::net::TcpListener) -> std::i
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            // A body that is not the JSON a route expects gets our JSON error naming it,
+            // not actix's plain-text default.
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(JSON_BODY_LIMIT)
+                    .error_handler(|err, _req| {
+                        AdminError::bad("body", format!("not the expected JSON: {err}")).into()
+                    }),
+            )
             .configure(ops::configure_open)
             .configure(v1)
             .default_service(web::to(not_found))
