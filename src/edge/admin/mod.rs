@@ -46,7 +46,7 @@ use crate::edge::RelayCtx;
 pub struct AdminState {
     pub ctx: Arc<RelayCtx>,
     pub token: AdminToken,
-    pub audit: AuditLog,
+    pub audit: Arc<AuditLog>,
     pub started: Instant,
     pub data_dir: PathBuf,
     /// The relay's own arbiter. Device actors live there, so work that may start one
