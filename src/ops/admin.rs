@@ -43,6 +43,9 @@ pub enum AdminCmd {
     /// The MQTT bridge: `status`.
     #[command(subcommand)]
     Bridge(super::mqtt::BridgeCmd),
+    /// Abuse: accounts' metrics, bans, watch list and history; lift a ban, watch an account.
+    #[command(subcommand)]
+    Abuse(super::abuse::AbuseCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,6 +115,7 @@ pub fn run(args: AdminArgs, cfg: &Config) -> Result<(), Failure> {
         }
         AdminCmd::MqttDevice(cmd) => super::mqtt::device(&api, args.json, cmd)?,
         AdminCmd::Bridge(cmd) => super::mqtt::bridge(&api, args.json, cmd)?,
+        AdminCmd::Abuse(cmd) => super::abuse::run(&api, args.json, cmd)?,
         AdminCmd::Health => {
             let (_, alive) = api.text("/healthz")?;
             let (status, ready) = api.text("/readyz")?;
