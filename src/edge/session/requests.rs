@@ -614,7 +614,8 @@ fn chat_state(ctx: &RelayCtx, caller: &Caller, cs: SendChatState) {
         return;
     };
     let refused = super::abuse::not_banned(ctx, &me.account).is_err()
-        || ctx.store.is_blocked(&to, &me.account).unwrap_or(true);
+        || ctx.store.is_blocked(&to, &me.account).unwrap_or(true)
+        || ctx.store.is_blocked(&me.account, &to).unwrap_or(true);
     if refused {
         return;
     }
