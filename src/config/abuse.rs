@@ -60,8 +60,8 @@ impl Default for AbuseConfig {
         Self {
             enabled: true,
             window: Duration::from_secs(3600),
-            evaluate_every: Duration::from_secs(5 * 60),
-            watch_evaluate_every: Duration::from_secs(30),
+            evaluate_every: Duration::from_secs(60),
+            watch_evaluate_every: Duration::from_secs(10),
             ban_ladder: ["1h", "6h", "24h", "7d", PERMANENT]
                 .map(String::from)
                 .to_vec(),
