@@ -78,12 +78,13 @@ fn list_table(v: &Value) -> String {
             "{:<18} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>4}  {}\n",
             s(&r["account"]),
             s(&r["verdict"]),
-            m["messages"],
-            m["symmetry_percent"],
-            m["peer_uniqueness_percent"],
-            m["message_uniqueness_percent"],
-            m["blocks"],
-            r["offences"],
+            // serde_json's Display ignores widths: format the numbers as text first.
+            m["messages"].to_string(),
+            m["symmetry_percent"].to_string(),
+            m["peer_uniqueness_percent"].to_string(),
+            m["message_uniqueness_percent"].to_string(),
+            m["blocks"].to_string(),
+            r["offences"].to_string(),
             until
         ));
     }

@@ -116,6 +116,28 @@ mod tests {
     }
 
     #[test]
+    fn being_blocked_by_many_of_its_peers_bans_and_by_one_watches() {
+        let cfg = AbuseConfig::default();
+        let blocked = |blocks, peers| WindowMetrics {
+            messages: 10,
+            symmetry_percent: 100,
+            blocks,
+            distinct_peers: peers,
+            block_rate_percent: blocks * 100 / peers,
+            ..WindowMetrics::default()
+        };
+        assert!(matches!(
+            judge(&blocked(3, 5), &cfg, false),
+            Outcome::Ban(_)
+        ));
+        assert!(matches!(
+            judge(&blocked(1, 2), &cfg, false),
+            Outcome::Watch(_)
+        ));
+        assert_eq!(judge(&blocked(3, 100), &cfg, false), Outcome::Nothing);
+    }
+
+    #[test]
     fn bans_climb_the_ladder_and_history_decays() {
         let ladder = [
             BanLength::For(Duration::from_secs(1)),
