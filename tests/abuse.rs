@@ -279,8 +279,14 @@ async fn a_ban_survives_kill_9_and_a_banned_number_cannot_register_again() {
     relay.kill9();
     relay.restart();
     spammer.disconnect();
-    let e = spammer.send_text(&victims[0], SPAM).await.unwrap_err();
-    let after = relay_error(&e).unwrap();
+    // The first reconnect after a crash may meet a dead socket; what matters is the answer.
+    let mut e = spammer.send_text(&victims[0], SPAM).await.unwrap_err();
+    if relay_error(&e).is_none() {
+        println!("first send after the restart failed below the relay protocol: {e:#}");
+        spammer.disconnect();
+        e = spammer.send_text(&victims[0], SPAM).await.unwrap_err();
+    }
+    let after = relay_error(&e).unwrap_or_else(|| panic!("{e:#}\n{}", relay.logs()));
     assert_eq!(after.code(), ErrorCode::Banned);
     assert_eq!(after.banned_until_ms, before.banned_until_ms);
     // Registering the number again (a new install) is refused with the same error.
