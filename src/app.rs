@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::actors::abuse::AbuseMonitor;
 use crate::actors::device::DeviceSettings;
 use crate::actors::notifier::Notifier;
 use crate::actors::presence::Presence;
@@ -26,6 +27,7 @@ use crate::wire::token::TokenKey;
 pub const RELAY_KEY_FILE: &str = "relay.key";
 
 const HOUR: Duration = Duration::from_secs(3600);
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// Runs the relay until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
@@ -42,12 +44,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding the admin API on {}", cfg.listen.admin))?;
     let admin_addr = admin_listener.local_addr()?;
     let admin_token = admin::AdminToken::load_or_create(&data_dir.join(admin::token::TOKEN_FILE))?;
-    let audit = admin::AuditLog::open(&data_dir).with_context(|| {
+    let audit = Arc::new(admin::AuditLog::open(&data_dir).with_context(|| {
         format!(
             "opening {}",
             data_dir.join(admin::audit::AUDIT_FILE).display()
         )
-    })?;
+    })?);
     crate::telemetry::metrics::started();
 
     store.set_min_free_disk_bytes(cfg.relay.min_free_disk_bytes);
@@ -68,6 +70,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let limits = Limiters {
         codes_per_number: RateLimiter::new(reg.codes_per_number_per_hour, HOUR),
         codes_per_address: RateLimiter::new(reg.codes_per_address_per_hour, HOUR),
+        registrations_per_address: RateLimiter::new(reg.registrations_per_address_per_hour, HOUR),
+        sends_per_account: RateLimiter::new(cfg.abuse.sends_per_minute, MINUTE),
+        new_conversations_per_account: RateLimiter::new(
+            cfg.abuse.new_conversations_per_minute,
+            MINUTE,
+        ),
     };
     let admission = Admission::new(
         to_usize(cfg.limits.max_connections),
@@ -115,6 +123,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         None
     };
     let watchdog = actix_rt::spawn(watchdog());
+    let abuse_monitor =
+        ctx.cfg.abuse.enabled.then(|| {
+            AbuseMonitor::new(store.clone(), ctx.cfg.abuse.clone(), audit.clone()).spawn()
+        });
     let admin_state = Arc::new(admin::AdminState {
         ctx: ctx.clone(),
         token: admin_token,
@@ -157,6 +169,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     http_server.stop().await;
     watchdog.abort();
+    if let Some(a) = abuse_monitor {
+        a.stop();
+    }
     // Last, so that /readyz answers 503 while sessions drain.
     admin_handle.stop(true).await;
     store.flush().context("final flush")?;

@@ -1,11 +1,13 @@
 //! Actors own the state that must be serialised. Today: one [`device::Device`] per device
 //! (its queue, its live session, its delivery window), one [`thread::Thread`] per group, one
 //! [`entity::Entity`] per business entity (its agents and the routing of its customer threads),
-//! and the [`directory::Directory`] that maps ids to live actors and activates them on first use.
+//! the [`directory::Directory`] that maps ids to live actors and activates them on first use,
+//! and the [`abuse::AbuseMonitor`] that turns abuse metrics into verdicts.
 //!
 //! Actors are virtual: activated from the store when first addressed, stopped when idle, their
 //! state written through to the store. Sessions (edges) talk to them in messages.
 
+pub mod abuse;
 pub mod device;
 pub mod directory;
 pub mod entity;

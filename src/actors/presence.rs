@@ -93,9 +93,9 @@ impl Presence {
 }
 
 /// Whether `viewer` may see `subject`'s presence: it has `subject` in its contacts, and
-/// `subject`'s privacy allows it.
+/// `subject`'s privacy allows it, and `subject` has not blocked `viewer`.
 pub fn allowed(store: &Store, subject: &AccountId, viewer: &AccountId) -> Result<bool, StoreError> {
-    if !store.has_contact(viewer, subject)? {
+    if !store.has_contact(viewer, subject)? || store.is_blocked(subject, viewer)? {
         return Ok(false);
     }
     let privacy = store

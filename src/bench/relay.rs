@@ -56,7 +56,9 @@ fn spawn_relay() -> anyhow::Result<(Spawned, String, u32, PathBuf)> {
          [limits]\nmax_connections = 200000\nmax_connections_per_ip = 200000\n\
          handshakes_per_second_per_ip = 1000000\nframes_per_second_per_device = 1000000\n\n\
          [registration]\nverifier = \"command\"\ncodes_per_address_per_hour = 1000000\n\
+         registrations_per_address_per_hour = 1000000\n\
          codes_per_number_per_hour = 1000\ncommand = [\"sh\", \"-c\", \"printf %s {{code}} > '{codes}/{{phone}}'\"]\n\n\
+         [abuse]\nsends_per_minute = 100000000\nnew_conversations_per_minute = 100000000\n\n\
          [messaging]\ndelivery_window = 256\n\n[log]\nlevel = \"warn\"\n",
         data = dir.path().join("data").display(),
         codes = codes.display(),

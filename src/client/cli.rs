@@ -132,6 +132,13 @@ pub enum ClientCmd {
     },
     /// Unmute a conversation.
     Unmute { thread: String },
+    /// Block an account: its messages, receipts and typing no longer reach you, and it no
+    /// longer sees when you are online. It is not told.
+    Block { account: String },
+    /// Unblock an account.
+    Unblock { account: String },
+    /// The accounts you have blocked.
+    Blocked,
     /// Register the URL the relay POSTs to when messages wait while you are offline
     /// (e.g. an ntfy topic); `--off` removes it.
     Push {
@@ -456,6 +463,23 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
         ClientCmd::Unmute { thread } => {
             client.unmute(&thread).await?;
             println!("Unmuted {thread}.");
+        }
+        ClientCmd::Block { account } => {
+            client.block(&account, true).await?;
+            println!("Blocked {account}.");
+        }
+        ClientCmd::Unblock { account } => {
+            client.block(&account, false).await?;
+            println!("Unblocked {account}.");
+        }
+        ClientCmd::Blocked => {
+            let list = client.blocked().await?;
+            if list.is_empty() {
+                println!("You have blocked nobody.");
+            }
+            for a in list {
+                println!("{a}");
+            }
         }
         ClientCmd::Push { url, off } => {
             let url = if off { None } else { url };

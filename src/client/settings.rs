@@ -1,4 +1,4 @@
-//! Account settings on the client: contacts, presence privacy, mutes, push endpoint.
+//! Account settings on the client: contacts, presence privacy, mutes, blocks, push endpoint.
 
 use anyhow::bail;
 
@@ -94,6 +94,27 @@ impl Client {
         });
         match self.conn().await?.request(body).await? {
             server_frame::Body::Devices(d) => Ok(d),
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// Blocks (`on`) or unblocks an account; answers the new block list.
+    pub async fn block(&mut self, account: &str, on: bool) -> anyhow::Result<Vec<String>> {
+        let body = client_frame::Body::Block(crate::wire::messages::Block {
+            account: account.to_owned(),
+            unblock: !on,
+        });
+        match self.conn().await?.request(body).await? {
+            server_frame::Body::Blocked(b) => Ok(b.accounts),
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// The accounts this account has blocked.
+    pub async fn blocked(&mut self) -> anyhow::Result<Vec<String>> {
+        let body = client_frame::Body::GetBlocked(crate::wire::messages::GetBlocked {});
+        match self.conn().await?.request(body).await? {
+            server_frame::Body::Blocked(b) => Ok(b.accounts),
             other => bail!("unexpected answer {other:?}"),
         }
     }

@@ -11,6 +11,7 @@
 //! [`DEFAULT_TOML`] is the commented default file (`relaybox print-config`); a test keeps it equal
 //! to [`Config::default`], so the code is the one source of truth for defaults.
 
+mod abuse;
 mod error;
 mod load;
 mod spans;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use phonenumber::country;
 use serde::{Deserialize, Serialize};
 
+pub use abuse::{check_ladder, parse_step, AbuseConfig, BanLength, PERMANENT};
 pub use error::{ConfigError, ConfigErrors, Origin};
 pub use load::{load, load_str, parse_override, Sources};
 
@@ -51,6 +53,7 @@ pub struct Config {
     pub push: PushConfig,
     pub blobs: BlobsConfig,
     pub mqtt: MqttConfig,
+    pub abuse: AbuseConfig,
     pub log: LogConfig,
 }
 
@@ -183,6 +186,8 @@ pub struct RegistrationConfig {
     pub codes_per_number_per_hour: u32,
     /// Codes requested from one IP address per hour.
     pub codes_per_address_per_hour: u32,
+    /// Registrations (successful verifications) from one IP address per hour.
+    pub registrations_per_address_per_hour: u32,
     /// How codes reach the user.
     pub verifier: Verifier,
     /// Program and arguments for the `command` verifier; `{phone}` and `{code}` are replaced.
@@ -203,6 +208,7 @@ impl Default for RegistrationConfig {
             code_digits: 6,
             codes_per_number_per_hour: 5,
             codes_per_address_per_hour: 20,
+            registrations_per_address_per_hour: 10,
             verifier: Verifier::Log,
             command: Vec::new(),
             webhook_url: String::new(),

@@ -252,6 +252,41 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
     c.positive("muting.per_participant", config.muting.per_participant);
     c.at_least_one("entities.max_agents", config.entities.max_agents);
     c.positive("muting.max", config.muting.max);
+    let abuse = &config.abuse;
+    c.positive("abuse.window", abuse.window);
+    c.positive("abuse.evaluate_every", abuse.evaluate_every);
+    c.positive("abuse.watch_evaluate_every", abuse.watch_evaluate_every);
+    c.positive("abuse.history_decay", abuse.history_decay);
+    if let Some(e) = super::check_ladder(&abuse.ban_ladder) {
+        c.reject("abuse.ban_ladder", e);
+    }
+    c.at_least_one("abuse.min_messages", abuse.min_messages);
+    c.at_least_one("abuse.watched_min_messages", abuse.watched_min_messages);
+    c.at_least_one("abuse.watch_min_messages", abuse.watch_min_messages);
+    for (key, v) in [
+        ("abuse.max_symmetry_percent", abuse.max_symmetry_percent),
+        (
+            "abuse.min_peer_uniqueness_percent",
+            abuse.min_peer_uniqueness_percent,
+        ),
+        (
+            "abuse.max_message_uniqueness_percent",
+            abuse.max_message_uniqueness_percent,
+        ),
+        ("abuse.block_rate_percent", abuse.block_rate_percent),
+    ] {
+        c.in_range(key, v, 0..=100);
+    }
+    c.at_least_one("abuse.min_blocks", abuse.min_blocks);
+    c.at_least_one("abuse.sends_per_minute", abuse.sends_per_minute);
+    c.at_least_one(
+        "abuse.new_conversations_per_minute",
+        abuse.new_conversations_per_minute,
+    );
+    c.at_least_one(
+        "registration.registrations_per_address_per_hour",
+        config.registration.registrations_per_address_per_hour,
+    );
     c.positive(
         "sessions.device_idle_stop",
         config.sessions.device_idle_stop,

@@ -34,11 +34,18 @@ pub struct RelayCtx {
     pub blobs: crate::blob::Blobs,
 }
 
-/// Per-address and per-number rate limits (in memory: a restart resets them, which only
-/// ever lets a client retry sooner).
+/// Per-address, per-number and per-account rate limits (in memory: a restart resets them,
+/// which only ever lets a client retry sooner). Handshakes per address are limited at
+/// admission (`edge::limits`), before a session exists.
 pub struct Limiters {
     pub codes_per_number: RateLimiter,
     pub codes_per_address: RateLimiter,
+    /// Successful registrations per address (`registration.registrations_per_address_per_hour`).
+    pub registrations_per_address: RateLimiter,
+    /// Sends per account (`abuse.sends_per_minute`).
+    pub sends_per_account: RateLimiter,
+    /// Sends to a peer not messaged in the window (`abuse.new_conversations_per_minute`).
+    pub new_conversations_per_account: RateLimiter,
 }
 
 impl RelayCtx {

@@ -51,6 +51,9 @@ pub enum AdminCmd {
     /// assign, release, close.
     #[command(subcommand)]
     Entity(super::entities::EntityCmd),
+    /// Abuse: accounts' metrics, bans, watch list and history; lift a ban, watch an account.
+    #[command(subcommand)]
+    Abuse(super::abuse::AbuseCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -149,6 +152,7 @@ pub fn run(args: AdminArgs, cfg: &Config) -> Result<(), Failure> {
         AdminCmd::MqttDevice(cmd) => super::mqtt::device(&api, args.json, cmd)?,
         AdminCmd::Bridge(cmd) => super::mqtt::bridge(&api, args.json, cmd)?,
         AdminCmd::Entity(cmd) => super::entities::run(&api, args.json, cmd)?,
+        AdminCmd::Abuse(cmd) => super::abuse::run(&api, args.json, cmd)?,
         AdminCmd::Health => {
             let (_, alive) = api.text("/healthz")?;
             let (status, ready) = api.text("/readyz")?;

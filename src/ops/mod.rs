@@ -5,6 +5,7 @@
 //! missing token file, a bad URL or argument); 69 (`EX_UNAVAILABLE`) the relay is not
 //! running (nothing answers at the admin address).
 
+pub mod abuse;
 pub mod admin;
 mod api;
 pub mod backup;

@@ -23,6 +23,8 @@
 //!   data directory fails to start instead of corrupting it.
 //! - **The on-disk format is tied to sled 0.34** (hence the exact pin in Cargo.toml).
 
+mod abuse;
+pub mod abuse_stats;
 mod accounts;
 mod backup;
 mod blobs;
@@ -44,6 +46,8 @@ mod trees;
 
 use std::path::{Path, PathBuf};
 
+pub use abuse::{AbuseRecord, Ban, Verdict, Watch, MAX_HISTORY};
+pub use abuse_stats::{AbuseStats, SendFacts, WindowMetrics};
 pub use accounts::DeviceRecord;
 pub use backup::ImageStats;
 pub use blobs::{BlobRecord, BlobState, CommitOutcome, PendingOutcome};

@@ -7,6 +7,10 @@ use super::StoreError;
 pub(super) struct Trees {
     /// account → bytes:u64-be of stored blobs the account owns (its quota usage).
     pub account_blobbytes: sled::Tree,
+    /// account → AbuseRecord: ban, watch list entry, punishment history.
+    pub account_abuserecord: sled::Tree,
+    /// account → AbuseStats: sliding-window abuse metrics.
+    pub account_abusestats: sled::Tree,
     /// account → postcard Vec<String>: the account's uploaded contacts (E.164).
     pub account_contacts: sled::Tree,
     /// account → last_seen_ms:u64-be.
@@ -22,6 +26,8 @@ pub(super) struct Trees {
     pub accountgroup_: sled::Tree,
     /// account ‖ 0x00 ‖ thread → until_ms:u64-be (u64::MAX = forever): muted threads.
     pub accountthread_muteuntil: sled::Tree,
+    /// blocker ‖ 0x00 ‖ blocked account → (): blocks.
+    pub blockeraccount_: sled::Tree,
     /// blob id (64 lowercase hex characters) → BlobRecord (pending, stored or tombstone).
     pub blob_record: sled::Tree,
     /// contact ‖ 0x00 ‖ account → (): reverse contacts, "who has `contact` in their list".
@@ -70,6 +76,8 @@ impl Trees {
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         Ok(Self {
             account_blobbytes: db.open_tree("account_blobbytes")?,
+            account_abuserecord: db.open_tree("account_abuserecord")?,
+            account_abusestats: db.open_tree("account_abusestats")?,
             account_contacts: db.open_tree("account_contacts")?,
             account_lastseen: db.open_tree("account_lastseen")?,
             account_nextdevice: db.open_tree("account_nextdevice")?,
@@ -77,6 +85,7 @@ impl Trees {
             accountdevice_record: db.open_tree("accountdevice_record")?,
             accountgroup_: db.open_tree("accountgroup_")?,
             accountthread_muteuntil: db.open_tree("accountthread_muteuntil")?,
+            blockeraccount_: db.open_tree("blockeraccount_")?,
             blob_record: db.open_tree("blob_record")?,
             contactaccount_: db.open_tree("contactaccount_")?,
             device_fallbackkey: db.open_tree("device_fallbackkey")?,

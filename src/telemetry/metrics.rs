@@ -48,6 +48,9 @@ struct Metrics {
     mqtt_messages: Family<Labels2, Counter>,
     mqtt_dropped: Family<Labels1, Counter>,
     mqtt_outbox: Gauge,
+    abuse_verdicts: Family<Labels1, Counter>,
+    bans: Gauge,
+    watch_list: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -154,8 +157,25 @@ impl Metrics {
             "Down messages waiting in the MQTT outbox for the broker's acknowledgement",
             mqtt_outbox.clone(),
         );
+        let abuse_verdicts = Family::<Labels1, Counter>::default();
+        registry.register(
+            "abuse_verdicts",
+            "Verdicts of the abuse monitor, by kind (ban, watch)",
+            abuse_verdicts.clone(),
+        );
+        let bans = Gauge::default();
+        registry.register("bans", "Accounts banned for abuse now", bans.clone());
+        let watch_list = Gauge::default();
+        registry.register(
+            "abuse_watch_list",
+            "Accounts on the abuse watch list now",
+            watch_list.clone(),
+        );
         Self {
             registry,
+            abuse_verdicts,
+            bans,
+            watch_list,
             mqtt_connected,
             mqtt_messages,
             mqtt_dropped,
@@ -287,6 +307,22 @@ pub fn mqtt_dropped(reason: &'static str) {
 /// The MQTT outbox now holds `depth` entries.
 pub fn mqtt_outbox(depth: u64) {
     METRICS.mqtt_outbox.set(gauge_value(depth));
+}
+
+/// The abuse monitor decided `kind` (`ban`, `watch`) about an account.
+pub fn abuse_verdict(kind: &'static str) {
+    METRICS
+        .abuse_verdicts
+        .get_or_create(&[("verdict", kind)])
+        .inc();
+}
+
+/// Accounts banned now, and on the watch list now.
+pub fn abuse_lists(bans: usize, watched: usize) {
+    METRICS.bans.set(i64::try_from(bans).unwrap_or(i64::MAX));
+    METRICS
+        .watch_list
+        .set(i64::try_from(watched).unwrap_or(i64::MAX));
 }
 
 /// The client transports, in the order reports list them.

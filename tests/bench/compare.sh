@@ -174,8 +174,13 @@ frames_per_second_per_device = 1000000
 [registration]
 verifier = "command"
 codes_per_address_per_hour = 1000000
+registrations_per_address_per_hour = 1000000
 codes_per_number_per_hour = 1000
 command = ["sh", "-c", "printf %s {code} > '$dir/codes/{phone}'"]
+
+[abuse]
+sends_per_minute = 100000000
+new_conversations_per_minute = 100000000
 
 [messaging]
 delivery_window = 256

@@ -102,12 +102,19 @@ impl Relay {
             String::new()
         } else {
             format!(
-                "[registration]\nverifier = \"command\"\ncodes_per_address_per_hour = 10000\ncommand = [\"sh\", \"-c\", \"printf %s {{code}} > '{}/{{phone}}'\"]\n",
+                "[registration]\nverifier = \"command\"\ncodes_per_address_per_hour = 10000\nregistrations_per_address_per_hour = 10000\ncommand = [\"sh\", \"-c\", \"printf %s {{code}} > '{}/{{phone}}'\"]\n",
                 codes.display()
             )
         };
+        // Tests send in bursts from one host: the abuse limits are opened unless a test sets its
+        // own `[abuse]` table.
+        let abuse = if extra.contains("[abuse]") {
+            ""
+        } else {
+            "[abuse]\nsends_per_minute = 100000\nnew_conversations_per_minute = 100000\n"
+        };
         let cfg = format!(
-            "[relay]\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n\n[listen]\ntcp = \"{listen}\"\nhttp = \"{http}\"\nadmin = \"127.0.0.1:{admin_port}\"\n\n{registration}\n[log]\nlevel = \"info,relaybox=debug\"\n\n{extra}\n",
+            "[relay]\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n\n[listen]\ntcp = \"{listen}\"\nhttp = \"{http}\"\nadmin = \"127.0.0.1:{admin_port}\"\n\n{registration}\n{abuse}\n[log]\nlevel = \"info,relaybox=debug\"\n\n{extra}\n",
             self.data_dir().display()
         );
         std::fs::write(self.dir.path().join("relaybox.toml"), cfg).unwrap();

@@ -25,6 +25,10 @@ pub enum AdminError {
     /// The route exists but not with this method (the caller's fault).
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// The request does not fit the target's state, e.g. lifting a ban on an account that
+    /// is not banned (the caller's fault).
+    #[error("{0}")]
+    Conflict(String),
     /// The relay is shutting down or the store is unavailable (retry later).
     #[error("{0}")]
     Unavailable(String),
@@ -47,6 +51,7 @@ impl AdminError {
             Self::BadParameter { .. } => "bad_parameter",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::Conflict(_) => "conflict",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -80,6 +85,7 @@ impl ResponseError for AdminError {
             Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

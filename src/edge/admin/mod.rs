@@ -11,12 +11,15 @@
 //! - `GET /v1/accounts?limit=&after=`, `GET /v1/accounts/{phone}`,
 //!   `DELETE /v1/accounts/{phone}/devices/{device}` (`accounts.rs`);
 //! - `GET /v1/stats`, `GET /v1/blobs`, `GET /v1/audit?limit=`, `POST /v1/backup` (`ops.rs`);
-//! - `GET|POST /v1/mqtt/devices`, `DELETE /v1/mqtt/devices/{id}`, `GET /v1/bridge` (`mqtt.rs`).
+//! - `GET|POST /v1/mqtt/devices`, `DELETE /v1/mqtt/devices/{id}`, `GET /v1/bridge` (`mqtt.rs`);
+//! - `GET /v1/abuse?verdict=`, `GET /v1/abuse/{account}`, `POST /v1/abuse/{account}/lift`,
+//!   `POST /v1/abuse/{account}/watch` (`abuse.rs`).
 //!
 //! Later areas (entities, bans) add a file with a `configure` function and one line in
 //! [`v1`]; the token check and the audit record come from the scope, not from each handler.
 //! Errors are JSON with one status per kind (`error.rs`); unknown routes answer 404 JSON.
 
+mod abuse;
 mod accounts;
 pub mod audit;
 mod entities;
@@ -47,7 +50,7 @@ use crate::edge::RelayCtx;
 pub struct AdminState {
     pub ctx: Arc<RelayCtx>,
     pub token: AdminToken,
-    pub audit: AuditLog,
+    pub audit: Arc<AuditLog>,
     pub started: Instant,
     pub data_dir: PathBuf,
     /// The relay's own arbiter. Device actors live there, so work that may start one
@@ -115,6 +118,7 @@ fn v1(cfg: &mut web::ServiceConfig) {
             .configure(ops::configure)
             .configure(mqtt::configure)
             .configure(entities::configure)
+            .configure(abuse::configure)
             .default_service(web::to(not_found)),
     );
 }

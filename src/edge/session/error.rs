@@ -73,6 +73,10 @@ pub enum RequestError {
     /// The caller may not do that (e.g. link from a companion). (client's fault)
     #[error("{0}")]
     NotAllowed(String),
+    /// The account is banned for abuse, until `until_ms` (`None`: permanently). (client's
+    /// fault)
+    #[error("{}", banned_text(*until_ms))]
+    Banned { until_ms: Option<u64> },
     /// A blob upload was refused: too large, over quota, or blobs are off.
     #[error(transparent)]
     Blob(#[from] super::blobs::BlobRefusal),
@@ -130,6 +134,12 @@ impl RequestError {
             Self::RateLimited(ms) => {
                 let mut e = Error::new(ErrorCode::RateLimited, self.to_string());
                 e.retry_after_ms = *ms;
+                return e;
+            }
+            Self::Banned { until_ms } => {
+                let mut e = Error::new(ErrorCode::Banned, self.to_string());
+                e.banned_until_ms = until_ms.unwrap_or(0);
+                e.banned_forever = until_ms.is_none();
                 return e;
             }
             Self::Verifier(_) => (
@@ -190,5 +200,18 @@ impl RequestError {
             },
         };
         Error::new(code, message)
+    }
+}
+
+/// "banned until <RFC 3339 time>" or "banned permanently".
+fn banned_text(until_ms: Option<u64>) -> String {
+    match until_ms {
+        Some(ms) => format!(
+            "this account is banned for abuse until {}",
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+            )
+        ),
+        None => "this account is banned for abuse permanently".into(),
     }
 }

@@ -229,7 +229,12 @@ pub(super) async fn chat_state(
         state,
         group: group.to_owned(),
     };
+    super::abuse::not_banned(ctx, &me.account)?;
     for m in members {
+        // A blocker sees no typing from the account it blocked (proto: "Blocking").
+        if m != me.account && ctx.store.is_blocked(&m, &me.account)? {
+            continue;
+        }
         for (no, _) in ctx.store.devices(&m)? {
             let d = DeviceId::new(m.clone(), no);
             if d != *me {

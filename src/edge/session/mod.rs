@@ -4,6 +4,7 @@
 //!
 //! A transport plugs in by implementing [`FrameIo`]: read one frame payload, write one.
 
+mod abuse;
 mod account;
 mod blobs;
 mod entities;

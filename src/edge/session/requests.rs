@@ -104,9 +104,11 @@ pub(super) fn dispatch(
         }
         client_frame::Body::GetStatus(_) => Some(run(req_id, async move { status(&ctx, &caller) })),
         client_frame::Body::CreateGroup(c) => Some(run(req_id, async move {
+            super::abuse::not_banned(&ctx, &device_of(&caller)?.account)?;
             super::groups::create(&ctx, &caller, c).await
         })),
         client_frame::Body::UpdateGroup(u) => Some(run(req_id, async move {
+            super::abuse::not_banned(&ctx, &device_of(&caller)?.account)?;
             super::groups::update(&ctx, &caller, u).await
         })),
         client_frame::Body::GetGroup(g) => Some(run(req_id, async move {
@@ -147,6 +149,12 @@ pub(super) fn dispatch(
         client_frame::Body::Entity(r) => Some(run(req_id, async move {
             super::entities::request(&ctx, &caller, r).await
         })),
+        client_frame::Body::Block(b) => Some(run(req_id, async move {
+            super::abuse::block(&ctx, &caller, b).await
+        })),
+        client_frame::Body::GetBlocked(_) => {
+            Some(answer_now(req_id, super::abuse::blocked(&ctx, &caller)))
+        }
     }
 }
 
@@ -216,6 +224,7 @@ async fn request_code(
 ) -> Result<Body, RequestError> {
     let reg = &ctx.cfg.registration;
     let phone = phone::normalise(&r.phone, reg.default_country.as_ref())?;
+    super::abuse::not_banned(ctx, &phone)?;
     let now = crate::clock::now_ms();
     {
         let mut limits = ctx.limits();
@@ -259,12 +268,20 @@ async fn verify_code(
         ));
     };
     let phone = phone::normalise(&v.phone, ctx.cfg.registration.default_country.as_ref())?;
+    super::abuse::not_banned(ctx, &phone)?;
     let now = crate::clock::now_ms();
     let Some(mut rec) = ctx.store.code_get(&phone)? else {
         return Err(codes::CodeError::Expired.into());
     };
     match codes::check(&mut rec, &ctx.code_secret, &phone, &v.code, now) {
-        Ok(()) => ctx.store.code_remove(&phone)?,
+        Ok(()) => {
+            // Counted once the code is right; refused, the code stays valid for a retry.
+            ctx.limits()
+                .registrations_per_address
+                .check(&caller.peer.ip().to_string(), now)
+                .map_err(|r| RequestError::RateLimited(r.0))?;
+            ctx.store.code_remove(&phone)?
+        }
         Err(e @ (codes::CodeError::Wrong { .. } | codes::CodeError::Malformed)) => {
             ctx.store.code_put(&phone, &rec)?;
             ctx.durability.wait().await?;
@@ -399,6 +416,7 @@ async fn claim_keys(ctx: &RelayCtx, caller: &Caller, c: ClaimKeys) -> Result<Bod
 /// devices, queue one entry per device, wait for the durability barrier, then ServerAck.
 async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestError> {
     let me = device_of(caller)?.clone();
+    super::abuse::not_banned(ctx, &me.account)?;
     let msg_id = MsgId::from_slice(&s.msg_id).map_err(|e| RequestError::invalid(e.to_string()))?;
     if s.group.is_empty() {
         account(&s.to)?;
@@ -439,9 +457,16 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
         set: caller.sending.clone(),
         msg_id,
     };
+    let peer = if s.group.is_empty() {
+        s.to.clone()
+    } else {
+        s.group.clone()
+    };
+    super::abuse::admit_send(ctx, &me.account, &peer)?;
     if super::entities::is_entity_send(ctx, &s)? {
         return super::entities::send(ctx, &me, msg_id, s).await;
     }
+    let size = s.envelopes.first().map_or(0, |e| e.ciphertext.len());
     // Who receives which envelope: every device of the recipient (1:1), or of every member
     // (group), except the sending device; anything else is a mismatch.
     let targets: Vec<DeviceId> = if s.group.is_empty() {
@@ -485,29 +510,59 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
         super::groups::check_send(ctx, &me, &s.group, addressed).await?;
         targets
     };
+    // A blocker's devices get nothing from the blocked account; the sender is answered as
+    // for an offline recipient (proto: "Blocking").
+    let mut blocked_by = BTreeSet::new();
+    for d in &targets {
+        if d.account != me.account && ctx.store.is_blocked(&d.account, &me.account)? {
+            blocked_by.insert(d.account.clone());
+        }
+    }
+    for b in &blocked_by {
+        tracing::debug!(sender = %me.account, recipient = %b, reason = "blocked", "Message not queued.");
+    }
+    let symmetric = if s.group.is_empty() {
+        ctx.store.has_contact(&account(&s.to)?, &me.account)?
+    } else {
+        true
+    };
     let now = crate::clock::now_ms();
     let group = s.group;
-    let enqueues = s.envelopes.into_iter().zip(targets).map(|(e, d)| {
-        let rec = QueueRecord {
-            enqueued_at_ms: now,
-            item: QueueItem::Message {
-                msg_id: msg_id.0,
-                from: me.account.to_string(),
-                from_device: me.device,
-                timestamp_ms: now,
-                olm_type: e.olm_type,
-                ciphertext: e.ciphertext,
-                kind: s.kind,
-                group: group.clone(),
-            },
-        };
-        async move { ctx.directory.enqueue(&d, rec).await }
-    });
+    let enqueues = s
+        .envelopes
+        .into_iter()
+        .zip(targets)
+        .filter(|(_, d)| !blocked_by.contains(&d.account))
+        .map(|(e, d)| {
+            let rec = QueueRecord {
+                enqueued_at_ms: now,
+                item: QueueItem::Message {
+                    msg_id: msg_id.0,
+                    from: me.account.to_string(),
+                    from_device: me.device,
+                    timestamp_ms: now,
+                    olm_type: e.olm_type,
+                    ciphertext: e.ciphertext,
+                    kind: s.kind,
+                    group: group.clone(),
+                },
+            };
+            async move { ctx.directory.enqueue(&d, rec).await }
+        });
     for r in futures::future::join_all(enqueues).await {
         r?;
     }
     // After the entries: a surviving seen record implies surviving entries (store docs).
     ctx.store.seen_put(&me.account, &msg_id, now)?;
+    super::abuse::count_send(
+        ctx,
+        &me.account,
+        crate::store::SendFacts {
+            peer: &peer,
+            symmetric,
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+        },
+    )?;
     ctx.durability.wait().await?;
     crate::telemetry::metrics::message_accepted();
     Ok(Body::ServerAck(ServerAck {
@@ -531,6 +586,7 @@ impl Drop for SendingGuard {
 /// Receipt (read / played): queued for every device of the original sender.
 async fn receipt(ctx: &RelayCtx, caller: &Caller, r: SendReceipt) -> Result<Body, RequestError> {
     let me = device_of(caller)?.clone();
+    super::abuse::not_banned(ctx, &me.account)?;
     let to = account(&r.to)?;
     let kind = ReceiptKind::try_from(r.kind).unwrap_or(ReceiptKind::Unspecified);
     if !matches!(kind, ReceiptKind::Read | ReceiptKind::Played) {
@@ -563,6 +619,10 @@ async fn receipt(ctx: &RelayCtx, caller: &Caller, r: SendReceipt) -> Result<Body
         timestamp_ms: now,
     };
     for to in &targets {
+        if ctx.store.is_blocked(to, &me.account)? {
+            tracing::debug!(sender = %me.account, recipient = %to, reason = "blocked", "Receipt not queued.");
+            continue;
+        }
         ctx.directory.enqueue_account(to, item.clone()).await?;
     }
     ctx.durability.wait().await?;
@@ -577,6 +637,12 @@ fn chat_state(ctx: &RelayCtx, caller: &Caller, cs: SendChatState) {
     let (Ok(me), Ok(to)) = (device_of(caller), AccountId::parse(&cs.to)) else {
         return;
     };
+    let refused = super::abuse::not_banned(ctx, &me.account).is_err()
+        || ctx.store.is_blocked(&to, &me.account).unwrap_or(true)
+        || ctx.store.is_blocked(&me.account, &to).unwrap_or(true);
+    if refused {
+        return;
+    }
     let Ok(devices) = ctx.store.devices(&to) else {
         return;
     };

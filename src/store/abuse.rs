@@ -1,0 +1,251 @@
+//! Abuse state: blocks between accounts, each account's sliding-window metrics
+//! (`abuse_stats`), and its verdict record (ban, watch, punishment history).
+//!
+//! Metric updates ride the caller's durability barrier (the send path waits for one anyway):
+//! they add no fsync of their own. Each is one atomic read-modify-write of the account's
+//! record (`update_and_fetch`), so concurrent sends of one account never lose a count.
+
+use serde::{Deserialize, Serialize};
+
+use super::abuse_stats::{AbuseStats, SendFacts};
+use super::{decode, encode, keys, Store, StoreError};
+use crate::ids::AccountId;
+
+const STATS: &str = "account_abusestats";
+const RECORD: &str = "account_abuserecord";
+/// Verdicts kept per account (older ones are dropped; the audit log has them all).
+pub const MAX_HISTORY: usize = 50;
+
+/// A ban in force (or that was, until `until_ms`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    pub since_ms: u64,
+    /// `None`: permanent.
+    pub until_ms: Option<u64>,
+    /// Which offence this is (1 for the first), after history decay.
+    pub offence: u32,
+    pub reason: String,
+}
+
+impl Ban {
+    pub fn active(&self, now_ms: u64) -> bool {
+        self.until_ms.is_none_or(|u| u > now_ms)
+    }
+}
+
+/// An account on the watch list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch {
+    pub since_ms: u64,
+    pub reason: String,
+    /// `monitor`, or the operator (`token:…`).
+    pub by: String,
+}
+
+/// One decision about an account, for its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub at_ms: u64,
+    /// `ban`, `watch`, `unwatch` or `lift`.
+    pub kind: String,
+    pub detail: String,
+    pub by: String,
+}
+
+/// Everything decided about one account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbuseRecord {
+    pub ban: Option<Ban>,
+    pub watch: Option<Watch>,
+    /// Offences counted for the ladder (reset by `abuse.history_decay`).
+    pub offences: u32,
+    pub last_offence_ms: u64,
+    /// Newest last, at most [`MAX_HISTORY`].
+    pub history: Vec<Verdict>,
+}
+
+impl AbuseRecord {
+    /// The ban in force at `now_ms`, if any.
+    pub fn active_ban(&self, now_ms: u64) -> Option<&Ban> {
+        self.ban.as_ref().filter(|b| b.active(now_ms))
+    }
+
+    pub fn log(&mut self, v: Verdict) {
+        self.history.push(v);
+        let extra = self.history.len().saturating_sub(MAX_HISTORY);
+        self.history.drain(..extra);
+    }
+}
+
+impl Store {
+    /// `blocker` blocks (or, with `on = false`, unblocks) `blocked`. Answers whether anything
+    /// changed.
+    pub fn block_set(
+        &self,
+        blocker: &AccountId,
+        blocked: &AccountId,
+        on: bool,
+    ) -> Result<bool, StoreError> {
+        let _gate = self.writing();
+        let k = keys::account_item(blocker, blocked.as_str().as_bytes());
+        let before = if on {
+            self.t.blockeraccount_.insert(k, &[])?
+        } else {
+            self.t.blockeraccount_.remove(k)?
+        };
+        Ok(before.is_some() != on)
+    }
+
+    /// Whether `blocker` has blocked `other`.
+    pub fn is_blocked(&self, blocker: &AccountId, other: &AccountId) -> Result<bool, StoreError> {
+        Ok(self
+            .t
+            .blockeraccount_
+            .contains_key(keys::account_item(blocker, other.as_str().as_bytes()))?)
+    }
+
+    /// The accounts `blocker` has blocked.
+    pub fn blocked_by(&self, blocker: &AccountId) -> Result<Vec<AccountId>, StoreError> {
+        let prefix = keys::account_prefix(blocker);
+        let mut out = Vec::new();
+        for k in self.t.blockeraccount_.scan_prefix(&prefix).keys() {
+            let k = k?;
+            if let Ok(a) = std::str::from_utf8(&k[prefix.len()..]).map(AccountId::parse) {
+                out.extend(a.ok());
+            }
+        }
+        Ok(out)
+    }
+
+    fn stats_update(
+        &self,
+        account: &AccountId,
+        f: impl Fn(&mut AbuseStats),
+    ) -> Result<(), StoreError> {
+        let _gate = self.writing();
+        self.t
+            .account_abusestats
+            .update_and_fetch(account.as_str(), |old| {
+                // A record that does not decode (an older layout) starts again: metrics are
+                // a window, losing one only delays a verdict.
+                let mut s: AbuseStats = old
+                    .and_then(|b| postcard::from_bytes(b).ok())
+                    .unwrap_or_default();
+                f(&mut s);
+                Some(encode(&s))
+            })?;
+        Ok(())
+    }
+
+    /// Counts one send of `sender` in its metrics.
+    pub fn abuse_count_send(
+        &self,
+        sender: &AccountId,
+        facts: SendFacts<'_>,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.stats_update(sender, |s| s.record_send(facts, now_ms, window_ms))
+    }
+
+    /// Counts one block received by `account`.
+    pub fn abuse_count_block(
+        &self,
+        account: &AccountId,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.stats_update(account, |s| s.record_block(now_ms, window_ms))
+    }
+
+    /// `account`'s metrics record, if it has one.
+    pub fn abuse_stats(&self, account: &AccountId) -> Result<Option<AbuseStats>, StoreError> {
+        match self.t.account_abusestats.get(account.as_str())? {
+            Some(v) => Ok(Some(decode(STATS, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every account with a metrics record (active recently).
+    pub fn abuse_active(&self) -> Result<Vec<(AccountId, AbuseStats)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.t.account_abusestats.iter() {
+            let (k, v) = kv?;
+            let Some(a) = std::str::from_utf8(&k)
+                .ok()
+                .and_then(|s| AccountId::parse(s).ok())
+            else {
+                continue;
+            };
+            if let Ok(s) = postcard::from_bytes::<AbuseStats>(&v) {
+                out.push((a, s));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes `account`'s metrics if they are still `seen` (nothing was counted since).
+    pub fn abuse_stats_forget(
+        &self,
+        account: &AccountId,
+        seen: &AbuseStats,
+    ) -> Result<(), StoreError> {
+        let _gate = self.writing();
+        let _ = self.t.account_abusestats.compare_and_swap(
+            account.as_str(),
+            Some(encode(seen)),
+            None::<&[u8]>,
+        )?;
+        Ok(())
+    }
+
+    /// `account`'s verdict record (empty if none).
+    pub fn abuse_record(&self, account: &AccountId) -> Result<AbuseRecord, StoreError> {
+        match self.t.account_abuserecord.get(account.as_str())? {
+            Some(v) => decode(RECORD, &v),
+            None => Ok(AbuseRecord::default()),
+        }
+    }
+
+    /// Whether `account` has a verdict record.
+    pub fn abuse_has_record(&self, account: &AccountId) -> Result<bool, StoreError> {
+        Ok(self.t.account_abuserecord.contains_key(account.as_str())?)
+    }
+
+    pub fn abuse_record_put(
+        &self,
+        account: &AccountId,
+        rec: &AbuseRecord,
+    ) -> Result<(), StoreError> {
+        let _gate = self.writing();
+        self.t
+            .account_abuserecord
+            .insert(account.as_str(), encode(rec))?;
+        Ok(())
+    }
+
+    /// Every account with a verdict record.
+    pub fn abuse_records(&self) -> Result<Vec<(AccountId, AbuseRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.t.account_abuserecord.iter() {
+            let (k, v) = kv?;
+            let Some(a) = std::str::from_utf8(&k)
+                .ok()
+                .and_then(|s| AccountId::parse(s).ok())
+            else {
+                continue;
+            };
+            out.push((a, decode(RECORD, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// The ban in force on `account` at `now_ms`, if any (read on every send).
+    pub fn ban_of(&self, account: &AccountId, now_ms: u64) -> Result<Option<Ban>, StoreError> {
+        let Some(v) = self.t.account_abuserecord.get(account.as_str())? else {
+            return Ok(None);
+        };
+        let rec: AbuseRecord = decode(RECORD, &v)?;
+        Ok(rec.active_ban(now_ms).cloned())
+    }
+}
