@@ -74,17 +74,22 @@ async fn flood(spammer: &mut Client, victims: &[String]) -> Flood {
         threshold: None,
         banned: None,
     };
-    // A fast spammer may reach every victim before the next evaluation: it then tries once
-    // more after two periods (one repeated peer leaves the pattern intact).
-    let again = async {
-        tokio::time::sleep(EVALUATE_EVERY * 2 + Duration::from_millis(200)).await;
-        &victims[0]
-    };
-    let tries = victims
-        .iter()
-        .map(|v| futures::future::Either::Left(std::future::ready(v)));
-    for v in tries.chain([futures::future::Either::Right(Box::pin(again))]) {
-        let v = v.await;
+    // A fast spammer may reach every victim before the next evaluation: it then tries again
+    // once per evaluation period (one repeated peer leaves the pattern intact), for a while,
+    // so that a slow evaluation on a loaded machine is waited for, not mistaken for a miss.
+    let mut retries = 0;
+    let mut next = 0;
+    loop {
+        let v = if next < victims.len() {
+            next += 1;
+            &victims[next - 1]
+        } else if retries < 10 {
+            retries += 1;
+            tokio::time::sleep(EVALUATE_EVERY).await;
+            &victims[0]
+        } else {
+            break;
+        };
         match spammer.send_text(v, SPAM).await {
             Ok(_) => {
                 f.sent += 1;

@@ -5,7 +5,7 @@
 //! once the filler is removed.
 //!
 //! Needs `mount -t tmpfs` (root or CAP_SYS_ADMIN). Where mounting is not permitted the test
-//! says so on stderr and passes without checking anything, unless `RELAYBOX_REQUIRE_MOUNT=1`
+//! says so on stderr and passes without checking anything, unless `DISK_FULL_REQUIRE_MOUNT=1`
 //! is set (CI on a machine that can mount sets it), which makes that a failure.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -79,11 +79,11 @@ async fn a_nearly_full_disk_answers_storage_full_loses_nothing_acked_and_recover
         ));
     });
     if let Err(why) = mounted {
-        let required = std::env::var("RELAYBOX_REQUIRE_MOUNT").is_ok_and(|v| v == "1");
+        let required = std::env::var("DISK_FULL_REQUIRE_MOUNT").is_ok_and(|v| v == "1");
         eprintln!("SKIPPED disk_full: cannot mount a tmpfs on the data directory: {why}");
         assert!(
             !required,
-            "RELAYBOX_REQUIRE_MOUNT=1 but mount failed: {why}"
+            "DISK_FULL_REQUIRE_MOUNT=1 but mount failed: {why}"
         );
         return;
     }

@@ -53,7 +53,7 @@ fi
 probe="$(mktemp -d)"
 if mount -t tmpfs -o size=1m tmpfs "$probe" 2>/dev/null; then
     umount "$probe"
-    export RELAYBOX_REQUIRE_MOUNT=1
+    export DISK_FULL_REQUIRE_MOUNT=1
 else
     echo "note: cannot mount a tmpfs here; tests/disk_full.rs will report SKIPPED" >&2
 fi
