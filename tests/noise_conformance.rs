@@ -79,7 +79,8 @@ fn play(v: &Value) -> Result<usize> {
         let finished = handshake
             .as_ref()
             .is_some_and(|(a, b)| a.is_handshake_finished() && b.is_handshake_finished());
-        if let (true, Some((init, resp))) = (finished, handshake.take()) {
+        // Only once both sides finished: `take` ends the handshake phase.
+        if let Some((init, resp)) = handshake.take_if(|_| finished) {
             if let Some(hash) = hex_field(v, "handshake_hash")? {
                 if init.get_handshake_hash() != hash.as_slice()
                     || resp.get_handshake_hash() != hash.as_slice()

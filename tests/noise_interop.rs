@@ -4,7 +4,7 @@
 //! `tests/noise_interop.py` holds the Python side.
 //!
 //! Needs `python3` with `noiseprotocol` (`tests/run.sh` installs it into a venv under
-//! `target/`; set `RELAYBOX_PYTHON` to that interpreter). Without it the test fails and says
+//! `target/`; set `NOISE_INTEROP_PYTHON` to that interpreter). Without it the test fails and says
 //! how to install it, rather than passing unseen.
 
 #![allow(clippy::unwrap_used)]
@@ -23,7 +23,7 @@ use relaybox::wire::messages::{
 const ALICE: &str = "+14155550101";
 
 fn python() -> String {
-    std::env::var("RELAYBOX_PYTHON").unwrap_or_else(|_| "python3".into())
+    std::env::var("NOISE_INTEROP_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 /// Runs the Python side; returns its LoginResult and its request's answer.

@@ -55,7 +55,7 @@ if ! "$venv/bin/python" -c 'import noise' >/dev/null 2>&1; then
     python3 -m venv "$venv" || { echo "error: python3 -m venv failed; install python3-venv" >&2; exit 1; }
     "$venv/bin/pip" install --quiet noiseprotocol || { echo "error: pip install noiseprotocol failed" >&2; exit 1; }
 fi
-export RELAYBOX_PYTHON="$venv/bin/python"
+export NOISE_INTEROP_PYTHON="$venv/bin/python"
 
 # The slowloris test holds 5,000 connections open (see tests/slow_peers.rs).
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -84,7 +84,7 @@ fn socket_from(local: Ipv4Addr, to: &str) -> std::io::Result<TcpStream> {
     Ok(std)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn five_thousand_slowloris_connections_neither_lock_out_a_client_nor_outlive_the_deadline() {
     let need = u64::try_from(SLOW + 300).unwrap();
     let have = open_files_limit().unwrap_or(0);
