@@ -265,7 +265,8 @@ async fn known_and_unknown_accounts_get_the_same_answers_in_the_same_time() {
     const SAMPLES: usize = 15;
     let mut times = [Vec::new(), Vec::new()];
     for i in 0..SAMPLES * 2 {
-        let (which, phone) = if i % 2 == 0 {
+        // ABBA order, so drift on a busy machine falls on both sides alike.
+        let (which, phone) = if i % 4 == 0 || i % 4 == 3 {
             (0, ALICE.to_owned())
         } else {
             (1, format!("+1415555{:04}", 2000 + i))
