@@ -59,5 +59,20 @@ else
 fi
 rmdir "$probe"
 
+# The Noise interop test drives a login with an independent implementation, Python's
+# noiseprotocol package from PyPI, installed into a venv under target/.
+venv="${CARGO_TARGET_DIR:-target}/noise-venv"
+if ! "$venv/bin/python" -c 'import noise' >/dev/null 2>&1; then
+    python3 -m venv "$venv" || { echo "error: python3 -m venv failed; install python3-venv" >&2; exit 1; }
+    "$venv/bin/pip" install --quiet noiseprotocol || { echo "error: pip install noiseprotocol failed" >&2; exit 1; }
+fi
+export NOISE_INTEROP_PYTHON="$venv/bin/python"
+
+# The slowloris test holds 5,000 connections open (see tests/slow_peers.rs).
+ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 cargo test --locked --all-targets "$@"
 cargo test --locked --doc
+
+# Every fuzz target for FUZZ_SECONDS (60) each, on the stable toolchain (tests/fuzz/run.sh).
+tests/fuzz/run.sh

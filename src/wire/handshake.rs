@@ -68,13 +68,18 @@ impl std::fmt::Debug for StaticKeypair {
     }
 }
 
+/// The crypto the relay and the SDK use: ring for ChaChaPoly (fast for small messages), the
+/// default resolver for 25519 and BLAKE2s. Public so the conformance test checks this exact
+/// resolver against the published Noise test vectors.
+pub fn resolver() -> FallbackResolver {
+    FallbackResolver::new(Box::new(RingResolver), Box::new(DefaultResolver))
+}
+
 fn builder(params: &str) -> Result<Builder<'static>, ProtocolError> {
     let params = params
         .parse()
         .map_err(|_| ProtocolError::BadKey("unsupported noise parameters"))?;
-    // ring for ChaChaPoly (fast for small messages); the default resolver for 25519 and BLAKE2s.
-    let resolver = FallbackResolver::new(Box::new(RingResolver), Box::new(DefaultResolver));
-    Ok(Builder::with_resolver(params, Box::new(resolver)).prologue(PROLOGUE)?)
+    Ok(Builder::with_resolver(params, Box::new(resolver())).prologue(PROLOGUE)?)
 }
 
 fn write_msg(hs: &mut HandshakeState, payload: &[u8]) -> Result<Vec<u8>, ProtocolError> {
