@@ -93,6 +93,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         limits: Mutex::new(limits),
         presence: Presence::default(),
         shutdown: shutdown.listener(),
+        audit: audit.clone(),
         blobs: crate::blob::Blobs {
             files: crate::blob::BlobFiles::open(&data_dir)
                 .with_context(|| format!("opening {}", data_dir.join("blobs").display()))?,

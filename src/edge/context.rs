@@ -1,6 +1,6 @@
 //! What every session needs from the relay, built once by `app.rs` and shared.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::actors::presence::Presence;
 use crate::actors::Directory;
@@ -32,6 +32,8 @@ pub struct RelayCtx {
     pub shutdown: Shutdown,
     /// Blob files and the key that signs their URLs.
     pub blobs: crate::blob::Blobs,
+    /// The audit log (`<data_dir>/audit.log`), one handle for every writer.
+    pub audit: Arc<crate::edge::admin::AuditLog>,
 }
 
 /// Per-address, per-number and per-account rate limits (in memory: a restart resets them,

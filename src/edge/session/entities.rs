@@ -26,7 +26,7 @@ use crate::actors::entity::{
 };
 use crate::actors::thread::GroupError;
 use crate::config::to_usize;
-use crate::edge::admin::{AuditEntry, AuditLog};
+use crate::edge::admin::AuditEntry;
 use crate::edge::RelayCtx;
 use crate::ids::{AccountId, DeviceId, MsgId};
 use crate::store::{QueueItem, QueueRecord};
@@ -677,10 +677,6 @@ pub fn audit(
 }
 
 fn write_audit(ctx: &RelayCtx, who: &str, what: &str, target: BTreeMap<String, String>) {
-    // The admin API holds its own handle on the same file; appends of one line each never
-    // interleave (O_APPEND), so a second handle is safe.
-    match AuditLog::open(&ctx.cfg.relay.data_dir) {
-        Ok(log) => log.record(&AuditEntry::now(who, what, target, "ok", 0)),
-        Err(e) => tracing::error!(error = %e, "Opening the audit log failed."),
-    }
+    ctx.audit
+        .record(&AuditEntry::now(who, what, target, "ok", 0));
 }
