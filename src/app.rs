@@ -34,7 +34,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let data_dir = cfg.relay.data_dir.clone();
     create_private_dir(&data_dir)?;
     let identity = load_or_create_key(&data_dir.join(RELAY_KEY_FILE))?;
-    let store = Store::open(&data_dir)
+    let store = Store::open_with_cache(&data_dir, cfg.relay.store_cache_bytes)
         .with_context(|| format!("opening the database in {}", data_dir.display()))?;
     let listener = tcp::bind(cfg.listen.tcp)
         .await

@@ -22,6 +22,8 @@ for pair in sh:dash kill:procps curl:curl tar:tar mosquitto:mosquitto \
     mosquitto_pub:mosquitto-clients mosquitto_sub:mosquitto-clients openssl:openssl; do
     need "${pair%%:*}" || packages+=("${pair#*:}")
 done
+# The power-loss test mounts a FUSE filesystem: as root directly, otherwise via fusermount3.
+if [ "$(id -u)" -ne 0 ] && ! need fusermount3; then packages+=(fuse3); fi
 if [ "${#packages[@]}" -gt 0 ]; then
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then
@@ -58,6 +60,16 @@ else
     echo "note: cannot mount a tmpfs here; tests/disk_full.rs will report SKIPPED" >&2
 fi
 rmdir "$probe"
+
+# tests/power_loss.rs serves the relay's data directory from a FUSE filesystem that drops
+# un-fsynced writes on a simulated power cut; it needs the kernel's FUSE device.
+if [ ! -e /dev/fuse ]; then
+    modprobe fuse 2>/dev/null || true
+    if [ ! -e /dev/fuse ]; then
+        echo "error: /dev/fuse is missing (the power-loss test needs FUSE: modprobe fuse)" >&2
+        exit 1
+    fi
+fi
 
 # The Noise interop test drives a login with an independent implementation, Python's
 # noiseprotocol package from PyPI, installed into a venv under target/.

@@ -70,6 +70,10 @@ pub struct RelayConfig {
     /// New messages and uploads are refused (`storage_full`) while the data directory's
     /// filesystem has less free space than this; 0 turns the check off.
     pub min_free_disk_bytes: u64,
+    /// The most memory the store keeps as a cache of its pages. The store itself lives on
+    /// disk; this bounds how much of it stays in memory (sled's own default is 1 GiB, which
+    /// let RSS follow the store's size).
+    pub store_cache_bytes: u64,
 }
 
 impl Default for RelayConfig {
@@ -78,6 +82,7 @@ impl Default for RelayConfig {
             data_dir: PathBuf::from("relaybox-data"),
             shutdown_grace: Duration::from_secs(10),
             min_free_disk_bytes: 64 * 1024 * 1024,
+            store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
         }
     }
 }

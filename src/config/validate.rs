@@ -74,6 +74,16 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
         c.reject("relay.data_dir", "must not be empty".to_owned());
     }
     c.positive("relay.shutdown_grace", relay.shutdown_grace);
+    if relay.store_cache_bytes < crate::store::MIN_CACHE_BYTES {
+        c.reject(
+            "relay.store_cache_bytes",
+            format!(
+                "must be at least {} (1 MiB), got {}",
+                crate::store::MIN_CACHE_BYTES,
+                relay.store_cache_bytes
+            ),
+        );
+    }
 
     // The operator API holds a bearer token only; the network must not reach it at all.
     if !config.listen.admin.ip().is_loopback() {

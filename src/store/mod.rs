@@ -9,7 +9,8 @@
 //!   fsyncs in the background (every 500 ms by default). Only after `flush`/`flush_async`
 //!   returns are all earlier writes on disk. The relay therefore acknowledges nothing before
 //!   [`Durability::wait`] returns: a group commit over `flush_async` (which writes sled's log
-//!   and fsyncs its data file), plus an fsync of any new file and of the directory whenever
+//!   but makes it stable only with `sync_file_range`) and an fdatasync of sled's data file,
+//!   plus an fsync of any new file and of the directory whenever
 //!   the directory's contents changed (sled snapshots, new segments), shared by every writer
 //!   waiting at that moment.
 //! - **Recovery yields a prefix.** After a crash sled recovers a prefix of the writes in the
@@ -56,6 +57,11 @@ pub use entities::{AssignPolicy, EntityRecord, EntityThreadRecord, RoutingStep};
 pub use groups::GroupRecord;
 pub use keydir::{ClaimedKey, IdentityKeys, IdentityOutcome};
 pub use meta::SCHEMA_VERSION;
+
+/// The store's page cache unless `relay.store_cache_bytes` says otherwise (16 MiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// The smallest page cache the relay accepts (1 MiB).
+pub const MIN_CACHE_BYTES: u64 = 1024 * 1024;
 pub use mqtt::{MqttDeviceRecord, OutboxRecord};
 pub use mutes::MUTE_FOREVER;
 pub use queue::{QueueItem, QueueRecord};
@@ -111,10 +117,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database under `dir/db`.
+    /// Opens (creating if needed) the database under `dir/db` with the default cache.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (creating if needed) the database under `dir/db`, keeping at most `cache_bytes`
+    /// of its pages in memory (`relay.store_cache_bytes`).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let path = dir.join("db");
-        let db = sled::Config::new().path(&path).open()?;
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(cache_bytes.max(MIN_CACHE_BYTES))
+            .open()?;
         let t = Trees::open(&db)?;
         meta::migrate(&t)?;
         let id_offset = meta::id_offset(&t)?;

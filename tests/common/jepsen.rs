@@ -30,6 +30,10 @@ pub struct History {
     pub raw_redeliveries: u64,
     /// Deliveries the receiver could not decrypt (still counted as delivered).
     pub undecryptable: u64,
+    /// Senders that gave up on a message once the load stopped (the relay kept refusing).
+    pub stuck_senders: u64,
+    /// The last error a send got, for the report.
+    pub last_send_error: Option<String>,
 }
 
 impl History {
@@ -95,6 +99,8 @@ impl History {
             delivered_unacked,
             raw_redeliveries: self.raw_redeliveries,
             undecryptable: self.undecryptable,
+            stuck_senders: self.stuck_senders,
+            last_send_error: self.last_send_error.clone(),
         }
     }
 }
@@ -113,18 +119,23 @@ pub struct Verdict {
     pub delivered_unacked: usize,
     pub raw_redeliveries: u64,
     pub undecryptable: u64,
+    pub stuck_senders: u64,
+    pub last_send_error: Option<String>,
 }
 
 impl Verdict {
-    /// 0 lost, 0 unexpected, 0 duplicated.
+    /// 0 lost, 0 unexpected, 0 duplicated, and no sender left unable to send.
     pub fn valid(&self) -> bool {
-        self.lost.is_empty() && self.unexpected.is_empty() && self.duplicated.is_empty()
+        self.lost.is_empty()
+            && self.unexpected.is_empty()
+            && self.duplicated.is_empty()
+            && self.stuck_senders == 0
     }
 
     pub fn summary(&self) -> String {
         format!(
             "sent={} acked={} delivered={} lost={} unexpected={} duplicated={} recovered={} \
-             delivered_unacked={} raw_redeliveries={} undecryptable={}",
+             delivered_unacked={} raw_redeliveries={} undecryptable={} stuck_senders={}{}",
             self.sent,
             self.acked,
             self.delivered,
@@ -134,7 +145,12 @@ impl Verdict {
             self.recovered,
             self.delivered_unacked,
             self.raw_redeliveries,
-            self.undecryptable
+            self.undecryptable,
+            self.stuck_senders,
+            match (&self.last_send_error, self.stuck_senders) {
+                (Some(e), 1..) => format!(" (last send error: {e})"),
+                _ => String::new(),
+            }
         )
     }
 }

@@ -1,0 +1,687 @@
+//! A FUSE filesystem that can lose power: the power-loss test serves the relay's data
+//! directory from it.
+//!
+//! Every file keeps two images: what the process sees (`data`) and what a disk would still hold
+//! after a power cut (`durable`). `write` and `truncate` change only `data`; `fsync`/`fdatasync`
+//! copy the file's changes into `durable`. Every directory likewise keeps its `entries` and
+//! `durable_entries`; only `fsyncdir` makes creates, renames and unlinks in it durable, which is
+//! what POSIX promises and stricter than ext4 in practice. `sync_file_range` never reaches a
+//! FUSE filesystem, so a write "made durable" only by it is lost here, as it can be on a disk
+//! with a volatile cache or when the file grew (the new size is metadata it does not write).
+//!
+//! [`PowerFs::cut`] unmounts, then throws away everything not durable:
+//! - [`Cut::DropAll`]: every un-synced write and directory change is lost;
+//! - [`Cut::Torn`]: each un-synced 4 KiB page, and each directory's un-synced changes, survive
+//!   or not at random (writeback that had started), so the files a program sees after the cut
+//!   may hold a torn mixture of old and new pages.
+//!
+//! Then it mounts the surviving image again at the same place. The test process holds the whole
+//! filesystem in memory; nothing is written to the machine's disk.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    FileAttr, FileType, Filesystem, MountOption, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow,
+};
+use rand::Rng;
+
+/// Nothing is cached by the kernel: every lookup and attribute read comes here.
+const TTL: Duration = Duration::from_secs(0);
+const ROOT: u64 = 1;
+const PAGE: u64 = 4096;
+/// What `statfs` reports as the filesystem's size.
+const CAPACITY: u64 = 8 << 30;
+
+const ENOENT: i32 = 2;
+const EEXIST: i32 = 17;
+const ENOTDIR: i32 = 20;
+const EISDIR: i32 = 21;
+const EINVAL: i32 = 22;
+const ENOTEMPTY: i32 = 39;
+const RENAME_NOREPLACE: u32 = 1;
+
+/// How much un-synced state survives a cut.
+#[derive(Clone, Copy, Debug)]
+pub enum Cut {
+    DropAll,
+    Torn,
+}
+
+#[derive(Default)]
+struct File {
+    data: Vec<u8>,
+    durable: Vec<u8>,
+    /// Byte ranges written since the last fsync.
+    dirty: Vec<(u64, u64)>,
+    /// The shortest length `data` had since the last fsync (a truncate).
+    shortest: Option<u64>,
+}
+
+impl File {
+    fn sync(&mut self) {
+        if let Some(s) = self.shortest.take() {
+            self.durable.truncate(s as usize);
+        }
+        self.durable.resize(self.data.len(), 0);
+        for (start, end) in std::mem::take(&mut self.dirty) {
+            let end = end.min(self.data.len() as u64) as usize;
+            let start = (start as usize).min(end);
+            self.durable[start..end].copy_from_slice(&self.data[start..end]);
+        }
+    }
+
+    fn cut(&mut self, mode: Cut, rng: &mut impl Rng) {
+        if let Cut::Torn = mode {
+            if let Some(s) = self.shortest {
+                if rng.gen_bool(0.5) {
+                    self.durable.truncate(s as usize);
+                }
+            }
+            for (start, end) in std::mem::take(&mut self.dirty) {
+                let end = end.min(self.data.len() as u64);
+                let mut page = start / PAGE * PAGE;
+                while page < end {
+                    if rng.gen_bool(0.5) {
+                        let (a, b) = (page.max(start) as usize, (page + PAGE).min(end) as usize);
+                        if self.durable.len() < b {
+                            self.durable.resize(b, 0);
+                        }
+                        self.durable[a..b].copy_from_slice(&self.data[a..b]);
+                    }
+                    page += PAGE;
+                }
+            }
+        }
+        self.dirty.clear();
+        self.shortest = None;
+        self.data = self.durable.clone();
+    }
+}
+
+#[derive(Default)]
+struct Dir {
+    entries: BTreeMap<OsString, u64>,
+    durable_entries: BTreeMap<OsString, u64>,
+}
+
+enum Node {
+    File(File),
+    Dir(Dir),
+}
+
+struct Inode {
+    node: Node,
+    perm: u16,
+}
+
+/// Every inode ever made; an unlinked inode stays, since a cut can bring its name back.
+struct Image {
+    inodes: HashMap<u64, Inode>,
+    next: u64,
+    /// fsync and fsyncdir calls, for the test's report.
+    pub syncs: u64,
+}
+
+impl Image {
+    fn new() -> Self {
+        let mut inodes = HashMap::new();
+        inodes.insert(
+            ROOT,
+            Inode {
+                node: Node::Dir(Dir::default()),
+                perm: 0o755,
+            },
+        );
+        Self {
+            inodes,
+            next: ROOT + 1,
+            syncs: 0,
+        }
+    }
+
+    fn attr(&self, ino: u64) -> Option<FileAttr> {
+        let inode = self.inodes.get(&ino)?;
+        let (kind, size, nlink) = match &inode.node {
+            Node::File(f) => (FileType::RegularFile, f.data.len() as u64, 1),
+            Node::Dir(_) => (FileType::Directory, 0, 2),
+        };
+        let now = SystemTime::now();
+        Some(FileAttr {
+            ino,
+            size,
+            blocks: size.div_ceil(512),
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            kind,
+            perm: inode.perm,
+            nlink,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: PAGE as u32,
+            flags: 0,
+        })
+    }
+
+    fn dir(&mut self, ino: u64) -> Result<&mut Dir, i32> {
+        match self.inodes.get_mut(&ino).map(|i| &mut i.node) {
+            Some(Node::Dir(d)) => Ok(d),
+            Some(Node::File(_)) => Err(ENOTDIR),
+            None => Err(ENOENT),
+        }
+    }
+
+    fn file(&mut self, ino: u64) -> Result<&mut File, i32> {
+        match self.inodes.get_mut(&ino).map(|i| &mut i.node) {
+            Some(Node::File(f)) => Ok(f),
+            Some(Node::Dir(_)) => Err(EISDIR),
+            None => Err(ENOENT),
+        }
+    }
+
+    fn lookup(&mut self, parent: u64, name: &OsStr) -> Result<u64, i32> {
+        self.dir(parent)?.entries.get(name).copied().ok_or(ENOENT)
+    }
+
+    fn make(&mut self, parent: u64, name: &OsStr, node: Node, mode: u32) -> Result<u64, i32> {
+        if self.dir(parent)?.entries.contains_key(name) {
+            return Err(EEXIST);
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.inodes.insert(
+            ino,
+            Inode {
+                node,
+                perm: (mode & 0o7777) as u16,
+            },
+        );
+        self.dir(parent)?.entries.insert(name.to_owned(), ino);
+        Ok(ino)
+    }
+
+    fn is_empty_dir(&self, ino: u64) -> bool {
+        matches!(self.inodes.get(&ino).map(|i| &i.node), Some(Node::Dir(d)) if d.entries.is_empty())
+    }
+
+    fn remove(&mut self, parent: u64, name: &OsStr, want_dir: bool) -> Result<(), i32> {
+        let ino = self.lookup(parent, name)?;
+        match (&self.inodes[&ino].node, want_dir) {
+            (Node::Dir(_), false) => return Err(EISDIR),
+            (Node::File(_), true) => return Err(ENOTDIR),
+            (Node::Dir(d), true) if !d.entries.is_empty() => return Err(ENOTEMPTY),
+            _ => {}
+        }
+        self.dir(parent)?.entries.remove(name);
+        Ok(())
+    }
+
+    fn rename(
+        &mut self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<(), i32> {
+        if flags & !RENAME_NOREPLACE != 0 {
+            return Err(EINVAL);
+        }
+        let ino = self.lookup(parent, name)?;
+        if let Ok(old) = self.lookup(newparent, newname) {
+            if flags & RENAME_NOREPLACE != 0 {
+                return Err(EEXIST);
+            }
+            let src_dir = matches!(self.inodes[&ino].node, Node::Dir(_));
+            match (&self.inodes[&old].node, src_dir) {
+                (Node::Dir(_), false) => return Err(EISDIR),
+                (Node::File(_), true) => return Err(ENOTDIR),
+                (Node::Dir(_), true) if !self.is_empty_dir(old) => return Err(ENOTEMPTY),
+                _ => {}
+            }
+        }
+        self.dir(parent)?.entries.remove(name);
+        self.dir(newparent)?.entries.insert(newname.to_owned(), ino);
+        Ok(())
+    }
+
+    fn used(&self) -> u64 {
+        self.inodes
+            .values()
+            .map(|i| match &i.node {
+                Node::File(f) => f.data.len().max(f.durable.len()) as u64,
+                Node::Dir(_) => PAGE,
+            })
+            .sum()
+    }
+
+    fn cut(&mut self, mode: Cut, rng: &mut impl Rng) {
+        let mut inos: Vec<u64> = self.inodes.keys().copied().collect();
+        inos.sort_unstable();
+        for ino in inos {
+            match &mut self.inodes.get_mut(&ino).unwrap().node {
+                Node::File(f) => f.cut(mode, rng),
+                Node::Dir(d) => {
+                    let survives = matches!(mode, Cut::Torn) && rng.gen_bool(0.5);
+                    if survives {
+                        d.durable_entries = d.entries.clone();
+                    } else {
+                        d.entries = d.durable_entries.clone();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The filesystem as the FUSE session thread sees it.
+struct Fs(Arc<Mutex<Image>>);
+
+macro_rules! tri {
+    ($reply:expr, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(errno) => return $reply.error(errno),
+        }
+    };
+}
+
+impl Filesystem for Fs {
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        let mut img = self.0.lock().unwrap();
+        let ino = tri!(reply, img.lookup(parent, name));
+        reply.entry(&TTL, &img.attr(ino).unwrap(), 0);
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        match self.0.lock().unwrap().attr(ino) {
+            Some(a) => reply.attr(&TTL, &a),
+            None => reply.error(ENOENT),
+        }
+    }
+
+    fn setattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<u64>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        let mut img = self.0.lock().unwrap();
+        if let Some(size) = size {
+            let f = tri!(reply, img.file(ino));
+            if size < f.data.len() as u64 {
+                f.shortest = Some(f.shortest.map_or(size, |s| s.min(size)));
+            }
+            f.data.resize(size as usize, 0);
+        }
+        if let Some(mode) = mode {
+            if let Some(i) = img.inodes.get_mut(&ino) {
+                i.perm = (mode & 0o7777) as u16;
+            }
+        }
+        match img.attr(ino) {
+            Some(a) => reply.attr(&TTL, &a),
+            None => reply.error(ENOENT),
+        }
+    }
+
+    fn mknod(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let mut img = self.0.lock().unwrap();
+        let ino = tri!(reply, img.make(parent, name, Node::File(File::default()), mode));
+        reply.entry(&TTL, &img.attr(ino).unwrap(), 0);
+    }
+
+    fn mkdir(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let mut img = self.0.lock().unwrap();
+        let ino = tri!(reply, img.make(parent, name, Node::Dir(Dir::default()), mode));
+        reply.entry(&TTL, &img.attr(ino).unwrap(), 0);
+    }
+
+    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        tri!(reply, self.0.lock().unwrap().remove(parent, name, false));
+        reply.ok();
+    }
+
+    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        tri!(reply, self.0.lock().unwrap().remove(parent, name, true));
+        reply.ok();
+    }
+
+    fn rename(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        let mut img = self.0.lock().unwrap();
+        tri!(reply, img.rename(parent, name, newparent, newname, flags));
+        reply.ok();
+    }
+
+    fn create(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let mut img = self.0.lock().unwrap();
+        let ino = tri!(reply, img.make(parent, name, Node::File(File::default()), mode));
+        reply.created(&TTL, &img.attr(ino).unwrap(), 0, 0, 0);
+    }
+
+    fn open(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+        let mut img = self.0.lock().unwrap();
+        tri!(reply, img.file(ino));
+        reply.opened(0, 0);
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyData,
+    ) {
+        let mut img = self.0.lock().unwrap();
+        let f = tri!(reply, img.file(ino));
+        let start = (offset.max(0) as usize).min(f.data.len());
+        let end = (start + size as usize).min(f.data.len());
+        reply.data(&f.data[start..end]);
+    }
+
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        data: &[u8],
+        _write_flags: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        let mut img = self.0.lock().unwrap();
+        let f = tri!(reply, img.file(ino));
+        let start = offset.max(0) as usize;
+        let end = start + data.len();
+        if f.data.len() < end {
+            f.data.resize(end, 0);
+        }
+        f.data[start..end].copy_from_slice(data);
+        f.dirty.push((start as u64, end as u64));
+        reply.written(data.len() as u32);
+    }
+
+    fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
+        let mut img = self.0.lock().unwrap();
+        img.syncs += 1;
+        tri!(reply, img.file(ino)).sync();
+        reply.ok();
+    }
+
+    fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+        let mut img = self.0.lock().unwrap();
+        tri!(reply, img.dir(ino));
+        reply.opened(0, 0);
+    }
+
+    fn readdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectory,
+    ) {
+        let mut img = self.0.lock().unwrap();
+        let entries: Vec<(OsString, u64)> = tri!(reply, img.dir(ino))
+            .entries
+            .iter()
+            .map(|(n, i)| (n.clone(), *i))
+            .collect();
+        let mut all = vec![(OsString::from("."), ino), (OsString::from(".."), ino)];
+        all.extend(entries);
+        for (n, (name, child)) in all.into_iter().enumerate().skip(offset.max(0) as usize) {
+            let kind = match img.inodes.get(&child).map(|i| &i.node) {
+                Some(Node::Dir(_)) => FileType::Directory,
+                _ => FileType::RegularFile,
+            };
+            if reply.add(child, n as i64 + 1, kind, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mut img = self.0.lock().unwrap();
+        img.syncs += 1;
+        let d = tri!(reply, img.dir(ino));
+        d.durable_entries = d.entries.clone();
+        reply.ok();
+    }
+
+    fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        let used = self.0.lock().unwrap().used();
+        let blocks = CAPACITY / PAGE;
+        let free = blocks.saturating_sub(used.div_ceil(PAGE));
+        reply.statfs(blocks, free, free, 1 << 20, 1 << 20, PAGE as u32, 255, PAGE as u32);
+    }
+
+    fn access(&mut self, _req: &Request<'_>, _ino: u64, _mask: i32, reply: ReplyEmpty) {
+        reply.ok();
+    }
+}
+
+/// A mounted [`Fs`] whose power can be cut.
+pub struct PowerFs {
+    image: Arc<Mutex<Image>>,
+    mountpoint: PathBuf,
+    session: Option<fuser::BackgroundSession>,
+    pub cuts: u64,
+}
+
+impl PowerFs {
+    /// Mounts an empty filesystem on `mountpoint` (created if missing). Needs /dev/fuse and
+    /// either root or `fusermount3`; fails loudly otherwise.
+    pub fn mount(mountpoint: &Path) -> Self {
+        std::fs::create_dir_all(mountpoint).unwrap();
+        let mut fs = Self {
+            image: Arc::new(Mutex::new(Image::new())),
+            mountpoint: mountpoint.to_owned(),
+            session: None,
+            cuts: 0,
+        };
+        fs.attach();
+        fs
+    }
+
+    fn attach(&mut self) {
+        let options = [MountOption::FSName("relaybox-powerfs".into()), MountOption::RW];
+        let session = fuser::spawn_mount2(Fs(self.image.clone()), &self.mountpoint, &options)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot mount the power-loss FUSE filesystem on {}: {e} (it needs /dev/fuse and root, or fusermount3 from the fuse3 package)",
+                    self.mountpoint.display()
+                )
+            });
+        self.session = Some(session);
+    }
+
+    fn detach(&mut self) {
+        if let Some(session) = self.session.take() {
+            // A plain unmount; a lazy one if something still holds a file open (the relay is
+            // dead by now, but the kernel may not have released its files yet).
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let ok = std::process::Command::new("umount")
+                    .arg(&self.mountpoint)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    let lazy = std::process::Command::new("umount")
+                        .arg("-l")
+                        .arg(&self.mountpoint)
+                        .status()
+                        .expect("umount");
+                    assert!(lazy.success(), "cannot unmount {}", self.mountpoint.display());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            session.join();
+        }
+    }
+
+    /// The power cut: unmount (every process using the filesystem must be dead), lose what
+    /// was not durable, mount the survivors again.
+    pub fn cut(&mut self, mode: Cut, rng: &mut impl Rng) {
+        self.detach();
+        self.image.lock().unwrap().cut(mode, rng);
+        self.cuts += 1;
+        self.attach();
+    }
+
+    /// fsync and fsyncdir calls served so far.
+    pub fn syncs(&self) -> u64 {
+        self.image.lock().unwrap().syncs
+    }
+}
+
+impl Drop for PowerFs {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn file_with(img: &mut Image, bytes: &[u8]) -> u64 {
+        let ino = img
+            .make(ROOT, OsStr::new("f"), Node::File(File::default()), 0o644)
+            .unwrap();
+        let f = img.file(ino).unwrap();
+        f.data.extend_from_slice(bytes);
+        f.dirty.push((0, bytes.len() as u64));
+        ino
+    }
+
+    #[test]
+    fn a_cut_keeps_only_what_was_synced() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut img = Image::new();
+        let ino = file_with(&mut img, b"synced");
+        img.file(ino).unwrap().sync();
+        img.dir(ROOT).unwrap().durable_entries = img.dir(ROOT).unwrap().entries.clone();
+        let f = img.file(ino).unwrap();
+        f.data.extend_from_slice(b" and not");
+        f.dirty.push((6, 14));
+        img.make(ROOT, OsStr::new("new"), Node::File(File::default()), 0o644)
+            .unwrap();
+        img.cut(Cut::DropAll, &mut rng);
+        assert_eq!(img.file(ino).unwrap().data, b"synced");
+        assert!(img.lookup(ROOT, OsStr::new("new")).is_err());
+    }
+
+    #[test]
+    fn a_truncate_is_durable_only_after_fsync() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut img = Image::new();
+        let ino = file_with(&mut img, b"0123456789");
+        img.file(ino).unwrap().sync();
+        let f = img.file(ino).unwrap();
+        f.shortest = Some(2);
+        f.data.truncate(2);
+        f.data.extend_from_slice(b"ab");
+        f.dirty.push((2, 4));
+        f.sync();
+        assert_eq!(f.durable, b"01ab");
+        f.shortest = Some(0);
+        f.data.clear();
+        img.cut(Cut::DropAll, &mut rng);
+        assert_eq!(img.file(ino).unwrap().data, b"01ab");
+    }
+
+    #[test]
+    fn a_unlinked_file_comes_back_unless_the_directory_was_synced() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut img = Image::new();
+        let ino = file_with(&mut img, b"x");
+        img.dir(ROOT).unwrap().durable_entries = img.dir(ROOT).unwrap().entries.clone();
+        img.remove(ROOT, OsStr::new("f"), false).unwrap();
+        img.cut(Cut::DropAll, &mut rng);
+        assert_eq!(img.lookup(ROOT, OsStr::new("f")), Ok(ino));
+        img.rename(ROOT, OsStr::new("f"), ROOT, OsStr::new("g"), 0)
+            .unwrap();
+        let d = img.dir(ROOT).unwrap();
+        d.durable_entries = d.entries.clone();
+        img.cut(Cut::DropAll, &mut rng);
+        assert!(img.lookup(ROOT, OsStr::new("f")).is_err());
+        assert_eq!(img.lookup(ROOT, OsStr::new("g")), Ok(ino));
+    }
+}
