@@ -34,7 +34,9 @@ async fn no_acknowledged_message_is_lost_when_the_power_is_cut() {
     let cuts = env_or("POWER_CUTS", 20);
     let senders = env_or("POWER_SENDERS", 4) as usize;
     let seed = faultload::seed("POWER_SEED");
-    println!("power loss: seed={seed} cuts={cuts} senders={senders} (rerun with POWER_SEED={seed})");
+    println!(
+        "power loss: seed={seed} cuts={cuts} senders={senders} (rerun with POWER_SEED={seed})"
+    );
 
     let mut mounted = None;
     let relay = Relay::start_prepared("", |r| mounted = Some(PowerFs::mount(&r.data_dir())));

@@ -70,6 +70,14 @@ pub fn seen(sender: &AccountId, msg: &MsgId) -> Vec<u8> {
     k
 }
 
+/// `sender ‖ 0x00 ‖ id:u64-be`: the order of a sender's dedupe records.
+pub fn seen_order(sender: &[u8], id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(sender.len() + 8);
+    k.extend_from_slice(sender);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

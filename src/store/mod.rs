@@ -58,6 +58,12 @@ pub use groups::GroupRecord;
 pub use keydir::{ClaimedKey, IdentityKeys, IdentityOutcome};
 pub use meta::SCHEMA_VERSION;
 
+/// How many of a sender account's newest message ids the store remembers to deduplicate
+/// retries (within `messaging.retention`). A client retries the messages it has in flight,
+/// which is far fewer; the bound keeps the records, which sled holds in memory whatever its
+/// cache size, from growing with the traffic.
+pub const SEEN_PER_SENDER: usize = 1024;
+
 /// The store's page cache unless `relay.store_cache_bytes` says otherwise (16 MiB).
 pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// The smallest page cache the relay accepts (1 MiB).
@@ -107,6 +113,8 @@ pub struct Store {
     /// Device lists read on every send, cached; every write of `accountdevice_record` goes
     /// through `accounts.rs`, which invalidates the account's entry.
     devices: accounts::DeviceCache,
+    /// Dedupe records written per sender since its last prune (`queue.rs`).
+    seen_since_prune: queue::SeenCounts,
     /// The write gate: shared by every write path, exclusive for a consistent export
     /// (`backup.rs`).
     gate: std::sync::Arc<std::sync::RwLock<()>>,
@@ -139,6 +147,7 @@ impl Store {
             t,
             dir: path,
             devices: accounts::DeviceCache::default(),
+            seen_since_prune: queue::SeenCounts::default(),
             gate: std::sync::Arc::default(),
             space: space::Watermark::default(),
         })

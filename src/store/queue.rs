@@ -10,6 +10,45 @@ use crate::ids::{AccountId, DeviceId, MsgId};
 
 const TREE: &str = "deviceseq_queuerecord";
 
+/// A sender's dedupe records are pruned to its newest ones every PRUNE_EVERY records.
+const PRUNE_EVERY: u32 = 64;
+
+/// Per sender (key prefix), dedupe records written since its last prune. In memory: one
+/// small entry per account that sent since the start.
+#[derive(Clone, Default)]
+pub(super) struct SeenCounts(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, u32>>>,
+);
+
+impl SeenCounts {
+    /// Counts one record for `prefix`; true when it is time to prune that sender.
+    fn bump(&self, prefix: &[u8]) -> bool {
+        // A poisoned lock only means another thread panicked mid-count; the counts are hints.
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(prefix.to_vec()).or_insert(0);
+        *n += 1;
+        if *n >= PRUNE_EVERY {
+            *n = 0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A dedupe record's value: its timestamp and, unless it predates the order tree, its id.
+fn seen_value(v: &[u8]) -> (u64, Option<u64>) {
+    let ts = v
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes);
+    let id = v
+        .get(8..16)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes);
+    (ts, id)
+}
+
 /// Something waiting for a device. The relay never sees plaintext: a message is the
 /// ciphertext of one envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,11 +203,13 @@ impl Store {
         }
         for kv in self.t.sendermsgid_timestamp.iter() {
             let (k, v) = kv?;
-            let ts = <[u8; 8]>::try_from(v.as_ref())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
+            let (ts, id) = seen_value(&v);
             if ts < cutoff_ms {
-                self.t.sendermsgid_timestamp.remove(k)?;
+                self.t.sendermsgid_timestamp.remove(&k)?;
+                if let Some(id) = id {
+                    let sender = &k[..k.len().saturating_sub(16)];
+                    self.t.senderid_msgid.remove(keys::seen_order(sender, id))?;
+                }
             }
         }
         Ok(n)
@@ -180,8 +221,7 @@ impl Store {
             .t
             .sendermsgid_timestamp
             .get(keys::seen(sender, msg))?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(u64::from_be_bytes))
+            .map(|v| seen_value(&v).0))
     }
 
     /// Records that `msg` from `sender` was accepted at `timestamp_ms`. Write it *after* the
@@ -193,9 +233,41 @@ impl Store {
         timestamp_ms: u64,
     ) -> Result<(), StoreError> {
         let _gate = self.writing();
+        let id = self.next_id()?;
+        let prefix = keys::account_prefix(sender);
+        self.t
+            .senderid_msgid
+            .insert(keys::seen_order(&prefix, id), &msg.0)?;
+        let mut value = [0u8; 16];
+        value[..8].copy_from_slice(&timestamp_ms.to_be_bytes());
+        value[8..].copy_from_slice(&id.to_be_bytes());
         self.t
             .sendermsgid_timestamp
-            .insert(keys::seen(sender, msg), &timestamp_ms.to_be_bytes())?;
+            .insert(keys::seen(sender, msg), &value)?;
+        // Every PRUNE_EVERY-th record of a sender, forget its records beyond its newest
+        // SEEN_PER_SENDER; a sender exceeds the bound by fewer than PRUNE_EVERY records (plus
+        // PRUNE_EVERY after a restart, which forgets the counts).
+        if self.seen_since_prune.bump(&prefix) {
+            self.seen_prune(&prefix)?;
+        }
         Ok(())
+    }
+
+    /// Deletes the dedupe records of the sender with key prefix `prefix` beyond its newest
+    /// [`super::SEEN_PER_SENDER`]; returns how many.
+    fn seen_prune(&self, prefix: &[u8]) -> Result<usize, StoreError> {
+        // Counted forwards: sled 0.34's reverse iteration over a prefix is not relied on.
+        let count = self.t.senderid_msgid.scan_prefix(prefix).keys().count();
+        let excess = count.saturating_sub(super::SEEN_PER_SENDER);
+        let mut n = 0;
+        for kv in self.t.senderid_msgid.scan_prefix(prefix).take(excess) {
+            let (k, msg) = kv?;
+            let mut seen = prefix.to_vec();
+            seen.extend_from_slice(&msg);
+            self.t.sendermsgid_timestamp.remove(seen)?;
+            self.t.senderid_msgid.remove(k)?;
+            n += 1;
+        }
+        Ok(n)
     }
 }

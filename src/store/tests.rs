@@ -100,6 +100,78 @@ fn reregistering_with_a_new_key_drops_the_old_primarys_queue() {
 }
 
 #[test]
+fn a_sender_keeps_only_its_newest_dedupe_records_and_the_sweep_removes_both_trees() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let busy = AccountId::parse("+14155550100").unwrap();
+    let quiet = AccountId::parse("+14155550101").unwrap();
+    let id = |n: u32| {
+        crate::ids::MsgId([
+            (n % 251) as u8,
+            (n / 251) as u8,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+        ])
+    };
+    s.seen_put(&quiet, &id(0), 5).unwrap();
+    let total = SEEN_PER_SENDER as u32 + 300;
+    for n in 0..total {
+        s.seen_put(&busy, &id(n), 10 + u64::from(n)).unwrap();
+    }
+    let kept =
+        s.t.senderid_msgid
+            .scan_prefix(keys::account_prefix(&busy))
+            .count();
+    assert!(
+        (SEEN_PER_SENDER..SEEN_PER_SENDER + 64).contains(&kept),
+        "kept {kept}"
+    );
+    assert_eq!(
+        s.seen_get(&busy, &id(0)).unwrap(),
+        None,
+        "the oldest is forgotten"
+    );
+    assert_eq!(
+        s.seen_get(&busy, &id(total - 1)).unwrap(),
+        Some(9 + u64::from(total))
+    );
+    assert_eq!(
+        s.seen_get(&quiet, &id(0)).unwrap(),
+        Some(5),
+        "another sender keeps its own"
+    );
+    assert_eq!(
+        s.t.sendermsgid_timestamp
+            .scan_prefix(keys::account_prefix(&busy))
+            .count(),
+        kept
+    );
+    // Retention ran out for everything: both trees empty.
+    s.queue_sweep(u64::MAX).unwrap();
+    assert_eq!(s.t.sendermsgid_timestamp.len(), 0);
+    assert_eq!(s.t.senderid_msgid.len(), 0);
+    // A record written before the order tree existed (timestamp only) still reads and sweeps.
+    s.t.sendermsgid_timestamp
+        .insert(keys::seen(&quiet, &id(1)), &3u64.to_be_bytes())
+        .unwrap();
+    assert_eq!(s.seen_get(&quiet, &id(1)).unwrap(), Some(3));
+    s.queue_sweep(4).unwrap();
+    assert_eq!(s.seen_get(&quiet, &id(1)).unwrap(), None);
+}
+
+#[test]
 fn everything_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -66,8 +66,13 @@ pub(super) struct Trees {
     pub phone_coderecord: sled::Tree,
     /// phone (E.164) → entity handle (utf-8): an entity's phone alias.
     pub phone_entity: sled::Tree,
-    /// sender account ‖ 0x00 ‖ msg_id[16] → timestamp_ms:u64-be (dedupe of retries).
+    /// sender account ‖ 0x00 ‖ msg_id[16] → timestamp_ms:u64-be ‖ id:u64-be (dedupe of
+    /// retries; `id` orders it in `senderid_msgid`). Records written before that order existed
+    /// hold the timestamp only.
     pub sendermsgid_timestamp: sled::Tree,
+    /// sender account ‖ 0x00 ‖ id:u64-be → msg_id[16]: the dedupe records of a sender, oldest
+    /// first, so only its newest [`super::SEEN_PER_SENDER`] are kept.
+    pub senderid_msgid: sled::Tree,
     /// seq:u64-be → OutboxRecord: MQTT down messages awaiting the broker's PubAck.
     pub seq_mqttoutbox: sled::Tree,
 }
@@ -106,6 +111,7 @@ impl Trees {
             phone_coderecord: db.open_tree("phone_coderecord")?,
             phone_entity: db.open_tree("phone_entity")?,
             sendermsgid_timestamp: db.open_tree("sendermsgid_timestamp")?,
+            senderid_msgid: db.open_tree("senderid_msgid")?,
             seq_mqttoutbox: db.open_tree("seq_mqttoutbox")?,
         })
     }

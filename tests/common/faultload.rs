@@ -233,4 +233,3 @@ pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<_> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
-

@@ -27,9 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    FileAttr, FileType, Filesystem, MountOption, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow,
+    FileAttr, FileType, Filesystem, MountOption, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
 };
 use rand::Rng;
 
@@ -358,7 +357,10 @@ impl Filesystem for Fs {
         reply: ReplyEntry,
     ) {
         let mut img = self.0.lock().unwrap();
-        let ino = tri!(reply, img.make(parent, name, Node::File(File::default()), mode));
+        let ino = tri!(
+            reply,
+            img.make(parent, name, Node::File(File::default()), mode)
+        );
         reply.entry(&TTL, &img.attr(ino).unwrap(), 0);
     }
 
@@ -372,7 +374,10 @@ impl Filesystem for Fs {
         reply: ReplyEntry,
     ) {
         let mut img = self.0.lock().unwrap();
-        let ino = tri!(reply, img.make(parent, name, Node::Dir(Dir::default()), mode));
+        let ino = tri!(
+            reply,
+            img.make(parent, name, Node::Dir(Dir::default()), mode)
+        );
         reply.entry(&TTL, &img.attr(ino).unwrap(), 0);
     }
 
@@ -412,7 +417,10 @@ impl Filesystem for Fs {
         reply: ReplyCreate,
     ) {
         let mut img = self.0.lock().unwrap();
-        let ino = tri!(reply, img.make(parent, name, Node::File(File::default()), mode));
+        let ino = tri!(
+            reply,
+            img.make(parent, name, Node::File(File::default()), mode)
+        );
         reply.created(&TTL, &img.attr(ino).unwrap(), 0, 0, 0);
     }
 
@@ -464,7 +472,14 @@ impl Filesystem for Fs {
         reply.written(data.len() as u32);
     }
 
-    fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let mut img = self.0.lock().unwrap();
         img.syncs += 1;
         tri!(reply, img.file(ino)).sync();
@@ -524,7 +539,16 @@ impl Filesystem for Fs {
         let used = self.0.lock().unwrap().used();
         let blocks = CAPACITY / PAGE;
         let free = blocks.saturating_sub(used.div_ceil(PAGE));
-        reply.statfs(blocks, free, free, 1 << 20, 1 << 20, PAGE as u32, 255, PAGE as u32);
+        reply.statfs(
+            blocks,
+            free,
+            free,
+            1 << 20,
+            1 << 20,
+            PAGE as u32,
+            255,
+            PAGE as u32,
+        );
     }
 
     fn access(&mut self, _req: &Request<'_>, _ino: u64, _mask: i32, reply: ReplyEmpty) {
@@ -556,7 +580,10 @@ impl PowerFs {
     }
 
     fn attach(&mut self) {
-        let options = [MountOption::FSName("relaybox-powerfs".into()), MountOption::RW];
+        let options = [
+            MountOption::FSName("relaybox-powerfs".into()),
+            MountOption::RW,
+        ];
         let session = fuser::spawn_mount2(Fs(self.image.clone()), &self.mountpoint, &options)
             .unwrap_or_else(|e| {
                 panic!(
@@ -586,7 +613,11 @@ impl PowerFs {
                         .arg(&self.mountpoint)
                         .status()
                         .expect("umount");
-                    assert!(lazy.success(), "cannot unmount {}", self.mountpoint.display());
+                    assert!(
+                        lazy.success(),
+                        "cannot unmount {}",
+                        self.mountpoint.display()
+                    );
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
