@@ -25,7 +25,7 @@ mod powerfs;
 use std::sync::{Arc, Mutex};
 
 use common::Relay;
-use faultload::{env_or, tail};
+use faultload::env_or;
 use powerfs::{Cut, PowerFs};
 use rand::Rng;
 
@@ -66,18 +66,5 @@ async fn no_acknowledged_message_is_lost_when_the_power_is_cut() {
         cuts - torn,
         verdict.summary()
     );
-    assert!(
-        verdict.acked > cuts as usize,
-        "too little traffic to mean anything: {}",
-        verdict.summary()
-    );
-    assert!(
-        verdict.valid(),
-        "seed {seed}: {}\nlost: {:?}\nunexpected: {:?}\nduplicated: {:?}\nrelay logs tail:\n{}",
-        verdict.summary(),
-        verdict.lost,
-        verdict.unexpected,
-        verdict.duplicated,
-        tail(&relay.logs(), 60)
-    );
+    faultload::assert_valid(&verdict, cuts, seed, &relay);
 }

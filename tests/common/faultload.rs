@@ -218,6 +218,25 @@ pub async fn run(
     (verdict, relay)
 }
 
+/// Fails the test unless `verdict` has 0 lost, 0 unexpected, 0 duplicated and no stuck sender,
+/// and unless there was more traffic than faults.
+pub fn assert_valid(verdict: &Verdict, faults: u64, seed: u64, relay: &Relay) {
+    assert!(
+        verdict.acked > faults as usize,
+        "too little traffic to mean anything: {}",
+        verdict.summary()
+    );
+    assert!(
+        verdict.valid(),
+        "seed {seed}: {}\nlost: {:?}\nunexpected: {:?}\nduplicated: {:?}\nrelay logs tail:\n{}",
+        verdict.summary(),
+        verdict.lost,
+        verdict.unexpected,
+        verdict.duplicated,
+        tail(&relay.logs(), 60)
+    );
+}
+
 /// A seed from the environment variable `name`, or the clock.
 pub fn seed(name: &str) -> u64 {
     env_or(

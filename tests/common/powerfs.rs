@@ -295,6 +295,14 @@ macro_rules! tri {
     };
 }
 
+impl Fs {
+    fn make_entry(&self, parent: u64, name: &OsStr, node: Node, mode: u32, reply: ReplyEntry) {
+        let mut img = self.0.lock().unwrap();
+        let ino = tri!(reply, img.make(parent, name, node, mode));
+        reply.entry(&TTL, &img.attr(ino).unwrap(), 0);
+    }
+}
+
 impl Filesystem for Fs {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         let mut img = self.0.lock().unwrap();
@@ -356,12 +364,7 @@ impl Filesystem for Fs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let mut img = self.0.lock().unwrap();
-        let ino = tri!(
-            reply,
-            img.make(parent, name, Node::File(File::default()), mode)
-        );
-        reply.entry(&TTL, &img.attr(ino).unwrap(), 0);
+        self.make_entry(parent, name, Node::File(File::default()), mode, reply);
     }
 
     fn mkdir(
@@ -373,12 +376,7 @@ impl Filesystem for Fs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let mut img = self.0.lock().unwrap();
-        let ino = tri!(
-            reply,
-            img.make(parent, name, Node::Dir(Dir::default()), mode)
-        );
-        reply.entry(&TTL, &img.attr(ino).unwrap(), 0);
+        self.make_entry(parent, name, Node::Dir(Dir::default()), mode, reply);
     }
 
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
@@ -714,5 +712,28 @@ mod tests {
         img.cut(Cut::DropAll, &mut rng);
         assert!(img.lookup(ROOT, OsStr::new("f")).is_err());
         assert_eq!(img.lookup(ROOT, OsStr::new("g")), Ok(ino));
+    }
+
+    #[test]
+    fn a_torn_cut_leaves_each_unsynced_page_old_or_new() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut img = Image::new();
+        let pages = 64usize;
+        let ino = file_with(&mut img, &vec![b'o'; pages * PAGE as usize]);
+        img.file(ino).unwrap().sync();
+        let f = img.file(ino).unwrap();
+        f.data.iter_mut().for_each(|b| *b = b'n');
+        f.dirty.push((0, pages as u64 * PAGE));
+        img.cut(Cut::Torn, &mut rng);
+        let data = &img.file(ino).unwrap().data;
+        let kinds: Vec<u8> = data
+            .chunks(PAGE as usize)
+            .map(|page| {
+                assert!(page.iter().all(|b| *b == page[0]), "a page is torn inside");
+                page[0]
+            })
+            .collect();
+        assert_eq!(kinds.len(), pages);
+        assert!(kinds.contains(&b'o') && kinds.contains(&b'n'), "{kinds:?}");
     }
 }
