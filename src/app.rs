@@ -93,7 +93,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         limits: Mutex::new(limits),
         presence: Presence::default(),
         shutdown: shutdown.listener(),
-        audit: audit.clone(),
+        audit,
         blobs: crate::blob::Blobs {
             files: crate::blob::BlobFiles::open(&data_dir)
                 .with_context(|| format!("opening {}", data_dir.join("blobs").display()))?,
@@ -124,14 +124,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         None
     };
     let watchdog = actix_rt::spawn(watchdog());
-    let abuse_monitor =
-        ctx.cfg.abuse.enabled.then(|| {
-            AbuseMonitor::new(store.clone(), ctx.cfg.abuse.clone(), audit.clone()).spawn()
-        });
+    let abuse_monitor = ctx.cfg.abuse.enabled.then(|| {
+        AbuseMonitor::new(store.clone(), ctx.cfg.abuse.clone(), ctx.audit.clone()).spawn()
+    });
     let admin_state = Arc::new(admin::AdminState {
         ctx: ctx.clone(),
         token: admin_token,
-        audit,
         started: std::time::Instant::now(),
         data_dir: data_dir.clone(),
         relay: actix_rt::Arbiter::current(),

@@ -363,3 +363,15 @@ fn an_admin_listener_off_loopback_is_refused_with_the_reason() {
     let ok = load_ok("[listen]\nadmin = \"[::1]:7790\"\n", &[], &[]);
     assert!(ok.listen.admin.ip().is_loopback());
 }
+
+#[test]
+fn a_store_cache_below_one_mib_is_refused_by_name() {
+    let errors = load_err("[relay]\nstore_cache_bytes = 4096\n", &[], &[]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("relay.store_cache_bytes") && errors[0].contains("at least 1048576"),
+        "{errors:?}"
+    );
+    let config = load_ok("", &[("RELAYBOX_RELAY_STORE_CACHE_BYTES", "2097152")], &[]);
+    assert_eq!(config.relay.store_cache_bytes, 2 * 1024 * 1024);
+}

@@ -256,7 +256,7 @@ impl Store {
     /// Deletes the dedupe records of the sender with key prefix `prefix` beyond its newest
     /// [`super::SEEN_PER_SENDER`]; returns how many.
     fn seen_prune(&self, prefix: &[u8]) -> Result<usize, StoreError> {
-        // Counted forwards: sled 0.34's reverse iteration over a prefix is not relied on.
+        // The order tree sorts a sender's records oldest first: count them, drop the front.
         let count = self.t.senderid_msgid.scan_prefix(prefix).keys().count();
         let excess = count.saturating_sub(super::SEEN_PER_SENDER);
         let mut n = 0;

@@ -50,7 +50,6 @@ use crate::edge::RelayCtx;
 pub struct AdminState {
     pub ctx: Arc<RelayCtx>,
     pub token: AdminToken,
-    pub audit: Arc<AuditLog>,
     pub started: Instant,
     pub data_dir: PathBuf,
     /// The relay's own arbiter. Device actors live there, so work that may start one
@@ -164,7 +163,7 @@ async fn authorize_and_audit(
     };
     if let Some(why) = refusal {
         let entry = AuditEntry::now("anonymous", action, BTreeMap::new(), "unauthorized", 401);
-        state.audit.record(&entry);
+        state.ctx.audit.record(&entry);
         tracing::warn!(peer = ?req.peer_addr(), reason = why, "Admin request refused.");
         return Err(AdminError::Unauthorized(why).into());
     }
@@ -191,7 +190,7 @@ async fn authorize_and_audit(
         outcome,
         status.as_u16(),
     );
-    state.audit.record(&entry);
+    state.ctx.audit.record(&entry);
     Ok(res)
 }
 

@@ -213,6 +213,7 @@ async fn audit(
     only_params(&q, &["limit"])?;
     let limit = query_number(&q, "limit", DEFAULT_AUDIT, 1..=MAX_AUDIT)?;
     let entries = state
+        .ctx
         .audit
         .tail(limit)
         .map_err(|e| AdminError::Internal(format!("reading the audit log: {e}")))?;
