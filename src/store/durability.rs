@@ -3,6 +3,7 @@
 //! previous flush ran, so one fsync covers many writers.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,13 +42,15 @@ impl Durability {
 async fn run(db: sled::Db, dir: PathBuf, mut rx: mpsc::UnboundedReceiver<Waiter>) {
     let mut batch = Vec::new();
     let mut known = DirListing::default();
+    // sled's data file is opened once, on the first commit, and kept: sled never replaces it.
+    let mut data_file: Option<Arc<std::fs::File>> = None;
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
         let started = std::time::Instant::now();
-        let result = commit(&db, &dir, &mut known).await;
+        let result = commit(&db, &dir, &mut data_file, &mut known).await;
         tracing::trace!(
             waiters = batch.len(),
             took_us = started.elapsed().as_micros() as u64,
@@ -68,15 +71,27 @@ async fn run(db: sled::Db, dir: PathBuf, mut rx: mpsc::UnboundedReceiver<Waiter>
 #[derive(Default)]
 struct DirListing(Vec<std::ffi::OsString>);
 
-async fn commit(db: &sled::Db, dir: &Path, known: &mut DirListing) -> Result<(), String> {
+async fn commit(
+    db: &sled::Db,
+    dir: &Path,
+    data_file: &mut Option<Arc<std::fs::File>>,
+    known: &mut DirListing,
+) -> Result<(), String> {
     // sled's flush writes its log, but on Linux it makes it stable only with
     // `sync_file_range`, which writes the pages and neither the file's metadata (the new size
     // of a grown log) nor the disk's volatile cache: not durable against a power cut (the
     // power-loss test loses acknowledged messages without the fdatasync below). So the data
     // file is fdatasync'd after every flush; one call covers the whole group.
     db.flush_async().await.map_err(|e| e.to_string())?;
-    let data_file = dir.join("db");
-    tokio::task::spawn_blocking(move || std::fs::File::open(data_file)?.sync_data())
+    let file = match data_file {
+        Some(file) => Arc::clone(file),
+        None => {
+            let file = std::fs::File::open(dir.join("db"))
+                .map_err(|e| format!("opening sled's data file: {e}"))?;
+            Arc::clone(data_file.insert(Arc::new(file)))
+        }
+    };
+    tokio::task::spawn_blocking(move || file.sync_data())
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;

@@ -254,8 +254,8 @@ impl Store {
     }
 
     /// Deletes the dedupe records of the sender with key prefix `prefix` beyond its newest
-    /// [`super::SEEN_PER_SENDER`]; returns how many.
-    fn seen_prune(&self, prefix: &[u8]) -> Result<usize, StoreError> {
+    /// [`super::SEEN_PER_SENDER`].
+    fn seen_prune(&self, prefix: &[u8]) -> Result<(), StoreError> {
         // The order tree sorts a sender's records oldest first: count them, drop the front.
         let count = self.t.senderid_msgid.scan_prefix(prefix).keys().count();
         let excess = count.saturating_sub(super::SEEN_PER_SENDER);
@@ -268,6 +268,10 @@ impl Store {
             self.t.senderid_msgid.remove(k)?;
             n += 1;
         }
-        Ok(n)
+        tracing::trace!(
+            pruned = n,
+            "Dedupe records beyond the per-sender bound forgotten."
+        );
+        Ok(())
     }
 }
