@@ -1,5 +1,5 @@
 //! Power loss beyond `kill -9`: the relay's data directory is a FUSE filesystem served by this
-//! test (`common/powerfs.rs`) that keeps only what was fsync'd. The crash-loop load runs while a
+//! test (`common/powerfs/`) that keeps only what was fsync'd. The crash-loop load runs while a
 //! driver cuts the power at random moments: it kills the relay with SIGKILL, unmounts, throws
 //! away every write and directory change not made durable (all of them, or a random torn subset
 //! of pages), mounts the survivors again and restarts the relay on them. The Jepsen-style
@@ -19,7 +19,7 @@ mod common;
 mod faultload;
 #[path = "common/jepsen.rs"]
 mod jepsen;
-#[path = "common/powerfs.rs"]
+#[path = "common/powerfs/mod.rs"]
 mod powerfs;
 
 use std::sync::{Arc, Mutex};
