@@ -64,6 +64,21 @@ async fn garbage_before_the_handshake_is_refused_with_handshake_failed() {
     let (code, reason) = refusal_code(&read_frame(&mut s));
     assert_eq!(code, ErrorCode::FrameTooLarge);
     assert!(reason.contains("not a relaybox handshake"), "{reason}");
+    assert!(
+        reason.contains("an HTTP request on the relay's Noise port"),
+        "{reason}"
+    );
+    assert!(reason.contains("listen.http"), "{reason}");
+    // So is a TLS client pointed at the Noise port, by name.
+    let mut s = TcpStream::connect(&relay.addr).unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc])
+        .unwrap();
+    let (code, reason) = refusal_code(&read_frame(&mut s));
+    assert_eq!(code, ErrorCode::FrameTooLarge);
+    assert!(
+        reason.contains("a TLS ClientHello on the relay's Noise port"),
+        "{reason}"
+    );
     still_serves(&relay, ALICE).await;
     assert!(relay.logs().contains("Handshake failed."));
 }

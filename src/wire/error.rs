@@ -10,6 +10,13 @@ pub enum ProtocolError {
     /// The peer announced a frame longer than allowed. (peer's fault)
     #[error("frame of {len} bytes exceeds the limit")]
     FrameTooLarge { len: usize },
+    /// The stream opens like another protocol (HTTP, TLS, SSH, MQTT): its first two bytes,
+    /// read as a length, are too large. (peer's fault: a client at the wrong port)
+    #[error(
+        "{what} on the relay's Noise port (its first bytes read as a {len}-byte frame); HTTP, \
+         WebSocket and HTTPS clients use listen.http"
+    )]
+    ForeignProtocol { len: usize, what: &'static str },
     /// The first frame is not `VERSION pattern noise-msg`. (peer's fault)
     #[error("bad handshake preamble: {0}")]
     BadPreamble(&'static str),
@@ -38,7 +45,7 @@ impl ProtocolError {
     /// The code sent to the peer for this error.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+            Self::FrameTooLarge { .. } | Self::ForeignProtocol { .. } => ErrorCode::FrameTooLarge,
             Self::BadPreamble(_) | Self::Noise(_) | Self::BadKey(_) => ErrorCode::HandshakeFailed,
             Self::Decode { .. } | Self::Missing(_) => ErrorCode::Malformed,
             Self::Refused { code, .. } => *code,

@@ -27,6 +27,8 @@ pub struct FrameDecoder {
     buf: Vec<u8>,
     /// Largest payload accepted; frames above it are refused (`FrameTooLarge`).
     limit: usize,
+    /// Whether a frame came out yet: only the stream's first bytes can be another protocol.
+    started: bool,
 }
 
 impl FrameDecoder {
@@ -35,6 +37,7 @@ impl FrameDecoder {
         Self {
             buf: Vec::new(),
             limit: limit.min(MAX_FRAME_BYTES),
+            started: false,
         }
     }
 
@@ -55,6 +58,11 @@ impl FrameDecoder {
         };
         let len = usize::from(u16::from_be_bytes([header[0], header[1]]));
         if len > self.limit {
+            if !self.started {
+                if let Some(what) = foreign_protocol(&self.buf) {
+                    return Err(ProtocolError::ForeignProtocol { len, what });
+                }
+            }
             return Err(ProtocolError::FrameTooLarge { len });
         }
         if self.buf.len() < FRAME_HEADER_BYTES + len {
@@ -62,6 +70,7 @@ impl FrameDecoder {
         }
         let frame = self.buf[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len].to_vec();
         self.buf.drain(..FRAME_HEADER_BYTES + len);
+        self.started = true;
         if self.buf.is_empty() {
             // An idle connection holds no buffer.
             self.buf = Vec::new();
@@ -73,6 +82,31 @@ impl FrameDecoder {
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
+}
+
+/// What a stream's first bytes are, when they are another protocol's opening (a client
+/// pointed at the wrong port): their "length" is then far over the handshake limit, and the
+/// peer is better served by a name than by "frame too large". Matches as many bytes as arrived.
+fn foreign_protocol(first: &[u8]) -> Option<&'static str> {
+    const OPENINGS: [(&[u8], &str); 12] = [
+        (b"GET ", "an HTTP request"),
+        (b"POST", "an HTTP request"),
+        (b"HEAD", "an HTTP request"),
+        (b"PUT ", "an HTTP request"),
+        (b"DELETE", "an HTTP request"),
+        (b"OPTIONS", "an HTTP request"),
+        (b"PATCH", "an HTTP request"),
+        (b"CONNECT", "an HTTP request"),
+        (b"PRI * HTTP/2", "an HTTP/2 preface"),
+        (b"\x16\x03", "a TLS ClientHello"),
+        (b"SSH-", "an SSH client"),
+        (b"\x10", "an MQTT CONNECT"),
+    ];
+    let seen = &first[..first.len().min(16)];
+    OPENINGS.iter().find_map(|(opening, what)| {
+        let n = seen.len().min(opening.len());
+        (n >= opening.len().min(FRAME_HEADER_BYTES) && seen[..n] == opening[..n]).then_some(*what)
+    })
 }
 
 #[cfg(test)]
@@ -98,6 +132,39 @@ mod tests {
         assert!(matches!(
             d.next_frame(),
             Err(ProtocolError::FrameTooLarge { len: 256 })
+        ));
+    }
+
+    #[test]
+    fn another_protocols_opening_is_named_only_at_the_start_of_the_stream() {
+        let named = |bytes: &[u8]| {
+            let mut d = FrameDecoder::new(1024);
+            d.extend(bytes);
+            match d.next_frame() {
+                Err(ProtocolError::ForeignProtocol { what, .. }) => Some(what),
+                Err(ProtocolError::FrameTooLarge { .. }) => None,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        };
+        assert_eq!(named(b"GET / HTTP/1.1\r\n"), Some("an HTTP request"));
+        assert_eq!(named(b"GE"), Some("an HTTP request"));
+        assert_eq!(
+            named(b"\x16\x03\x01\x02\x00\x01"),
+            Some("a TLS ClientHello")
+        );
+        assert_eq!(named(b"SSH-2.0-OpenSSH_9.2"), Some("an SSH client"));
+        assert_eq!(named(b"PRI * HTTP/2.0\r\n"), Some("an HTTP/2 preface"));
+        assert_eq!(named(b"\x10\x1a\x00\x04MQTT"), Some("an MQTT CONNECT"));
+        assert_eq!(named(b"GEx"), None);
+        assert_eq!(named(&[0xff, 0xff]), None);
+        // After a frame, the same bytes are just an oversized frame.
+        let mut d = FrameDecoder::new(1024);
+        d.extend(&encode(b"hi").unwrap());
+        d.extend(b"GET / HTTP/1.1");
+        assert_eq!(d.next_frame().unwrap().as_deref(), Some(&b"hi"[..]));
+        assert!(matches!(
+            d.next_frame(),
+            Err(ProtocolError::FrameTooLarge { .. })
         ));
     }
 
