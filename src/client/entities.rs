@@ -263,9 +263,7 @@ impl Client {
         entity: &str,
         customer: &str,
     ) -> anyhow::Result<EntityInfo> {
-        let mut req = Self::entity_req(entity, EntityOp::Release);
-        req.customer = customer.to_owned();
-        self.entity_request(req).await
+        self.thread_op(entity, EntityOp::Release, customer).await
     }
 
     /// The administrator or the assigned agent closes `customer`'s thread.
@@ -274,7 +272,17 @@ impl Client {
         entity: &str,
         customer: &str,
     ) -> anyhow::Result<EntityInfo> {
-        let mut req = Self::entity_req(entity, EntityOp::Close);
+        self.thread_op(entity, EntityOp::Close, customer).await
+    }
+
+    /// An operation on one customer's thread that needs no keys moved.
+    async fn thread_op(
+        &mut self,
+        entity: &str,
+        op: EntityOp,
+        customer: &str,
+    ) -> anyhow::Result<EntityInfo> {
+        let mut req = Self::entity_req(entity, op);
         req.customer = customer.to_owned();
         self.entity_request(req).await
     }

@@ -477,26 +477,15 @@ pub(super) async fn request(
             }
             announce(ctx, &handle, &rec.admin, &[change]).await?;
         }
-        EntityOp::Release => {
+        EntityOp::Release | EntityOp::Close => {
             let customer = optional_account(&r.customer, "customer")?;
-            let change = mailbox(
-                addr.send(Release {
-                    by: who.clone(),
-                    customer,
-                })
-                .await,
-            )??;
-            announce(ctx, &handle, &rec.admin, &[change]).await?;
-        }
-        EntityOp::Close => {
-            let customer = optional_account(&r.customer, "customer")?;
-            let change = mailbox(
-                addr.send(Close {
-                    by: who.clone(),
-                    customer,
-                })
-                .await,
-            )??;
+            let by = who.clone();
+            let sent = if op == EntityOp::Release {
+                addr.send(Release { by, customer }).await
+            } else {
+                addr.send(Close { by, customer }).await
+            };
+            let change = mailbox(sent)??;
             announce(ctx, &handle, &rec.admin, &[change]).await?;
         }
         EntityOp::AddAgent => {
