@@ -321,10 +321,7 @@ async fn create(state: State, body: web::Json<Create>) -> Result<HttpResponse, A
             format!("{handle} is already taken"),
         ));
     }
-    ctx.durability
-        .wait()
-        .await
-        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    ctx.durability.wait().await?;
     tracing::info!(entity = %handle, admin = %admin, "Business entity created.");
     let h = handle.clone();
     let v = on_relay(&state, move |ctx| async move { view(&ctx, &h, None).await }).await?;
@@ -368,10 +365,7 @@ async fn update(
         .await
         .map_err(unavailable)?
         .map_err(refusal)?;
-        ctx.durability
-            .wait()
-            .await
-            .map_err(|e| AdminError::Internal(e.to_string()))?;
+        ctx.durability.wait().await?;
         view(&ctx, &id, None).await
     })
     .await?;
@@ -399,10 +393,7 @@ async fn add_agent(
         .await
         .map_err(unavailable)?
         .map_err(refusal)?;
-        ctx.durability
-            .wait()
-            .await
-            .map_err(|e| AdminError::Internal(e.to_string()))?;
+        ctx.durability.wait().await?;
         view(&ctx, &id, None).await
     })
     .await?;
