@@ -223,7 +223,7 @@ fn a_busy_http_port_fails_the_start_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let cfg = format!(
-        "[relay]\ndata_dir = \"data\"\n[listen]\ntcp = \"127.0.0.1:0\"\nhttp = \"{}\"\n",
+        "[relay]\ndata_dir = \"data\"\n[listen]\ntcp = \"127.0.0.1:0\"\nhttp = \"{}\"\nadmin = \"127.0.0.1:0\"\n",
         busy.local_addr().unwrap()
     );
     std::fs::write(dir.path().join("relaybox.toml"), cfg).unwrap();
