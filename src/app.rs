@@ -53,7 +53,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     crate::telemetry::metrics::started();
 
     store.set_min_free_disk_bytes(cfg.relay.min_free_disk_bytes);
-    let durability = store.durability();
+    let durability = store
+        .durability()
+        .with_context(|| format!("opening {} for the durability barrier", data_dir.display()))?;
     let settings = DeviceSettings {
         window: to_usize(cfg.messaging.delivery_window),
         idle_stop: cfg.sessions.device_idle_stop,

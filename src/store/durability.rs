@@ -18,10 +18,13 @@ pub struct Durability {
 }
 
 impl Durability {
-    pub(super) fn spawn(db: sled::Db, dir: PathBuf) -> Self {
+    /// Opens sled's data file (kept open for the life of the relay: sled never replaces it)
+    /// and starts the group-commit task.
+    pub(super) fn spawn(db: sled::Db, dir: PathBuf) -> std::io::Result<Self> {
+        let data_file = Arc::new(std::fs::File::open(dir.join("db"))?);
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(db, dir, rx));
-        Self { tx }
+        tokio::spawn(run(db, dir, data_file, rx));
+        Ok(Self { tx })
     }
 
     /// Returns once every write made before this call is on disk.
@@ -39,18 +42,21 @@ impl Durability {
     }
 }
 
-async fn run(db: sled::Db, dir: PathBuf, mut rx: mpsc::UnboundedReceiver<Waiter>) {
+async fn run(
+    db: sled::Db,
+    dir: PathBuf,
+    data_file: Arc<std::fs::File>,
+    mut rx: mpsc::UnboundedReceiver<Waiter>,
+) {
     let mut batch = Vec::new();
     let mut known = DirListing::default();
-    // sled's data file is opened once, on the first commit, and kept: sled never replaces it.
-    let mut data_file: Option<Arc<std::fs::File>> = None;
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
         let started = std::time::Instant::now();
-        let result = commit(&db, &dir, &mut data_file, &mut known).await;
+        let result = commit(&db, &dir, &data_file, &mut known).await;
         tracing::trace!(
             waiters = batch.len(),
             took_us = started.elapsed().as_micros() as u64,
@@ -74,7 +80,7 @@ struct DirListing(Vec<std::ffi::OsString>);
 async fn commit(
     db: &sled::Db,
     dir: &Path,
-    data_file: &mut Option<Arc<std::fs::File>>,
+    data_file: &Arc<std::fs::File>,
     known: &mut DirListing,
 ) -> Result<(), String> {
     // sled's flush writes its log, but on Linux it makes it stable only with
@@ -83,14 +89,7 @@ async fn commit(
     // power-loss test loses acknowledged messages without the fdatasync below). So the data
     // file is fdatasync'd after every flush; one call covers the whole group.
     db.flush_async().await.map_err(|e| e.to_string())?;
-    let file = match data_file {
-        Some(file) => Arc::clone(file),
-        None => {
-            let file = std::fs::File::open(dir.join("db"))
-                .map_err(|e| format!("opening sled's data file: {e}"))?;
-            Arc::clone(data_file.insert(Arc::new(file)))
-        }
-    };
+    let file = Arc::clone(data_file);
     tokio::task::spawn_blocking(move || file.sync_data())
         .await
         .map_err(|e| e.to_string())?

@@ -157,9 +157,10 @@ impl Store {
         })
     }
 
-    /// Starts the group-commit task. Call once, inside the runtime.
-    pub fn durability(&self) -> Durability {
-        Durability::spawn(self.db.clone(), self.dir.clone())
+    /// Starts the group-commit task. Call once, inside the runtime. Fails when sled's data
+    /// file cannot be opened for the barrier's fdatasync.
+    pub fn durability(&self) -> Result<Durability, StoreError> {
+        Ok(Durability::spawn(self.db.clone(), self.dir.clone())?)
     }
 
     /// Flushes everything synchronously (shutdown, tests).
