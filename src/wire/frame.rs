@@ -86,7 +86,8 @@ impl FrameDecoder {
 
 /// What a stream's first bytes are, when they are another protocol's opening (a client
 /// pointed at the wrong port): their "length" is then far over the handshake limit, and the
-/// peer is better served by a name than by "frame too large". Matches as many bytes as arrived.
+/// peer is better served by a name than by "frame too large". Matches as many bytes as arrived
+/// (at least the two of the length header).
 fn foreign_protocol(first: &[u8]) -> Option<&'static str> {
     const OPENINGS: [(&[u8], &str); 12] = [
         (b"GET ", "an HTTP request"),
@@ -102,10 +103,9 @@ fn foreign_protocol(first: &[u8]) -> Option<&'static str> {
         (b"SSH-", "an SSH client"),
         (b"\x10", "an MQTT CONNECT"),
     ];
-    let seen = &first[..first.len().min(16)];
     OPENINGS.iter().find_map(|(opening, what)| {
-        let n = seen.len().min(opening.len());
-        (n >= opening.len().min(FRAME_HEADER_BYTES) && seen[..n] == opening[..n]).then_some(*what)
+        let n = first.len().min(opening.len());
+        (first[..n] == opening[..n]).then_some(*what)
     })
 }
 

@@ -38,6 +38,34 @@ pub(super) struct File {
 }
 
 impl File {
+    /// Up to `size` bytes from `offset`, as the process sees them.
+    pub(super) fn read(&self, offset: u64, size: u32) -> &[u8] {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.data.len());
+        let end = start.saturating_add(size as usize).min(self.data.len());
+        &self.data[start..end]
+    }
+
+    /// Writes `bytes` at `offset` (growing the file), visible now and durable after `sync`.
+    pub(super) fn write(&mut self, offset: u64, bytes: &[u8]) {
+        let start = offset as usize;
+        let end = start + bytes.len();
+        if self.data.len() < end {
+            self.data.resize(end, 0);
+        }
+        self.data[start..end].copy_from_slice(bytes);
+        self.dirty.push((start as u64, end as u64));
+    }
+
+    /// Sets the length; a shrink is remembered until `sync`, so a cut can undo it.
+    pub(super) fn truncate(&mut self, size: u64) {
+        if size < self.data.len() as u64 {
+            self.shortest = Some(self.shortest.map_or(size, |s| s.min(size)));
+        }
+        self.data.resize(size as usize, 0);
+    }
+
     pub(super) fn sync(&mut self) {
         if let Some(s) = self.shortest.take() {
             self.durable.truncate(s as usize);
@@ -82,6 +110,13 @@ impl File {
 pub(super) struct Dir {
     pub(super) entries: BTreeMap<OsString, u64>,
     pub(super) durable_entries: BTreeMap<OsString, u64>,
+}
+
+impl Dir {
+    /// `fsyncdir`: the directory's creates, renames and unlinks so far become durable.
+    pub(super) fn sync(&mut self) {
+        self.durable_entries = self.entries.clone();
+    }
 }
 
 pub(super) enum Node {

@@ -95,11 +95,7 @@ impl Filesystem for Fs {
     ) {
         let mut img = self.0.lock().unwrap();
         if let Some(size) = size {
-            let f = tri!(reply, img.file(ino));
-            if size < f.data.len() as u64 {
-                f.shortest = Some(f.shortest.map_or(size, |s| s.min(size)));
-            }
-            f.data.resize(size as usize, 0);
+            tri!(reply, img.file(ino)).truncate(size);
         }
         if let Some(mode) = mode {
             if let Some(i) = img.inodes.get_mut(&ino) {
@@ -199,9 +195,7 @@ impl Filesystem for Fs {
     ) {
         let mut img = self.0.lock().unwrap();
         let f = tri!(reply, img.file(ino));
-        let start = (offset.max(0) as usize).min(f.data.len());
-        let end = (start + size as usize).min(f.data.len());
-        reply.data(&f.data[start..end]);
+        reply.data(f.read(offset.max(0) as u64, size));
     }
 
     fn write(
@@ -217,14 +211,7 @@ impl Filesystem for Fs {
         reply: ReplyWrite,
     ) {
         let mut img = self.0.lock().unwrap();
-        let f = tri!(reply, img.file(ino));
-        let start = offset.max(0) as usize;
-        let end = start + data.len();
-        if f.data.len() < end {
-            f.data.resize(end, 0);
-        }
-        f.data[start..end].copy_from_slice(data);
-        f.dirty.push((start as u64, end as u64));
+        tri!(reply, img.file(ino)).write(offset.max(0) as u64, data);
         reply.written(data.len() as u32);
     }
 
@@ -286,8 +273,7 @@ impl Filesystem for Fs {
     ) {
         let mut img = self.0.lock().unwrap();
         img.syncs += 1;
-        let d = tri!(reply, img.dir(ino));
-        d.durable_entries = d.entries.clone();
+        tri!(reply, img.dir(ino)).sync();
         reply.ok();
     }
 
