@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use relaybox::client::{Client, Event};
 
+pub mod raw;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_relaybox");
 
 /// How long a test waits for the relay or for an event before failing.
