@@ -25,3 +25,125 @@ async fn a_client_written_from_the_contract_logs_in_and_is_answered() {
         other => panic!("expected a Status, got {other:?}"),
     }
 }
+
+/// Sends `n` messages to `to`'s device 0 as fast as the relay admits them (a window of
+/// pipelined requests, retrying after `RATE_LIMITED`); returns when every one is acked.
+async fn flood(mut c: RawClient, to: &str, tag: u8, n: u32) -> RawClient {
+    use relaybox::wire::messages::{Envelope, ErrorCode, MessageKind, Send};
+    use std::collections::HashMap;
+    let send_body = |i: u32| {
+        let mut msg_id = vec![tag; 12];
+        msg_id.extend_from_slice(&i.to_be_bytes());
+        client_frame::Body::Send(Send {
+            msg_id,
+            to: to.to_owned(),
+            envelopes: vec![Envelope {
+                device: 0,
+                olm_type: 1,
+                ciphertext: vec![0xC1; 64],
+                account: String::new(),
+            }],
+            kind: MessageKind::Chat as i32,
+            ..Default::default()
+        })
+    };
+    let mut inflight: HashMap<u64, u32> = HashMap::new();
+    let (mut next, mut acked, mut req) = (0u32, 0u32, 1000u64);
+    let mut retry: Vec<u32> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while acked < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sender {tag}: only {acked} of {n} acked"
+        );
+        while inflight.len() < 32 && (next < n || !retry.is_empty()) {
+            let i = retry.pop().unwrap_or_else(|| {
+                next += 1;
+                next - 1
+            });
+            req += 1;
+            inflight.insert(req, i);
+            c.send_frame(req, send_body(i)).await;
+        }
+        let f = c.recv().await.expect("relay closed on a sender");
+        let Some(i) = inflight.remove(&f.req_id) else {
+            continue; // a push (delivered receipts): not this test's business
+        };
+        match f.body {
+            Some(server_frame::Body::ServerAck(_)) => acked += 1,
+            Some(server_frame::Body::Error(e)) if e.code() == ErrorCode::RateLimited => {
+                tokio::time::sleep(Duration::from_millis(e.retry_after_ms.max(1))).await;
+                retry.push(i);
+            }
+            other => panic!("sender {tag}: unexpected answer {other:?}"),
+        }
+    }
+    c
+}
+
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_device_that_acks_every_deliver_on_its_own_frame_receives_everything_while_online() {
+    use relaybox::wire::messages::Ack;
+    use std::collections::HashSet;
+    const EACH: u32 = 1500;
+    let relay = Relay::start();
+    let alice = relay.user("alice", ALICE).await;
+    let carol = relay.user("carol", "+14155550103").await;
+    let bob = relay.user("bob", "+14155550102").await;
+    let mut rx = RawClient::login_as(&relay.addr, &bob).await;
+    let a = RawClient::login_as(&relay.addr, &alice).await;
+    let c = RawClient::login_as(&relay.addr, &carol).await;
+    drop((alice, carol));
+    let senders = tokio::spawn(async move {
+        let (a, c) = tokio::join!(
+            flood(a, "+14155550102", 0xA1, EACH),
+            flood(c, "+14155550102", 0xC3, EACH)
+        );
+        (a, c)
+    });
+    // Bob acks each Deliver with a frame of its own, which the contract allows: at twice the
+    // senders' rate that is more frames than limits.frames_per_second_per_device admits.
+    let mut seen = HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while seen.len() < 2 * EACH as usize {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Some(f) = rx.recv_within(left.min(Duration::from_secs(15))).await else {
+            panic!(
+                "the online device stalled: {} of {} messages delivered",
+                seen.len(),
+                2 * EACH
+            );
+        };
+        if let Some(server_frame::Body::Deliver(d)) = f.body {
+            seen.insert(d.msg_id);
+            rx.send_frame(0, client_frame::Body::Ack(Ack { seqs: vec![d.seq] }))
+                .await;
+        }
+    }
+    let _ = senders.await.unwrap();
+    assert_eq!(seen.len(), 2 * EACH as usize);
+}
+
+#[tokio::test]
+async fn a_request_with_req_id_zero_is_told_that_zero_is_reserved() {
+    let relay = Relay::start();
+    let alice = relay.user("alice", ALICE).await;
+    let mut raw = RawClient::login_as(&relay.addr, &alice).await;
+    raw.send_frame(0, client_frame::Body::GetStatus(GetStatus {}))
+        .await;
+    let f = raw.recv().await.expect("an answer");
+    assert_eq!(f.req_id, 0);
+    let (code, reason) = common::raw::expect_error(f.body.unwrap());
+    assert_eq!(code, relaybox::wire::messages::ErrorCode::InvalidArgument);
+    assert!(reason.contains("req_id 0 is reserved"), "{reason}");
+    // The session goes on.
+    match raw
+        .request(client_frame::Body::GetStatus(GetStatus {}))
+        .await
+    {
+        server_frame::Body::Status(s) => assert_eq!(s.account, ALICE),
+        other => panic!("{other:?}"),
+    }
+}

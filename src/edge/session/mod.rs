@@ -146,6 +146,7 @@ pub async fn run<T: FrameIo>(ctx: Arc<RelayCtx>, mut io: T, peer: SocketAddr, sh
         id: rand::random(),
         push_rx: None,
         attached: None,
+        throttled: false,
     };
     let end = session.serve(shutdown).await;
     session.detach();
@@ -166,6 +167,8 @@ struct Session<T> {
     attached: Option<DeviceId>,
     /// Frames per second from this peer.
     frames: RateLimiter,
+    /// Whether reading is paused by the frame limit (logged once per episode).
+    throttled: bool,
 }
 
 impl<T: FrameIo> Session<T> {
@@ -268,19 +271,52 @@ impl<T: FrameIo> Session<T> {
     }
 
     /// Turns a frame into a running request (or handles it inline for frames with no answer).
+    ///
+    /// # The frame limit
+    ///
+    /// `limits.frames_per_second_per_device` meters every frame, but only a request (a
+    /// non-zero `req_id`) can be refused: it gets `RATE_LIMITED` with `retry_after_ms`. A frame
+    /// that needs no answer (Ack, Pong, ChatState) is never dropped: an Ack lost to a limiter
+    /// would keep the device's delivery window shut until it reconnects. Over the limit the
+    /// session instead stops reading until the bucket admits the frame again, so the peer is
+    /// slowed by TCP backpressure and nothing it sent is lost.
     async fn accept(&mut self, cf: ClientFrame) -> Result<Option<AnswerFuture>, SessionError> {
         let req_id = cf.req_id;
-        if let Err(retry) = self.frames.check("frames", crate::clock::now_ms()) {
-            if req_id != 0 {
-                let e = RequestError::RateLimited(retry.0).to_wire();
-                self.send(&ServerFrame {
-                    req_id,
-                    body: Some(server_frame::Body::Error(e)),
-                })
-                .await?;
-            }
+        if req_id == 0 && !needs_no_answer(&cf) {
+            let e = RequestError::invalid(
+                "req_id 0 is reserved for frames that need no answer (Ack, Pong, ChatState); a request needs a non-zero req_id",
+            )
+            .to_wire();
+            tracing::debug!(peer = %self.caller.peer, "Request with req_id 0 refused.");
+            self.send(&ServerFrame {
+                req_id: 0,
+                body: Some(server_frame::Body::Error(e)),
+            })
+            .await?;
             return Ok(None);
         }
+        loop {
+            match self.frames.check("frames", crate::clock::now_ms()) {
+                Ok(()) => break,
+                Err(retry) if req_id != 0 => {
+                    let e = RequestError::RateLimited(retry.0).to_wire();
+                    self.send(&ServerFrame {
+                        req_id,
+                        body: Some(server_frame::Body::Error(e)),
+                    })
+                    .await?;
+                    return Ok(None);
+                }
+                Err(retry) => {
+                    if !self.throttled {
+                        self.throttled = true;
+                        tracing::debug!(peer = %self.caller.peer, retry_ms = retry.0, "Frames over limits.frames_per_second_per_device; reading paused.");
+                    }
+                    tokio::time::sleep(retry.as_duration().max(Duration::from_millis(1))).await;
+                }
+            }
+        }
+        self.throttled = false;
         Ok(requests::dispatch(&self.ctx, &self.caller, self.id, cf))
     }
 
@@ -432,6 +468,15 @@ impl<T: FrameIo> Session<T> {
             })
             .await;
     }
+}
+
+/// Frames the contract sends with `req_id` 0: they get no answer, so they cannot be refused.
+fn needs_no_answer(cf: &ClientFrame) -> bool {
+    use crate::wire::messages::client_frame::Body;
+    matches!(
+        cf.body,
+        Some(Body::Ack(_) | Body::Pong(_) | Body::ChatState(_))
+    )
 }
 
 async fn recv_push(rx: &mut Option<mpsc::Receiver<Push>>) -> Option<Push> {
