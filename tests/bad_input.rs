@@ -433,7 +433,14 @@ async fn the_relay_keeps_serving_while_a_peer_sends_garbage_after_login() {
     s.write_all(&frame::encode(&[0xAB; 40]).unwrap()).unwrap();
     let closing: Result<ServerFrame, ProtocolError> = t.decrypt(&read_frame(&mut s), "ServerFrame");
     match closing.unwrap().body {
-        Some(server_frame::Body::Closing(e)) => assert_eq!(e.code(), ErrorCode::HandshakeFailed),
+        Some(server_frame::Body::Closing(e)) => {
+            assert_eq!(e.code(), ErrorCode::Malformed);
+            assert!(
+                e.message.contains("not a Noise transport message"),
+                "{}",
+                e.message
+            );
+        }
         other => panic!("expected closing, got {other:?}"),
     }
     alice.send_text(BOB, "still here").await.unwrap();

@@ -147,3 +147,113 @@ async fn a_request_with_req_id_zero_is_told_that_zero_is_reserved() {
         other => panic!("{other:?}"),
     }
 }
+
+fn raw_send(to: &str, kind: i32, olm_type: u32) -> client_frame::Body {
+    use relaybox::wire::messages::{Envelope, Send};
+    client_frame::Body::Send(Send {
+        msg_id: rand_id(),
+        to: to.to_owned(),
+        envelopes: vec![Envelope {
+            device: 0,
+            olm_type,
+            ciphertext: vec![0xC1; 32],
+            account: String::new(),
+        }],
+        kind,
+        ..Default::default()
+    })
+}
+
+fn rand_id() -> Vec<u8> {
+    (0..16).map(|_| rand::random::<u8>()).collect()
+}
+
+#[tokio::test]
+async fn a_send_with_a_kind_or_olm_type_the_contract_does_not_name_is_refused() {
+    use relaybox::wire::messages::ErrorCode;
+    let relay = Relay::start();
+    let alice = relay.user("alice", ALICE).await;
+    let bob = relay.user("bob", "+14155550102").await;
+    let mut a = RawClient::login_as(&relay.addr, &alice).await;
+    for (kind, olm, needle) in [
+        (0, 1, "send kind 0 is not"),
+        (99, 1, "send kind 99 is not"),
+        (1, 2, "has olm_type 2"),
+        (2, 7, "has olm_type 7"),
+    ] {
+        let (code, reason) =
+            common::raw::expect_error(a.request(raw_send("+14155550102", kind, olm)).await);
+        assert_eq!(code, ErrorCode::InvalidArgument, "{reason}");
+        assert!(reason.contains(needle), "{reason}");
+    }
+    // Nothing of it reached Bob; a well-formed send does.
+    let mut b = RawClient::login_as(&relay.addr, &bob).await;
+    match a.request(raw_send("+14155550102", 1, 1)).await {
+        server_frame::Body::ServerAck(_) => {}
+        other => panic!("{other:?}"),
+    }
+    let f = b.recv().await.unwrap();
+    match f.body {
+        Some(server_frame::Body::Deliver(d)) => assert_eq!(d.kind, 1),
+        other => panic!("expected the one good message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_send_to_your_own_account_without_other_devices_says_so() {
+    use relaybox::wire::messages::ErrorCode;
+    let relay = Relay::start();
+    let alice = relay.user("alice", ALICE).await;
+    let mut a = RawClient::login_as(&relay.addr, &alice).await;
+    let (code, reason) = common::raw::expect_error(a.request(raw_send(ALICE, 1, 1)).await);
+    assert_eq!(code, ErrorCode::InvalidArgument);
+    assert!(
+        reason.contains("your own account goes to your other devices"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_garbage_xx_message_3_is_refused_in_plaintext_with_handshake_failed() {
+    use common::raw::{as_refusal, HalfOpen};
+    use relaybox::wire::messages::ErrorCode;
+    let relay = Relay::start();
+    let alice = relay.user("alice", ALICE).await;
+    let mut half = HalfOpen::start(&relay.addr, &alice.state.noise.private).await;
+    half.frames.write(&[0x5A; 64]).await;
+    let reply = half
+        .frames
+        .read()
+        .await
+        .expect("a refusal, not a silent close");
+    let (code, reason) = as_refusal(&reply).expect("a plaintext refusal");
+    assert_eq!(code, ErrorCode::HandshakeFailed);
+    assert!(
+        reason.contains("XX message 3 could not be read"),
+        "{reason}"
+    );
+    assert!(half.frames.read().await.is_none(), "then the relay closes");
+}
+
+#[tokio::test]
+async fn an_xx_message_3_that_carries_no_login_is_answered_malformed() {
+    use common::raw::HalfOpen;
+    use relaybox::wire::messages::{login_result, ErrorCode};
+    let relay = Relay::start();
+    let alice = relay.user("alice", ALICE).await;
+    let half = HalfOpen::start(&relay.addr, &alice.state.noise.private).await;
+    let (_, result) = half.finish(&[0xFF; 9]).await;
+    match result.and_then(|r| r.result) {
+        Some(login_result::Result::Error(e)) => {
+            assert_eq!(e.code(), ErrorCode::Malformed);
+            assert!(e.message.contains("must carry a Login"), "{}", e.message);
+        }
+        other => panic!("expected LoginResult{{MALFORMED}}, got {other:?}"),
+    }
+    // The relay serves others meanwhile.
+    let mut a = RawClient::login_as(&relay.addr, &alice).await;
+    assert!(matches!(
+        a.request(client_frame::Body::GetStatus(GetStatus {})).await,
+        server_frame::Body::Status(_)
+    ));
+}

@@ -295,7 +295,15 @@ impl Connection {
         let (mut transport, msg3, relay_key) = state.finish(&reply, login)?;
         raw.write(&msg3).await?;
         let result_frame = raw.read_timeout(HANDSHAKE_TIMEOUT).await?;
-        let result = transport.decrypt(&result_frame, "LoginResult")?;
+        // A message 3 the relay could not read is refused in plaintext.
+        let result = match transport.decrypt(&result_frame, "LoginResult") {
+            Ok(result) => result,
+            Err(e) => {
+                return Err(crate::wire::handshake::as_refusal(&result_frame)
+                    .unwrap_or(e)
+                    .into())
+            }
+        };
         let ok = login_ok(result)?;
         let est = Established {
             relay_key,

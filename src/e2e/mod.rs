@@ -57,9 +57,9 @@ pub const MAX_CIPHERTEXT_BYTES: usize = 1 << 20;
 pub const MAX_SESSIONS_PER_DEVICE: usize = 4;
 
 /// `olm_type` of a pre-key message (starts a session).
-const OLM_TYPE_PRE_KEY: u32 = 0;
+pub const OLM_TYPE_PRE_KEY: u32 = 0;
 /// `olm_type` of a normal message.
-const OLM_TYPE_NORMAL: u32 = 1;
+pub const OLM_TYPE_NORMAL: u32 = 1;
 
 /// A peer device: account (E.164) and device number.
 type PeerId = (String, u32);

@@ -115,6 +115,15 @@ pub fn refusal(code: ErrorCode, reason: &str) -> Vec<u8> {
     out
 }
 
+/// The relay's plaintext refusal in a frame where a Noise message was expected (after XX
+/// message 3 that the relay could not read), or `None` if the frame is not one.
+pub fn as_refusal(frame: &[u8]) -> Option<ProtocolError> {
+    match frame {
+        [REPLY_REFUSED, rest @ ..] => parse_reply(&[&[REPLY_REFUSED], rest].concat()).err(),
+        _ => None,
+    }
+}
+
 /// Splits the relay's first reply into its Noise message or a refusal.
 fn parse_reply(reply: &[u8]) -> Result<&[u8], ProtocolError> {
     match reply.split_first() {
@@ -267,9 +276,17 @@ pub struct RelayXx {
 impl RelayXx {
     /// Reads message 3. Returns the transport, the client's login and its static key. The
     /// caller answers with a `LoginResult` as the first transport message.
-    pub fn finish(mut self, msg3: &[u8]) -> Result<(Transport, Login, [u8; 32]), ProtocolError> {
+    ///
+    /// A message 3 that Noise rejects is an error (there is no transport to answer over: the
+    /// caller sends a plaintext [`refusal`]); one that decrypts but does not carry a `Login`
+    /// still yields the transport, so the caller can answer `LoginResult{MALFORMED}` over it.
+    #[allow(clippy::type_complexity)] // one use, and naming the triple would hide it
+    pub fn finish(
+        mut self,
+        msg3: &[u8],
+    ) -> Result<(Transport, Result<Login, ProtocolError>, [u8; 32]), ProtocolError> {
         let payload = read_msg(&mut self.hs, msg3)?;
-        let login = decode(&payload, "Login")?;
+        let login = decode(&payload, "Login");
         let client_static = remote_static(&self.hs)?;
         Ok((
             Transport::new(self.hs.into_transport_mode()?),

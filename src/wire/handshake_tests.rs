@@ -208,6 +208,7 @@ fn an_anonymous_register_login_travels_in_message_three() {
     };
     let (_, m3, _) = client.finish(&m2, &login).unwrap();
     let (_, got, _) = state.unwrap().finish(&m3).unwrap();
+    let got = got.unwrap();
     assert_eq!(got, login);
 }
 

@@ -60,7 +60,29 @@ async fn xx<T: FrameIo>(
 ) -> Result<(Transport, Auth), SessionError> {
     io.write_frame(&reply).await?;
     let msg3 = io.read_frame().await?.ok_or(SessionError::Closed)?;
-    let (mut transport, login, client_static) = state.finish(&msg3)?;
+    let (mut transport, login, client_static) = match state.finish(&msg3) {
+        Ok(done) => done,
+        Err(e) => {
+            // No transport exists yet: the refusal goes in plaintext, as on the first reply.
+            let reason = format!("XX message 3 could not be read: {e}");
+            let _ = io
+                .write_frame(&refusal(ErrorCode::HandshakeFailed, &reason))
+                .await;
+            return Err(e.into());
+        }
+    };
+    let login = match login {
+        Ok(login) => login,
+        Err(e) => {
+            let refused = Error::new(
+                ErrorCode::Malformed,
+                format!("XX message 3 must carry a Login: {e}"),
+            );
+            let result = login_result(&Err(refused.clone()));
+            io.write_frame(&transport.encrypt(&result)?).await?;
+            return Err(SessionError::LoginRefused(refused));
+        }
+    };
     let outcome = authorize(ctx, &login, client_static, false);
     let result = login_result(&outcome);
     io.write_frame(&transport.encrypt(&result)?).await?;

@@ -201,7 +201,7 @@ impl<T: FrameIo> Session<T> {
                             }
                         }
                         Err(e) => {
-                            self.close(Error::new(e.code(), e.to_string())).await;
+                            self.close(malformed_frame(&e)).await;
                             return Err(e.into());
                         }
                     }
@@ -467,6 +467,18 @@ impl<T: FrameIo> Session<T> {
                 body: Some(server_frame::Body::Closing(e)),
             })
             .await;
+    }
+}
+
+/// The closing error for a frame after the handshake that is not a transport message of this
+/// session (Noise rejects it) or not a `ClientFrame`: both are `MALFORMED`, the peer's fault.
+fn malformed_frame(e: &crate::wire::ProtocolError) -> Error {
+    match e {
+        crate::wire::ProtocolError::Noise(_) => Error::new(
+            ErrorCode::Malformed,
+            format!("frame is not a Noise transport message of this session ({e})"),
+        ),
+        _ => Error::new(e.code(), e.to_string()),
     }
 }
 

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use super::{to_u32, Answer, AnswerFuture, Auth, Caller, RequestError};
 use crate::actors::device::Ack as DeviceAck;
 use crate::config::to_usize;
+use crate::e2e::{OLM_TYPE_NORMAL, OLM_TYPE_PRE_KEY};
 use crate::edge::RelayCtx;
 use crate::ids::{AccountId, DeviceId, MsgId, MAX_DEVICES_PER_ACCOUNT};
 use crate::registration::{codes, phone};
 use crate::store::{IdentityKeys, IdentityOutcome, QueueItem, QueueRecord};
 use crate::wire::messages::{
     client_frame, server_frame, ChatStateEvent, ClaimKeys, ClaimedKeys, ClientFrame, CodeSent,
-    DeviceKeys, KeysLow, KeysUploaded, OneTimeKey, Pong, ReceiptKind, RequestCode, Send,
-    SendChatState, SendReceipt, ServerAck, ServerFrame, Status, UploadKeys, Verified, VerifyCode,
+    DeviceKeys, KeysLow, KeysUploaded, MessageKind, OneTimeKey, Pong, ReceiptKind, RequestCode,
+    Send, SendChatState, SendReceipt, ServerAck, ServerFrame, Status, UploadKeys, Verified,
+    VerifyCode,
 };
 
 type Body = server_frame::Body;
@@ -414,6 +416,31 @@ async fn claim_keys(ctx: &RelayCtx, caller: &Caller, c: ClaimKeys) -> Result<Bod
 
 /// Send: validate, dedupe by msg_id, check the envelopes cover exactly the recipient's
 /// devices, queue one entry per device, wait for the durability barrier, then ServerAck.
+/// Refuses enum values the contract does not name, so that nothing unknown is stored and
+/// forwarded to a recipient that could not interpret it.
+fn check_kinds(s: &Send) -> Result<(), RequestError> {
+    match MessageKind::try_from(s.kind) {
+        Ok(MessageKind::Chat | MessageKind::Control) => {}
+        _ => {
+            return Err(RequestError::invalid(format!(
+                "send kind {} is not MESSAGE_KIND_CHAT (1) or MESSAGE_KIND_CONTROL (2)",
+                s.kind
+            )))
+        }
+    }
+    if let Some(e) = s
+        .envelopes
+        .iter()
+        .find(|e| e.olm_type != OLM_TYPE_PRE_KEY && e.olm_type != OLM_TYPE_NORMAL)
+    {
+        return Err(RequestError::invalid(format!(
+            "envelope for device {} has olm_type {}; it is 0 (pre-key) or 1 (normal)",
+            e.device, e.olm_type
+        )));
+    }
+    Ok(())
+}
+
 async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestError> {
     let me = device_of(caller)?.clone();
     super::abuse::not_banned(ctx, &me.account)?;
@@ -438,6 +465,7 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
             e.device, m.max_ciphertext_bytes
         )));
     }
+    check_kinds(&s)?;
     if let Some(ts) = ctx.store.seen_get(&me.account, &msg_id)? {
         ctx.durability.wait().await?;
         return Ok(Body::ServerAck(ServerAck {
@@ -478,6 +506,11 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
             .map(|(no, _)| no)
             .filter(|&no| !(to == me.account && no == me.device))
             .collect();
+        if current.is_empty() && to == me.account {
+            return Err(RequestError::invalid(
+                "a send to your own account goes to your other devices, and this account has none; message another account or a group",
+            ));
+        }
         if current.is_empty() {
             return Err(RequestError::UnknownAccount);
         }
