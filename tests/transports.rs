@@ -475,6 +475,20 @@ async fn bad_websocket_messages_close_with_specific_codes_and_the_relay_keeps_se
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
+    // A frame with a reserved bit set (RSV1, no extension negotiated), written under the
+    // client's codec: 1002 protocol error (RFC 6455 §5.2).
+    let mut ws = raw_ws(&relay).await;
+    let payload = [1u8, 1, 0, 0];
+    let mask = [0x11u8, 0x22, 0x33, 0x44];
+    let mut raw = vec![0b1100_0010, 0x80 | payload.len() as u8];
+    raw.extend_from_slice(&mask);
+    raw.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    tokio::io::AsyncWriteExt::write_all(ws.get_mut(), &raw)
+        .await
+        .unwrap();
+    let (code, reason) = close_code(&mut ws).await;
+    assert_eq!(code, CloseCode::Protocol, "{reason}");
+    assert!(reason.contains("reserved bits"), "{reason}");
     let mut c = user_over(&relay, "probe", &phone(9, 1), TransportKind::Ws).await;
     assert_eq!(c.status().await.unwrap().account, phone(9, 1));
     let logs = relay.logs();

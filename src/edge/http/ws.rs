@@ -50,6 +50,16 @@ impl FrameIo for WsFrames {
                     };
                     return Err(self.fail(CloseCode::Size, "message too big", e.into()));
                 }
+                // actix-http reports a frame with reserved bits set as an `InvalidData` I/O
+                // error; that is the peer breaking the protocol (RFC 6455 §5.2), not the
+                // connection breaking.
+                Some(Err(actix_ws::ProtocolError::Io(e)))
+                    if e.kind() == std::io::ErrorKind::InvalidData =>
+                {
+                    let why = format!("bad WebSocket frame: {e}");
+                    let err = SessionError::NotAFrame(why.clone());
+                    return Err(self.fail(CloseCode::Protocol, &why, err));
+                }
                 // The connection broke (the peer went away without a close frame).
                 Some(Err(actix_ws::ProtocolError::Io(e))) => return Err(SessionError::Io(e)),
                 Some(Err(e)) => {
