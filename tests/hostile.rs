@@ -257,3 +257,62 @@ async fn an_xx_message_3_that_carries_no_login_is_answered_malformed() {
         server_frame::Body::Status(_)
     ));
 }
+
+#[tokio::test]
+async fn a_read_receipt_from_a_device_the_message_was_not_sent_to_is_refused() {
+    use relaybox::wire::messages::{ErrorCode, ReceiptKind, SendReceipt};
+    const BOB: &str = "+14155550102";
+    const MALLORY: &str = "+14155550166";
+    let relay = Relay::start();
+    let (alice, bob, mallory) = (
+        relay.user("alice", ALICE).await,
+        relay.user("bob", BOB).await,
+        relay.user("mallory", MALLORY).await,
+    );
+    let mut a = RawClient::login_as(&relay.addr, &alice).await;
+    let mut b = RawClient::login_as(&relay.addr, &bob).await;
+    let mut m = RawClient::login_as(&relay.addr, &mallory).await;
+    let sent = raw_send(BOB, 1, 1);
+    let client_frame::Body::Send(ref s) = sent else {
+        unreachable!()
+    };
+    let msg_id = s.msg_id.clone();
+    assert!(matches!(
+        a.request(sent.clone()).await,
+        server_frame::Body::ServerAck(_)
+    ));
+    let read = |ids: Vec<Vec<u8>>| {
+        client_frame::Body::Receipt(SendReceipt {
+            to: ALICE.into(),
+            kind: ReceiptKind::Read as i32,
+            msg_ids: ids,
+        })
+    };
+    // Mallory never got it: refused, and Alice hears nothing.
+    let (code, reason) = common::raw::expect_error(m.request(read(vec![msg_id.clone()])).await);
+    assert_eq!(code, ErrorCode::InvalidArgument);
+    assert!(reason.contains("was not sent to this account"), "{reason}");
+    // A msg_id Alice never sent: refused too.
+    let (code, reason) = common::raw::expect_error(m.request(read(vec![vec![9; 16]])).await);
+    assert_eq!(code, ErrorCode::InvalidArgument);
+    assert!(
+        reason.contains("no record") || reason.contains("not a message"),
+        "{reason}"
+    );
+    // Bob did get it: his receipt reaches Alice, and it is the only one she gets.
+    let d = b.recv().await.unwrap();
+    assert!(matches!(d.body, Some(server_frame::Body::Deliver(_))));
+    assert!(matches!(
+        b.request(read(vec![msg_id.clone()])).await,
+        server_frame::Body::ServerAck(_)
+    ));
+    let mut reads = Vec::new();
+    while let Some(f) = a.recv_within(Duration::from_secs(2)).await {
+        if let Some(server_frame::Body::Receipt(r)) = f.body {
+            if r.kind == ReceiptKind::Read as i32 {
+                reads.push(r.from);
+            }
+        }
+    }
+    assert_eq!(reads, vec![BOB.to_owned()]);
+}

@@ -267,7 +267,7 @@ mod tests {
                             *account = msg.to_string();
                         }
                         store.queue_push(&d, &rec).unwrap();
-                        store.seen_put(&a, &msg, 1).unwrap();
+                        store.seen_put(&a, &msg, 1, &[]).unwrap();
                         n += 1;
                     }
                 })

@@ -224,13 +224,32 @@ impl Store {
             .map(|v| seen_value(&v).0))
     }
 
-    /// Records that `msg` from `sender` was accepted at `timestamp_ms`. Write it *after* the
-    /// queue entries it guards (see the module docs of `store`).
+    /// Who may send receipts for `msg` from `sender`: `None` if the relay has no record of it
+    /// (never sent, or forgotten: past the retention or the per-sender bound), `Some(None)` for
+    /// a record written before recipients were recorded (anyone it reached may answer).
+    pub fn seen_recipients(
+        &self,
+        sender: &AccountId,
+        msg: &MsgId,
+    ) -> Result<Option<Option<Vec<String>>>, StoreError> {
+        let Some(v) = self.t.sendermsgid_timestamp.get(keys::seen(sender, msg))? else {
+            return Ok(None);
+        };
+        match v.get(16..) {
+            None | Some([]) => Ok(Some(None)),
+            Some(rest) => Ok(Some(Some(decode("sendermsgid_timestamp", rest)?))),
+        }
+    }
+
+    /// Records that `msg` from `sender` was accepted at `timestamp_ms` and queued for the
+    /// devices of `recipients`. Write it *after* the queue entries it guards (see the module
+    /// docs of `store`).
     pub fn seen_put(
         &self,
         sender: &AccountId,
         msg: &MsgId,
         timestamp_ms: u64,
+        recipients: &[String],
     ) -> Result<(), StoreError> {
         let _gate = self.writing();
         let id = self.next_id()?;
@@ -238,12 +257,13 @@ impl Store {
         self.t
             .senderid_msgid
             .insert(keys::seen_order(&prefix, id), &msg.0)?;
-        let mut value = [0u8; 16];
-        value[..8].copy_from_slice(&timestamp_ms.to_be_bytes());
-        value[8..].copy_from_slice(&id.to_be_bytes());
+        let mut value = Vec::with_capacity(32);
+        value.extend_from_slice(&timestamp_ms.to_be_bytes());
+        value.extend_from_slice(&id.to_be_bytes());
+        value.extend_from_slice(&encode(&recipients));
         self.t
             .sendermsgid_timestamp
-            .insert(keys::seen(sender, msg), &value)?;
+            .insert(keys::seen(sender, msg), value)?;
         // Every PRUNE_EVERY-th record of a sender, forget its records beyond its newest
         // SEEN_PER_SENDER; a sender exceeds the bound by fewer than PRUNE_EVERY records (plus
         // PRUNE_EVERY after a restart, which forgets the counts).

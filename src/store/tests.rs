@@ -125,10 +125,10 @@ fn a_sender_keeps_only_its_newest_dedupe_records_and_the_sweep_removes_both_tree
             7,
         ])
     };
-    s.seen_put(&quiet, &id(0), 5).unwrap();
+    s.seen_put(&quiet, &id(0), 5, &[]).unwrap();
     let total = SEEN_PER_SENDER as u32 + 300;
     for n in 0..total {
-        s.seen_put(&busy, &id(n), 10 + u64::from(n)).unwrap();
+        s.seen_put(&busy, &id(n), 10 + u64::from(n), &[]).unwrap();
     }
     let kept =
         s.t.senderid_msgid

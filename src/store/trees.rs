@@ -66,9 +66,10 @@ pub(super) struct Trees {
     pub phone_coderecord: sled::Tree,
     /// phone (E.164) → entity handle (utf-8): an entity's phone alias.
     pub phone_entity: sled::Tree,
-    /// sender account ‖ 0x00 ‖ msg_id[16] → timestamp_ms:u64-be ‖ id:u64-be (dedupe of
-    /// retries; `id` orders it in `senderid_msgid`). Records written before that order existed
-    /// hold the timestamp only.
+    /// sender account ‖ 0x00 ‖ msg_id[16] → timestamp_ms:u64-be ‖ id:u64-be ‖ recipients
+    /// (dedupe of retries; `id` orders it in `senderid_msgid`; `recipients` is the postcard
+    /// list of the accounts the message was queued for, so only they may send receipts for
+    /// it). Older records lack the recipients, or hold the timestamp only.
     pub sendermsgid_timestamp: sled::Tree,
     /// sender account ‖ 0x00 ‖ id:u64-be → msg_id[16]: the dedupe records of a sender, oldest
     /// first, so only its newest [`super::SEEN_PER_SENDER`] are kept.

@@ -86,7 +86,7 @@ fn xx(relay: &mut Relay, device: &StaticKeypair, now: u64) -> ([u8; 32], Vec<u8>
     let (mut ct, m3, pinned) = client.finish(&m2, &device_login(vec![])).unwrap();
     let (mut rt, login, client_static) = state.unwrap().finish(&m3).unwrap();
     assert_eq!(client_static, device.public);
-    assert!(matches!(login.kind, Some(login::Kind::Device(_))));
+    assert!(matches!(login.unwrap().kind, Some(login::Kind::Device(_))));
     let token = relay.issue("+14155550100", now);
     let result = LoginResult {
         result: Some(login_result::Result::Ok(LoginOk {

@@ -329,6 +329,8 @@ async fn send_as_entity(
     deliver(ctx, me, msg_id, now, items).await
 }
 
+use super::requests::recipient_accounts;
+
 /// Queues the entries, records the msg_id as seen, waits for durability, answers ServerAck.
 async fn deliver(
     ctx: &RelayCtx,
@@ -337,6 +339,7 @@ async fn deliver(
     now: u64,
     items: Vec<(DeviceId, QueueItem)>,
 ) -> Result<Body, RequestError> {
+    let recipients = recipient_accounts(items.iter().map(|(d, _)| d));
     let enqueues = items.into_iter().map(|(d, item)| {
         let rec = QueueRecord {
             enqueued_at_ms: now,
@@ -348,7 +351,7 @@ async fn deliver(
         r?;
     }
     // After the entries: a surviving seen record implies surviving entries (store docs).
-    ctx.store.seen_put(&me.account, &msg_id, now)?;
+    ctx.store.seen_put(&me.account, &msg_id, now, &recipients)?;
     ctx.durability.wait().await?;
     crate::telemetry::metrics::message_accepted();
     Ok(Body::ServerAck(ServerAck {

@@ -561,6 +561,8 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
     };
     let now = crate::clock::now_ms();
     let group = s.group;
+    let recipients =
+        recipient_accounts(targets.iter().filter(|d| !blocked_by.contains(&d.account)));
     let enqueues = s
         .envelopes
         .into_iter()
@@ -586,7 +588,7 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
         r?;
     }
     // After the entries: a surviving seen record implies surviving entries (store docs).
-    ctx.store.seen_put(&me.account, &msg_id, now)?;
+    ctx.store.seen_put(&me.account, &msg_id, now, &recipients)?;
     super::abuse::count_send(
         ctx,
         &me.account,
@@ -643,6 +645,9 @@ async fn receipt(ctx: &RelayCtx, caller: &Caller, r: SendReceipt) -> Result<Body
         None if ctx.store.account_exists(&to)? => vec![to],
         None => return Err(RequestError::UnknownAccount),
     };
+    for m in &msg_ids {
+        check_receipt_right(ctx, &me.account, &targets, &MsgId(*m))?;
+    }
     let now = crate::clock::now_ms();
     let item = QueueItem::Receipt {
         from: me.account.to_string(),
@@ -662,6 +667,45 @@ async fn receipt(ctx: &RelayCtx, caller: &Caller, r: SendReceipt) -> Result<Body
     Ok(Body::ServerAck(ServerAck {
         msg_id: Vec::new(),
         timestamp_ms: now,
+    }))
+}
+
+/// The distinct accounts of the devices a message is queued for (its receipt rights).
+pub(super) fn recipient_accounts<'a>(devices: impl Iterator<Item = &'a DeviceId>) -> Vec<String> {
+    let set: BTreeSet<String> = devices.map(|d| d.account.to_string()).collect();
+    set.into_iter().collect()
+}
+
+/// A READ or PLAYED receipt for `msg` may come only from an account the message was queued
+/// for by one of `senders` (the receipt's targets). The relay keeps that record as long as
+/// the msg_id dedupe record: `messaging.retention`, and the sender's newest
+/// `SEEN_PER_SENDER` messages.
+fn check_receipt_right(
+    ctx: &RelayCtx,
+    me: &AccountId,
+    senders: &[AccountId],
+    msg: &MsgId,
+) -> Result<(), RequestError> {
+    let mut known = false;
+    for sender in senders {
+        match ctx.store.seen_recipients(sender, msg)? {
+            // A record from before recipients were kept: it cannot tell, so it admits.
+            Some(None) => return Ok(()),
+            Some(Some(list)) if list.iter().any(|a| a == me.as_str()) => return Ok(()),
+            Some(Some(_)) => known = true,
+            None => {}
+        }
+    }
+    Err(RequestError::invalid(if known {
+        format!(
+            "msg_id {} was not sent to this account; only its recipients may send receipts for it",
+            hex::encode(msg.0)
+        )
+    } else {
+        format!(
+            "msg_id {} is not a message the relay holds a record of from this sender (never sent, or older than its retention)",
+            hex::encode(msg.0)
+        )
     }))
 }
 
