@@ -87,7 +87,11 @@ fn wait_log(relay: &Relay, needle: &str, n: usize) {
 }
 
 async fn site(extra: &str) -> Site {
-    let broker = Broker::start();
+    site_on(Broker::start(), extra).await
+}
+
+/// Like [`site`], on a broker the test started.
+async fn site_on(broker: Broker, extra: &str) -> Site {
     let mut relay = Relay::start_with(&mqtt_config(&broker, extra));
     let mut alice = relay.user("alice", ALICE).await;
     let mut bob = relay.user("bob", BOB).await;
@@ -868,4 +872,160 @@ fn bad_mqtt_settings_are_refused_with_exit_64_before_anything_starts() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt.tls_client_key_file"));
+}
+
+/// Publishes one QoS 1 message per line of `lines` with a single mosquitto_pub.
+fn publish_lines(broker: &Broker, topic: &str, lines: &str) {
+    let path = broker.dir.path().join("lines");
+    std::fs::write(&path, lines).unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "mosquitto_pub -h 127.0.0.1 -p {} -q 1 -t {topic} -l < {}",
+            broker.port,
+            path.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// The bridge's counters from `relaybox admin bridge status`.
+fn bridge_status(relay: &Relay) -> serde_json::Value {
+    let (_, out, _) = admin(relay, &["--json", "bridge", "status"]);
+    serde_json::from_str(&out).unwrap_or_default()
+}
+
+/// Waits until the bridge has accepted `n` up messages; returns its status.
+fn wait_up_accepted(relay: &Relay, n: u64, wait: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + wait;
+    loop {
+        let v = bridge_status(relay);
+        if v["up_accepted"].as_u64() == Some(n) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "up stalled: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every distinct "reading N" text Bob gets until he has `n` or `wait` passes.
+async fn readings(c: &mut Client, n: usize, wait: Duration) -> std::collections::BTreeSet<String> {
+    let mut got = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + wait;
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match quiet_for(c, left.min(Duration::from_secs(10))).await {
+            Some(Event::Message { inner, .. }) => {
+                if let Payload::Text { body } = inner.payload {
+                    assert!(got.insert(body.clone()), "{body} twice");
+                }
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn publishes_up_to_the_example_brokers_size_limit_are_dropped_counted_and_never_wedge_the_bridge(
+) {
+    // The broker allows what the shipped example config allows.
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mosquitto/relaybox.conf"),
+    )
+    .unwrap();
+    let limit: usize = example
+        .lines()
+        .find_map(|l| l.strip_prefix("message_size_limit "))
+        .expect("message_size_limit in the example broker config")
+        .trim()
+        .parse()
+        .unwrap();
+    let broker = Broker::start_with(&format!("message_size_limit {limit}"));
+    let mut s = site_on(broker, "").await;
+    let g = s.group.clone();
+    for (id, size) in [("big-200k", 200_000), ("at-limit", limit)] {
+        let mut doc = up_doc(id, &g, "");
+        let pad = size - doc.len();
+        doc.splice(
+            doc.len() - 22..doc.len() - 22,
+            std::iter::repeat_n(b'x', pad),
+        );
+        assert_eq!(doc.len(), size);
+        s.broker.publish(UP, &doc);
+    }
+    wait_log(&s.relay, "reason=\"oversize\"", 2);
+    // The bridge goes on: this device and the next message get through at once.
+    s.broker.publish(UP, &up_doc("after", &g, "still here"));
+    let (_, _, text) = next_text(&mut s.bob).await;
+    assert_eq!(text, "still here\n{\"t\":4.5}");
+    let v = bridge_status(&s.relay);
+    assert_eq!(v["dropped"]["oversize"].as_u64(), Some(2), "{v}");
+    assert!(
+        !s.relay.logs().contains("MQTT broker connection lost"),
+        "the big publishes must not drop the broker connection:\n{}",
+        s.relay.logs()
+    );
+}
+
+/// The default `[abuse]` limits (the test config opens them unless a test sets its own).
+const DEFAULT_ABUSE: &str = "\n[abuse]\nenabled = true\n";
+
+#[tokio::test]
+async fn a_flood_of_up_messages_under_the_default_limits_all_arrive_exactly_once() {
+    const N: usize = 600;
+    let mut s = site(DEFAULT_ABUSE).await;
+    let lines: String = (0..N)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"f{i}\",\"thread\":\"{}\",\"text\":\"reading {i}\"}}\n",
+                s.group
+            )
+        })
+        .collect();
+    publish_lines(&s.broker, UP, &lines);
+    let v = wait_up_accepted(&s.relay, N as u64, Duration::from_secs(120));
+    assert_eq!(
+        v["dropped"]["relay_refused"].as_u64().unwrap_or(0),
+        0,
+        "{v}"
+    );
+    let got = readings(&mut s.bob, N, Duration::from_secs(120)).await;
+    assert_eq!(got.len(), N, "every one, once");
+}
+
+#[tokio::test]
+async fn an_up_backlog_queued_at_the_broker_while_the_relay_was_down_all_arrives() {
+    const N: usize = 300;
+    // A low frame limit on top, so the relay does refuse the bridge's sends with
+    // RATE_LIMITED: each is retried after retry_after_ms, never acked and lost.
+    let mut s = site(&format!(
+        "{DEFAULT_ABUSE}\n[limits]\nframes_per_second_per_device = 40\n"
+    ))
+    .await;
+    s.relay.stop();
+    let lines: String = (0..N)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"b{i}\",\"thread\":\"{}\",\"text\":\"reading {i}\"}}\n",
+                s.group
+            )
+        })
+        .collect();
+    publish_lines(&s.broker, UP, &lines);
+    s.relay.restart();
+    let v = wait_up_accepted(&s.relay, N as u64, Duration::from_secs(120));
+    assert!(
+        v["up_deferred"].as_u64().unwrap_or(0) > 0,
+        "the limit bit: {v}"
+    );
+    assert_eq!(
+        v["dropped"]["relay_refused"].as_u64().unwrap_or(0),
+        0,
+        "{v}"
+    );
+    let got = readings(&mut s.bob, N, Duration::from_secs(120)).await;
+    assert_eq!(got.len(), N, "the whole backlog, once");
 }

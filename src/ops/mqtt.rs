@@ -107,7 +107,7 @@ fn status_table(v: &Value) -> String {
         );
     }
     let mut out = format!(
-        "broker       {} (tls: {})\nconnected    {}\nlast error   {}\ndevices      {}\nup           {} accepted, {} duplicates\ndown         {} published, {} acked by devices\noutbox       {}\n",
+        "broker       {} (tls: {})\nconnected    {}\nlast error   {}\ndevices      {}\nup           {} accepted, {} duplicates, {} deferred (retried)\ndown         {} published, {} acked by devices\noutbox       {}\n",
         v["broker"].as_str().unwrap_or("?"),
         v["tls"],
         v["connected"],
@@ -115,6 +115,7 @@ fn status_table(v: &Value) -> String {
         v["devices"],
         v["up_accepted"],
         v["up_duplicates"],
+        v["up_deferred"],
         v["down_published"],
         v["device_acks"],
         v["outbox_depth"],

@@ -160,6 +160,7 @@ async fn bridge(state: State) -> Result<HttpResponse, AdminError> {
         "devices": devices,
         "up_accepted": s.up_accepted.load(Ordering::Relaxed),
         "up_duplicates": s.up_duplicates.load(Ordering::Relaxed),
+        "up_deferred": s.up_deferred.load(Ordering::Relaxed),
         "down_published": s.down_published.load(Ordering::Relaxed),
         "device_acks": s.acks.load(Ordering::Relaxed),
         "outbox_depth": s.outbox_depth.load(Ordering::Relaxed),

@@ -30,14 +30,39 @@ use crate::edge::RelayCtx;
 use crate::ids::{AccountId, DeviceId, Handle, MsgId};
 use crate::shutdown::Shutdown;
 use crate::store::OutboxRecord;
-use crate::wire::messages::ReceiptKind;
+use crate::wire::messages::{ErrorCode, ReceiptKind};
 
 /// Down messages remembered for turning device acks into receipts (id → sender).
 const ACKABLE_KEPT: usize = 4096;
-/// Attempts to send one up message before leaving it to the broker's redelivery.
+/// Failed connections while sending one up message before leaving it to the broker's
+/// redelivery (refusals that say "later" are retried without a bound).
 const UP_ATTEMPTS: u32 = 5;
 /// Longest wait between reconnection attempts to the relay.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Refusals after which the same send can succeed later (the relay is busy, full, or going
+/// down): the up message is retried and not acknowledged to the broker.
+fn is_transient(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::RateLimited
+            | ErrorCode::StorageFull
+            | ErrorCode::ShuttingDown
+            | ErrorCode::Internal
+            | ErrorCode::TooManyConnections
+            | ErrorCode::SessionReplaced
+    )
+}
+
+/// The relay's `retry_after_ms`, when it named one.
+fn retry_after(e: &ClientError) -> Option<Duration> {
+    match e {
+        ClientError::Relay(err) | ClientError::Closed(Some(err)) if err.retry_after_ms > 0 => {
+            Some(Duration::from_millis(err.retry_after_ms))
+        }
+        _ => None,
+    }
+}
 
 /// What the poll task hands a device's task.
 #[derive(Debug)]
@@ -220,8 +245,9 @@ impl DeviceTask {
         }
         let msg_id = up_msg_id(&self.id, &up.id);
         let inner = Inner::new(crate::clock::now_ms(), Payload::Text { body: up.body() });
-        for attempt in 1..=UP_ATTEMPTS {
-            match client.send_group_inner(&up.thread, msg_id, &inner).await {
+        let mut attempt = 0;
+        loop {
+            let e = match client.send_group_inner(&up.thread, msg_id, &inner).await {
                 Ok(_) => {
                     // Durable before the MQTT ack; should it fail, the relay's msg_id dedup
                     // still catches a redelivery.
@@ -239,18 +265,31 @@ impl DeviceTask {
                     self.ack(publish).await;
                     return;
                 }
-                Err(e) => {
-                    let refused = e
-                        .downcast_ref::<ClientError>()
-                        .and_then(ClientError::relay_code)
-                        .is_some();
-                    if refused {
-                        self.stats.dropped(
-                            DropReason::RelayRefused,
-                            &publish.topic,
-                            &format!("{e:#}"),
-                        );
-                        self.ack(publish).await;
+                Err(e) => e,
+            };
+            let relay = e.downcast_ref::<ClientError>();
+            match relay.and_then(ClientError::relay_code) {
+                // The relay will take it later: not acked, so the broker keeps it, and this
+                // device's next messages wait behind it (they arrive in order).
+                Some(code) if is_transient(code) => {
+                    let wait = relay
+                        .and_then(retry_after)
+                        .unwrap_or(super::poll::RETRY)
+                        .min(MAX_BACKOFF);
+                    self.stats.message("up", "deferred");
+                    tracing::debug!(device = %self.id, id = %up.id, code = ?code, wait = ?wait, "The relay deferred an up message; it is retried, not acknowledged.");
+                    tokio::time::sleep(wait).await;
+                }
+                Some(_) => {
+                    self.stats
+                        .dropped(DropReason::RelayRefused, &publish.topic, &format!("{e:#}"));
+                    self.ack(publish).await;
+                    return;
+                }
+                None => {
+                    attempt += 1;
+                    if attempt >= UP_ATTEMPTS {
+                        tracing::error!(device = %self.id, id = %up.id, "Up message not sent; the broker redelivers it on the next connection.");
                         return;
                     }
                     client.disconnect();
@@ -259,7 +298,6 @@ impl DeviceTask {
                 }
             }
         }
-        tracing::error!(device = %self.id, id = %up.id, "Up message not sent; the broker redelivers it on the next connection.");
     }
 
     async fn ack(&self, publish: &Publish) {

@@ -32,6 +32,12 @@ const REQUEST_CHANNEL: usize = 1024;
 /// QoS 1 publishes the relay keeps unacknowledged at the broker.
 pub const MAX_INFLIGHT: u16 = 64;
 
+/// The largest packet MQTT 3.1.1 can express (its remaining-length field's maximum plus the
+/// fixed header): what the bridge accepts from the broker.
+pub const MQTT_MAX_PACKET_BYTES: usize = 268_435_455 + 5;
+/// The largest packet the bridge sends (a down message is one decrypted text as JSON).
+const MAX_OUTGOING_PACKET_BYTES: usize = 256 * 1024;
+
 /// rumqttc's options from the `[mqtt]` section.
 pub fn options(cfg: &MqttConfig) -> anyhow::Result<MqttOptions> {
     let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
@@ -39,13 +45,12 @@ pub fn options(cfg: &MqttConfig) -> anyhow::Result<MqttOptions> {
         .set_clean_session(cfg.clean_session)
         .set_manual_acks(true)
         .set_inflight(MAX_INFLIGHT)
-        .set_max_packet_size(
-            usize::try_from(cfg.max_payload_bytes)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1024)
-                .max(64 * 1024),
-            256 * 1024,
-        );
+        // Incoming: every packet the broker can deliver must parse, whatever its payload. A
+        // publish rumqttc cannot read drops the connection before it can be acked, and the
+        // persistent session redelivers it on every reconnect, which would stop the bridge for
+        // every device. The broker's own `message_size_limit` bounds what arrives; payloads
+        // over `mqtt.max_payload_bytes` are then dropped, counted and acked (`poll`).
+        .set_max_packet_size(MQTT_MAX_PACKET_BYTES, MAX_OUTGOING_PACKET_BYTES);
     let password = if cfg.password_file.is_empty() {
         cfg.password.clone()
     } else {

@@ -68,6 +68,8 @@ pub struct BridgeStats {
     pub up_accepted: AtomicU64,
     /// Up messages seen before (broker redelivery), acknowledged without a resend.
     pub up_duplicates: AtomicU64,
+    /// Up sends the relay deferred (rate limit, full disk, shutdown): retried, not acked.
+    pub up_deferred: AtomicU64,
     /// Down messages the broker acknowledged.
     pub down_published: AtomicU64,
     /// Device acks turned into receipts.
@@ -114,6 +116,7 @@ impl BridgeStats {
         let counter = match (direction, outcome) {
             ("up", "accepted") => &self.up_accepted,
             ("up", "duplicate") => &self.up_duplicates,
+            ("up", "deferred") => &self.up_deferred,
             ("down", "published") => &self.down_published,
             _ => &self.acks,
         };

@@ -28,7 +28,14 @@ pub(super) fn not_banned(ctx: &RelayCtx, account: &AccountId) -> Result<(), Requ
 
 /// Takes a send token of `me`, and a new-conversation token when `peer` (an account, or a
 /// group id) was not messaged in the window.
+///
+/// A bridged MQTT device is not limited here: the site's broker and its ACL meter it, the
+/// operator provisioned it, and a refusal would only make the bridge hold the message at the
+/// broker (`edge::mqtt::device`). Its traffic is still counted in its metrics.
 pub(super) fn admit_send(ctx: &RelayCtx, me: &AccountId, peer: &str) -> Result<(), RequestError> {
+    if ctx.store.is_bridged(me)? {
+        return Ok(());
+    }
     let now = crate::clock::now_ms();
     let new_peer = !ctx
         .store
