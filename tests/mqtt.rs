@@ -307,8 +307,11 @@ async fn every_kind_of_bad_device_input_is_logged_counted_and_dropped() {
         (
             UP,
             br#"{"id":"","thread":"x","text":"y"}"#.to_vec(),
-            "malformed",
+            "bad_id",
         ),
+        (UP, up_doc("a+b", &g, "wild"), "bad_id"),
+        (UP, up_doc("#", &g, "wild"), "bad_id"),
+        (UP, up_doc("../../etc", &g, "path"), "bad_id"),
         (UP, big, "oversize"),
         (
             "relaybox/dev/ghost/up",

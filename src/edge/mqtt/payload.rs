@@ -6,7 +6,9 @@
 //! ```text
 //! {"id": "r-1", "thread": "<group id>", "text": "door open", "data": {"t": 9.5}}
 //! ```
-//! `id` (1 to 64 printable ASCII characters) deduplicates redeliveries; `text` and/or `data`
+//! `id` (1 to 64 characters of `A-Z a-z 0-9 . _ : -`, never `..`) deduplicates
+//! redeliveries; an id with anything else (MQTT wildcards `+` `#`, `/`, a path like `../`) is
+//! refused as a bad id; `text` and/or `data`
 //! (any JSON value) must be present. The sender is the device named by the topic: a `device`
 //! or `from` field naming anyone else is refused.
 //!
@@ -66,6 +68,19 @@ pub enum PayloadError {
     Malformed(String),
     #[error("the payload claims to be device {0:?}, not the device of its topic")]
     Impersonation(String),
+    /// The up message's `id` is empty, too long, or has a character outside the id alphabet.
+    #[error("bad id {0:?}: 1 to {MAX_ID_BYTES} characters of A-Z a-z 0-9 . _ : - and no \"..\"")]
+    BadId(String),
+}
+
+/// Whether `id` is a valid up-message id (see the module docs).
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_BYTES
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && !id.contains("..")
 }
 
 fn check_size(bytes: &[u8], max: usize) -> Result<(), PayloadError> {
@@ -86,13 +101,10 @@ fn malformed(e: impl std::fmt::Display) -> PayloadError {
 pub fn parse_up(bytes: &[u8], max: usize, device: &str) -> Result<Up, PayloadError> {
     check_size(bytes, max)?;
     let up: Up = serde_json::from_slice(bytes).map_err(malformed)?;
-    let valid_id = !up.id.is_empty()
-        && up.id.len() <= MAX_ID_BYTES
-        && up.id.bytes().all(|b| b.is_ascii_graphic());
-    if !valid_id {
-        return Err(malformed(format!(
-            "id must be 1 to {MAX_ID_BYTES} printable ASCII characters"
-        )));
+    if !valid_id(&up.id) {
+        return Err(PayloadError::BadId(
+            up.id.chars().take(MAX_ID_BYTES).collect(),
+        ));
     }
     if up.thread.is_empty() {
         return Err(malformed("thread is empty"));
@@ -152,8 +164,6 @@ mod tests {
         ));
         for bad in [
             &b"{not json"[..],
-            br#"{"id":"","thread":"g","text":"x"}"#,
-            br#"{"id":"a b","thread":"g","text":"x"}"#,
             br#"{"id":"1","thread":"g"}"#,
             br#"{"id":"1","text":"x"}"#,
         ] {
@@ -161,6 +171,29 @@ mod tests {
                 parse_up(bad, 1000, "f"),
                 Err(PayloadError::Malformed(_))
             ));
+        }
+        for id in [
+            "",
+            "a b",
+            "+",
+            "#",
+            "a/+/b",
+            "../etc",
+            "x..y",
+            &"z".repeat(65),
+        ] {
+            let doc = format!(r#"{{"id":"{id}","thread":"g","text":"x"}}"#);
+            assert!(
+                matches!(
+                    parse_up(doc.as_bytes(), 1000, "f"),
+                    Err(PayloadError::BadId(_))
+                ),
+                "{id:?}"
+            );
+        }
+        for id in ["r-1", "2026-12-02T10:00:00.5", "a_b.c", &"z".repeat(64)] {
+            let doc = format!(r#"{{"id":"{id}","thread":"g","text":"x"}}"#);
+            assert!(parse_up(doc.as_bytes(), 1000, "f").is_ok(), "{id:?}");
         }
         assert_eq!(
             parse_up(

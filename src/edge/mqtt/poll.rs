@@ -284,6 +284,7 @@ impl Poller {
             payload::PayloadError::Oversize { .. } => DropReason::Oversize,
             payload::PayloadError::Malformed(_) => DropReason::Malformed,
             payload::PayloadError::Impersonation(_) => DropReason::Impersonation,
+            payload::PayloadError::BadId(_) => DropReason::BadId,
         };
         self.drop_msg(p, reason, &e.to_string());
     }
