@@ -316,3 +316,45 @@ async fn a_read_receipt_from_a_device_the_message_was_not_sent_to_is_refused() {
     }
     assert_eq!(reads, vec![BOB.to_owned()]);
 }
+
+#[tokio::test]
+async fn a_signing_key_that_is_not_an_ed25519_point_is_refused_on_upload() {
+    use relaybox::wire::messages::{ErrorCode, OneTimeKey, UploadKeys};
+    let relay = Relay::start();
+    let key = relaybox::wire::handshake::StaticKeypair::generate();
+    let mut raw = RawClient::register(&relay.addr, &key.private, "+14155550177", |p| {
+        relay.code_for(p)
+    })
+    .await;
+    // About half of all 32-byte strings do not decompress to a curve point.
+    let not_a_point = (0u8..=255)
+        .map(|b| [b; 32])
+        .find(|k| !relaybox::e2e::is_ed25519_public_key(k))
+        .unwrap();
+    let upload = |signing: [u8; 32]| {
+        client_frame::Body::UploadKeys(UploadKeys {
+            identity_key: vec![9; 32],
+            signing_key: signing.to_vec(),
+            one_time_keys: vec![OneTimeKey {
+                key_id: b"k1".to_vec(),
+                public_key: vec![7; 32],
+            }],
+            fallback_key: None,
+        })
+    };
+    let (code, reason) = common::raw::expect_error(raw.request(upload(not_a_point)).await);
+    assert_eq!(code, ErrorCode::InvalidArgument);
+    assert!(
+        reason.contains("signing_key is not an Ed25519 public key"),
+        "{reason}"
+    );
+    // Nothing was stored: a valid key is still accepted as the first identity.
+    let valid = (0u8..=255)
+        .map(|b| [b; 32])
+        .find(relaybox::e2e::is_ed25519_public_key)
+        .unwrap();
+    assert!(matches!(
+        raw.request(upload(valid)).await,
+        server_frame::Body::KeysUploaded(_)
+    ));
+}

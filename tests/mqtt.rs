@@ -1032,3 +1032,30 @@ async fn an_up_backlog_queued_at_the_broker_while_the_relay_was_down_all_arrives
     let got = readings(&mut s.bob, N, Duration::from_secs(120)).await;
     assert_eq!(got.len(), N, "the whole backlog, once");
 }
+
+#[tokio::test]
+async fn a_group_member_without_usable_keys_does_not_stop_a_devices_posts_to_the_others() {
+    use relaybox::wire::messages::GroupOp;
+    let mut s = site("").await;
+    // Carol registers with a client written from the contract and never publishes keys.
+    const CAROL: &str = "+14155550103";
+    let key = relaybox::wire::handshake::StaticKeypair::generate();
+    let _carol = common::raw::RawClient::register(&s.relay.addr, &key.private, CAROL, |p| {
+        s.relay.code_for(p)
+    })
+    .await;
+    s.alice
+        .update_group(&s.group, GroupOp::Add, &[CAROL.into()], "")
+        .await
+        .unwrap();
+    s.broker.publish(UP, &up_doc("k-1", &s.group, "door open"));
+    for c in [&mut s.alice, &mut s.bob] {
+        let (from, _, text) = next_text(c).await;
+        assert_eq!(from, "@fridge-3");
+        assert_eq!(text, "door open\n{\"t\":4.5}");
+    }
+    // People's own group sends get through the same way.
+    s.bob.send_group_text(&s.group, "seen it").await.unwrap();
+    let (_, _, text) = next_text(&mut s.alice).await;
+    assert_eq!(text, "seen it");
+}

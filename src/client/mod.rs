@@ -410,12 +410,25 @@ impl Client {
                     let b = bundles
                         .get(&(account.clone(), d))
                         .or_else(|| claimed.get(&d));
+                    // In a group, a device without usable keys is left out (the relay allows
+                    // it) rather than stopping the message to everyone else.
+                    if b.is_none() && group {
+                        tracing::warn!(account = %account, device = d, "Group member device has no published keys; left out.");
+                        continue;
+                    }
                     if b.is_none() {
                         bail!("device {d} of {account} has not published its keys yet; try again shortly");
                     }
                     b
                 };
-                let mut env = self.state.e2e.encrypt(account, d, bundle, plaintext)?;
+                let mut env = match self.state.e2e.encrypt(account, d, bundle, plaintext) {
+                    Ok(env) => env,
+                    Err(e) if group && bundle.is_some() => {
+                        tracing::warn!(account = %account, device = d, error = %e, "Group member device's keys are unusable; left out.");
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 if group {
                     env.account = account.clone();
                 }

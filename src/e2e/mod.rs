@@ -359,6 +359,12 @@ impl E2e {
     }
 }
 
+/// Whether `key` is an Ed25519 public key (a point on the curve), as a published
+/// `signing_key` must be. The relay checks it on upload; a bundle holding another is unusable.
+pub fn is_ed25519_public_key(key: &[u8; KEY_BYTES]) -> bool {
+    Ed25519PublicKey::from_slice(key).is_ok()
+}
+
 /// A claimed `DeviceKeys`, validated.
 struct Bundle {
     identity_key: Curve25519PublicKey,

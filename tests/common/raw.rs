@@ -168,6 +168,43 @@ impl RawClient {
         c
     }
 
+    /// Registers `phone` by code loop-back with `key` (XX with a `Register` login, then
+    /// RequestCode and VerifyCode with the code `code_for` reads), and returns the session,
+    /// now that device. It uploads no keys: a device the SDK would never leave keyless.
+    pub async fn register(
+        addr: &str,
+        key: &[u8; 32],
+        phone: &str,
+        code_for: impl FnOnce(&str) -> String,
+    ) -> Self {
+        use relaybox::wire::messages::{Register, RequestCode, VerifyCode};
+        let login = Login {
+            kind: Some(login::Kind::Register(Register {})),
+        };
+        let (mut c, _) = HalfOpen::start(addr, key)
+            .await
+            .finish(&login.encode_to_vec())
+            .await;
+        let sent = c
+            .request(client_frame::Body::RequestCode(RequestCode {
+                phone: phone.to_owned(),
+            }))
+            .await;
+        assert!(matches!(sent, server_frame::Body::CodeSent(_)), "{sent:?}");
+        let code = code_for(phone);
+        let verified = c
+            .request(client_frame::Body::VerifyCode(VerifyCode {
+                phone: phone.to_owned(),
+                code,
+            }))
+            .await;
+        assert!(
+            matches!(verified, server_frame::Body::Verified(_)),
+            "{verified:?}"
+        );
+        c
+    }
+
     /// Logs in as the device an SDK client registered.
     pub async fn login_as(addr: &str, c: &relaybox::client::Client) -> Self {
         let account = c.state.account.clone().expect("registered");

@@ -6,7 +6,7 @@ use actix::prelude::*;
 
 use super::messages::*;
 use super::{GroupError, Thread, MAX_SUBJECT_BYTES};
-use crate::ids::AccountId;
+use crate::ids::{AccountId, DeviceId};
 use crate::store::GroupRecord;
 use crate::wire::messages::GroupOp;
 
@@ -103,7 +103,12 @@ impl Handler<CheckSend> for Thread {
     fn handle(&mut self, msg: CheckSend, _: &mut Self::Context) -> Self::Result {
         self.last_active = std::time::Instant::now();
         self.require_member(&msg.sender.account)?;
+        // Every member device with usable published keys must be addressed; one without
+        // (none published yet, or a signing key from before the upload check) may be left
+        // out, so it cannot stop the sender's fan-out to everyone else. It could not decrypt
+        // an envelope anyway.
         let mut expected = BTreeSet::new();
+        let mut optional = BTreeSet::new();
         let mut lists = Vec::new();
         for m in self.record.members.keys() {
             let Ok(account) = AccountId::parse(m) else {
@@ -116,13 +121,26 @@ impl Handler<CheckSend> for Thread {
                 .map(|(no, _)| no)
                 .collect();
             for &d in &devices {
-                if !(account == msg.sender.account && d == msg.sender.device) {
+                if account == msg.sender.account && d == msg.sender.device {
+                    continue;
+                }
+                let usable = self
+                    .store
+                    .keys_identity(&DeviceId::new(account.clone(), d))?
+                    .is_some_and(|k| crate::e2e::is_ed25519_public_key(&k.signing));
+                if usable {
                     expected.insert((m.clone(), d));
+                } else {
+                    optional.insert((m.clone(), d));
                 }
             }
             lists.push((m.clone(), devices));
         }
-        if expected != msg.addressed {
+        let covered = msg
+            .addressed
+            .iter()
+            .all(|a| expected.contains(a) || optional.contains(a));
+        if !covered || !expected.is_subset(&msg.addressed) {
             return Err(GroupError::Mismatch(lists));
         }
         Ok(())

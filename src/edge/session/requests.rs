@@ -321,6 +321,11 @@ async fn upload_keys(ctx: &RelayCtx, caller: &Caller, u: UploadKeys) -> Result<B
             identity: key32(&u.identity_key, "identity_key")?,
             signing: key32(&u.signing_key, "signing_key")?,
         };
+        if !crate::e2e::is_ed25519_public_key(&ik.signing) {
+            return Err(RequestError::invalid(
+                "signing_key is not an Ed25519 public key (not a point on the curve)",
+            ));
+        }
         if ctx.store.keys_set_identity(d, &ik)? == IdentityOutcome::Conflict {
             return Err(RequestError::invalid(
                 "identity keys cannot change; register again to reset them",
