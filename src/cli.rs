@@ -78,6 +78,9 @@ pub enum Cmd {
 
 /// Parses the command line and runs it; returns the process exit code.
 pub fn run() -> i32 {
+    // Everything relaybox writes (sled's files included, which it creates itself) is the
+    // relay's user's alone: the data directory holds keys, tokens and queued ciphertext.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

@@ -360,3 +360,48 @@ fn a_group_with_a_linked_companion_works_from_the_command_line() {
         text(&out)
     );
 }
+
+/// Entries under `dir` that group or other may read, write or enter.
+fn shared_entries(dir: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bad = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = e.metadata().unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                bad.push(format!("{} {mode:o}", e.path().display()));
+            }
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    bad
+}
+
+#[tokio::test]
+async fn everything_in_the_data_directory_is_the_relay_users_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut relay = Relay::start();
+    let mut alice = relay.user("alice", "+14155550101").await;
+    let _bob = relay.user("bob", "+14155550102").await;
+    alice.send_text("+14155550102", "private").await.unwrap();
+    relay.stop();
+    let data = relay.data_dir();
+    assert_eq!(shared_entries(&data), Vec::<String>::new());
+    // A data directory from before: sled's files readable by all. The next start fixes it.
+    let db = data.join("db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for e in std::fs::read_dir(&db).unwrap().flatten() {
+        if e.metadata().unwrap().is_file() {
+            std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    assert!(!shared_entries(&data).is_empty());
+    relay.restart();
+    let _ = relay.user("carol", "+14155550103").await;
+    relay.stop();
+    assert_eq!(shared_entries(&data), Vec::<String>::new());
+}

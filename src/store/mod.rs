@@ -138,6 +138,7 @@ impl Store {
     /// of its pages in memory (`relay.store_cache_bytes`).
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let path = dir.join("db");
+        make_private(&path)?;
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(cache_bytes.max(MIN_CACHE_BYTES))
@@ -185,6 +186,29 @@ pub fn fsync_tree(dir: &Path) -> std::io::Result<()> {
         }
     }
     durability::fsync_dir(dir)
+}
+
+/// Creates sled's directory 0700 and takes group and other access from everything already in
+/// it (a data directory written before the relay set its umask had 0755 / 0644).
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            } else {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn corrupt(tree: &'static str, detail: impl std::fmt::Display) -> StoreError {
