@@ -38,6 +38,7 @@ pub mod config;
 pub mod e2e;
 pub mod edge;
 pub mod ids;
+pub mod names;
 pub mod ops;
 pub mod registration;
 pub mod shutdown;

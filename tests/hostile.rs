@@ -358,3 +358,66 @@ async fn a_signing_key_that_is_not_an_ed25519_point_is_refused_on_upload() {
         server_frame::Body::KeysUploaded(_)
     ));
 }
+
+#[tokio::test]
+async fn names_with_bidirectional_overrides_are_refused_wherever_they_are_set() {
+    use relaybox::wire::messages::{CreateGroup, ErrorCode, GroupOp, UpdateGroup};
+    const BOB: &str = "+14155550102";
+    let relay = Relay::start();
+    let alice = relay.user("alice", ALICE).await;
+    let _bob = relay.user("bob", BOB).await;
+    let mut a = RawClient::login_as(&relay.addr, &alice).await;
+    let spoof = "Dana\u{202E}gnp.exe";
+    // A group subject, at creation and when renamed.
+    let (code, reason) = common::raw::expect_error(
+        a.request(client_frame::Body::CreateGroup(CreateGroup {
+            subject: spoof.into(),
+            members: vec![BOB.into()],
+        }))
+        .await,
+    );
+    assert_eq!(code, ErrorCode::InvalidArgument);
+    assert!(
+        reason.contains("U+202E RIGHT-TO-LEFT OVERRIDE is not allowed in a group subject"),
+        "{reason}"
+    );
+    let server_frame::Body::GroupInfo(g) = a
+        .request(client_frame::Body::CreateGroup(CreateGroup {
+            subject: "cold room".into(),
+            members: vec![BOB.into()],
+        }))
+        .await
+    else {
+        panic!("group not created")
+    };
+    let (code, reason) = common::raw::expect_error(
+        a.request(client_frame::Body::UpdateGroup(UpdateGroup {
+            group: g.group.clone(),
+            op: GroupOp::SetSubject as i32,
+            accounts: vec![],
+            subject: "cold\u{2067}room".into(),
+        }))
+        .await,
+    );
+    assert_eq!(code, ErrorCode::InvalidArgument);
+    assert!(reason.contains("U+2067 RIGHT-TO-LEFT ISOLATE"), "{reason}");
+    // An entity's display name, through the operator API with curl.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-X", "POST", "-H"])
+        .arg(format!("Authorization: Bearer {}", relay.admin_token()))
+        .args(["-H", "Content-Type: application/json", "-d"])
+        .arg(
+            serde_json::json!({"handle": "@acme", "name": "Acme \u{202E}nimda", "admin": ALICE})
+                .to_string(),
+        )
+        .arg(format!("{}/v1/entities", relay.admin_url()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    assert_eq!(status.trim(), "400", "{body}");
+    assert!(
+        body.contains("U+202E RIGHT-TO-LEFT OVERRIDE is not allowed in a display name"),
+        "{body}"
+    );
+}

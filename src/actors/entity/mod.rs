@@ -208,13 +208,16 @@ impl Actor for Entity {
     }
 }
 
-/// Checks a display name: 1..=[`MAX_DISPLAY_NAME_BYTES`] bytes, no control characters.
+/// Checks a display name: 1..=[`MAX_DISPLAY_NAME_BYTES`] bytes, none of the characters
+/// [`crate::names`] refuses (controls, bidirectional overrides and marks).
 pub fn check_display_name(name: &str) -> Result<(), EntityError> {
-    if name.is_empty() || name.len() > MAX_DISPLAY_NAME_BYTES || name.chars().any(char::is_control)
-    {
+    if name.is_empty() || name.len() > MAX_DISPLAY_NAME_BYTES {
         return Err(EntityError::Invalid(format!(
-            "a display name is 1..={MAX_DISPLAY_NAME_BYTES} bytes without control characters"
+            "a display name is 1..={MAX_DISPLAY_NAME_BYTES} bytes"
         )));
+    }
+    if let Some(why) = crate::names::refusal("a display name", name) {
+        return Err(EntityError::Invalid(why));
     }
     Ok(())
 }

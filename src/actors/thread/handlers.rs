@@ -67,6 +67,9 @@ impl Handler<Update> for Thread {
                                 "subject is longer than {MAX_SUBJECT_BYTES} bytes"
                             )));
                         }
+                        if let Some(why) = crate::names::refusal("a group subject", &msg.subject) {
+                            return Err(GroupError::Invalid(why));
+                        }
                         next.subject = msg.subject.clone();
                     }
                     _ => return Err(GroupError::Invalid("unknown group operation".into())),

@@ -101,6 +101,9 @@ pub(super) async fn create(
             thread::MAX_SUBJECT_BYTES
         )));
     }
+    if let Some(why) = crate::names::refusal("a group subject", &c.subject) {
+        return Err(RequestError::invalid(why));
+    }
     let members = parse_accounts(&c.members)?;
     if members.len() + 1 > to_usize(ctx.cfg.groups.max_members) {
         return Err(RequestError::invalid(format!(
