@@ -405,3 +405,56 @@ async fn everything_in_the_data_directory_is_the_relay_users_alone() {
     relay.stop();
     assert_eq!(shared_entries(&data), Vec::<String>::new());
 }
+
+#[test]
+fn a_group_id_names_a_conversation_for_send_chat_and_state_and_help_explains_the_arguments() {
+    let relay = Relay::start();
+    cli_user(&relay, "alice", "+14155550101", "+14155550101");
+    cli_user(&relay, "bob", "+14155550102", "+14155550102");
+    let out = client(
+        &relay,
+        "alice",
+        &["group", "create", "cold room", "+14155550102"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let group = text(&out)
+        .split_whitespace()
+        .find(|w| w.starts_with('g') && w.len() > 8)
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_owned()
+        })
+        .unwrap_or_else(|| panic!("no group id in {}", text(&out)));
+    let out = client(&relay, "alice", &["send", &group, "door", "open"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains('✓'), "{}", text(&out));
+    let out = client(&relay, "alice", &["state", &group, "composing"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = client(
+        &relay,
+        "bob",
+        &["listen", "--json", "--count", "1", "--timeout", "20"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("door open"), "{}", text(&out));
+    // A receipt names the sender, and the error says so.
+    let out = client(&relay, "bob", &["receipt", "read", &group, "00"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("goes to the account that sent"),
+        "{}",
+        text(&out)
+    );
+    let help = client(&relay, "alice", &["send", "--help"]);
+    let help = text(&help);
+    assert!(help.contains("<TO>") && help.contains("group id"), "{help}");
+    assert!(
+        help.contains("[TEXT]") && help.contains("joined with spaces"),
+        "{help}"
+    );
+    let help = text(&client(&relay, "alice", &["chat", "--help"]));
+    assert!(
+        help.contains("a group") && !help.contains("one person"),
+        "{help}"
+    );
+}

@@ -57,6 +57,9 @@ pub enum ClientCmd {
     /// Send a text message or an image (end-to-end encrypted to every device of the
     /// recipient). An image goes as a progressive blob: thumbnail first, then larger tiers.
     Send {
+        /// Who gets it: a phone number (+14155550101), a business entity or bridged device
+        /// (@acme-branch-12, @fridge-3), or a group id (g…, from `group list`).
+        #[arg(value_name = "TO")]
         to: String,
         /// Answer `to` (a customer) as this business entity, e.g. @acme-branch-12.
         #[arg(long = "as", value_name = "ENTITY")]
@@ -64,7 +67,8 @@ pub enum ClientCmd {
         /// A JPEG or PNG file to send.
         #[arg(long)]
         image: Option<PathBuf>,
-        #[arg(required_unless_present = "image", num_args = 0..)]
+        /// The message; several words are joined with spaces (quote it to keep spacing).
+        #[arg(value_name = "TEXT", required_unless_present = "image", num_args = 0..)]
         text: Vec<String>,
     },
     /// Print incoming messages, receipts and chat states.
@@ -82,19 +86,29 @@ pub enum ClientCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Chat with one person: type lines to send them; incoming messages are printed.
-    Chat { peer: String },
+    /// Chat with a person, a business entity or a group: type lines to send them; incoming
+    /// messages are printed.
+    Chat {
+        /// A phone number, an @handle, or a group id (g…).
+        #[arg(value_name = "CONVERSATION")]
+        peer: String,
+    },
     /// Show this device's account, devices, queued messages and published keys.
     Status,
     /// Send a read or played receipt for messages from `to`.
     Receipt {
         kind: ReceiptArg,
+        /// The account that sent the messages (also in a group).
         to: String,
         #[arg(required = true, num_args = 1..)]
         msg_ids: Vec<String>,
     },
     /// Show `to` that you are composing, recording or paused.
-    State { to: String, state: StateArg },
+    State {
+        /// A phone number, an @handle, or a group id (g…).
+        to: String,
+        state: StateArg,
+    },
     /// Groups: create, add, remove, promote, leave, subject, info, send, list.
     #[command(subcommand)]
     Group(GroupCmd),
@@ -293,6 +307,17 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
                 .await?;
             println!("sent {msg_id} as {entity} at {} ✓", ack.timestamp_ms);
         }
+        ClientCmd::Send {
+            to, image, text, ..
+        } if crate::actors::thread::is_group_id(&to) => {
+            if image.is_some() {
+                anyhow::bail!(
+                    "--image goes to one person or entity; to a group, send text (relaybox client send {to} \"…\")"
+                );
+            }
+            let (msg_id, ack) = client.send_group_text(&to, &text.join(" ")).await?;
+            println!("sent {msg_id} to group {to} at {} ✓", ack.timestamp_ms);
+        }
         ClientCmd::Send { to, text, .. }
             if !text.is_empty()
                 && client
@@ -367,6 +392,11 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
             );
         }
         ClientCmd::Receipt { kind, to, msg_ids } => {
+            if crate::actors::thread::is_group_id(&to) {
+                anyhow::bail!(
+                    "a receipt goes to the account that sent the messages (the `from` that `listen` shows), not to the group {to}"
+                );
+            }
             let ids = msg_ids
                 .iter()
                 .map(|m| parse_msg_id(m))
@@ -499,7 +529,11 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
                 StateArg::Recording => ChatState::Recording,
                 StateArg::Paused => ChatState::Paused,
             };
-            client.chat_state(&to, state).await?;
+            if crate::actors::thread::is_group_id(&to) {
+                client.group_chat_state(&to, state).await?;
+            } else {
+                client.chat_state(&to, state).await?;
+            }
         }
     }
     Ok(())

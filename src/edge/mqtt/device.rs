@@ -123,7 +123,7 @@ impl DeviceTask {
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.on_cmd(&mut client, &mut state, cmd).await,
+                    Some(cmd) => self.on_cmd(&mut client, &mut state, cmd, &stop).await,
                     None => break,
                 },
                 ev = client.next_event() => match ev {
@@ -182,9 +182,15 @@ impl DeviceTask {
         }
     }
 
-    async fn on_cmd(&self, client: &mut Client, state: &mut DeviceState, cmd: Cmd) {
+    async fn on_cmd(
+        &self,
+        client: &mut Client,
+        state: &mut DeviceState,
+        cmd: Cmd,
+        stop: &Shutdown,
+    ) {
         match cmd {
-            Cmd::Up(publish, up) => self.up(client, &publish, &up).await,
+            Cmd::Up(publish, up) => self.up(client, &publish, &up, stop).await,
             Cmd::Ack(ids) => {
                 let mut by_sender: HashMap<String, Vec<MsgId>> = HashMap::new();
                 for id in ids {
@@ -229,7 +235,7 @@ impl DeviceTask {
         }
     }
 
-    async fn up(&self, client: &mut Client, publish: &Publish, up: &Up) {
+    async fn up(&self, client: &mut Client, publish: &Publish, up: &Up, stop: &Shutdown) {
         match self.ctx.store.mqtt_up_seen(&self.id, &up.id) {
             Ok(true) => {
                 self.stats.message("up", "duplicate");
@@ -271,6 +277,10 @@ impl DeviceTask {
             match relay.and_then(ClientError::relay_code) {
                 // The relay will take it later: not acked, so the broker keeps it, and this
                 // device's next messages wait behind it (they arrive in order).
+                Some(code) if is_transient(code) && stop.is_shutdown() => {
+                    tracing::info!(device = %self.id, id = %up.id, "Relay stopping; the up message stays with the broker.");
+                    return;
+                }
                 Some(code) if is_transient(code) => {
                     let wait = relay
                         .and_then(retry_after)
