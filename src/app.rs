@@ -65,7 +65,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     } else {
         cfg.push.relay_address.clone()
     };
-    let notifier = Notifier::spawn(store.clone(), push_relay);
+    let push_policy = Arc::new(crate::actors::push_target::PushPolicy::new(
+        &cfg.push.allowed_hosts,
+        vec![tcp_addr, admin_addr, cfg.listen.http],
+    ));
+    let notifier = Notifier::spawn(store.clone(), push_relay, push_policy.clone());
     let directory = Directory::new(store.clone(), durability.clone(), settings, notifier);
     let (controller, shutdown) = ShutdownController::new();
     let reg = &cfg.registration;
@@ -96,6 +100,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         presence: Presence::default(),
         shutdown: shutdown.listener(),
         audit,
+        push_policy,
         blobs: crate::blob::Blobs {
             files: crate::blob::BlobFiles::open(&data_dir)
                 .with_context(|| format!("opening {}", data_dir.join("blobs").display()))?,
@@ -108,6 +113,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let http_server = http::bind(ctx.clone(), admission.clone(), &shutdown)
         .with_context(|| "starting the HTTP listener".to_owned())?;
     let http_addr = http_server.local_addr();
+    ctx.push_policy.add_own(http_addr);
     actix_rt::spawn(tcp::serve(
         ctx.clone(),
         listener,

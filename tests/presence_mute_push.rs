@@ -221,9 +221,13 @@ async fn receiver() -> (u16, tokio::task::JoinHandle<String>) {
     (port, handle)
 }
 
+/// Lets push endpoints name loopback (the tests' receivers).
+const LOOPBACK_PUSH: &str = "[push]\nallowed_hosts = [\"127.0.0.1\"]\n";
+
 #[tokio::test]
 async fn an_offline_device_is_woken_by_a_push_that_carries_no_content() {
-    let relay = Relay::start();
+    // The test's receiver is on loopback, which the operator must allow explicitly.
+    let relay = Relay::start_with(LOOPBACK_PUSH);
     let mut alice = relay.user("alice", ALICE).await;
     let mut bob = relay.user("bob", BOB).await;
     let mut carol = relay.user("carol", CAROL).await;
@@ -273,7 +277,7 @@ async fn an_offline_device_is_woken_by_a_push_that_carries_no_content() {
 
 #[tokio::test]
 async fn a_dead_push_endpoint_never_blocks_or_loses_a_message() {
-    let relay = Relay::start();
+    let relay = Relay::start_with(LOOPBACK_PUSH);
     let mut alice = relay.user("alice", ALICE).await;
     let mut bob = relay.user("bob", BOB).await;
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
@@ -302,4 +306,52 @@ async fn a_dead_push_endpoint_never_blocks_or_loses_a_message() {
         relay.logs().contains("Push notification failed."),
         "the failure is logged"
     );
+}
+
+#[tokio::test]
+async fn push_endpoints_on_loopback_link_local_or_the_relays_own_ports_are_refused() {
+    let relay = Relay::start();
+    let mut bob = relay.user("bob", BOB).await;
+    for (url, needle) in [
+        ("http://127.0.0.1:9/x", "loopback address 127.0.0.1"),
+        ("http://localhost:9/x", "loopback address"),
+        ("http://[::1]:9/x", "loopback address ::1"),
+        (
+            "http://169.254.169.254/latest/meta-data",
+            "link-local address 169.254.169.254",
+        ),
+        ("http://0.0.0.0:9/x", "not a unicast address"),
+        ("http://no-such-host.invalid/x", "does not resolve"),
+    ] {
+        let e = bob.register_push(Some(url)).await.unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("INVALID_ARGUMENT") && e.contains(needle),
+            "{url}: {e}"
+        );
+    }
+    // An allow-list admits only its hosts, and never the relay's own listeners.
+    let relay = Relay::start_with(LOOPBACK_PUSH);
+    let mut bob = relay.user("bob", BOB).await;
+    let e = bob
+        .register_push(Some("https://ntfy.example.org/up"))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("not in push.allowed_hosts"),
+        "{e:#}"
+    );
+    let admin = format!("http://{}/v1/accounts", relay.admin_addr);
+    let e = bob.register_push(Some(&admin)).await.unwrap_err();
+    assert!(
+        format!("{e:#}").contains("the relay's own listener"),
+        "{e:#}"
+    );
+    let http = format!("http://{}/v1/ws", relay.http_addr);
+    let e = bob.register_push(Some(&http)).await.unwrap_err();
+    assert!(
+        format!("{e:#}").contains("the relay's own listener"),
+        "{e:#}"
+    );
+    assert!(relay.logs().contains("Push endpoint refused."));
 }

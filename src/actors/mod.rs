@@ -13,6 +13,7 @@ pub mod directory;
 pub mod entity;
 pub mod notifier;
 pub mod presence;
+pub mod push_target;
 pub mod thread;
 
 pub use directory::Directory;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::push_target::PushPolicy;
 use crate::ids::DeviceId;
 use crate::store::Store;
 
@@ -42,9 +43,9 @@ pub struct Notifier {
 
 impl Notifier {
     /// Starts the sending task. `relay` is the address put in notifications.
-    pub fn spawn(store: Store, relay: String) -> Self {
+    pub fn spawn(store: Store, relay: String, policy: Arc<PushPolicy>) -> Self {
         let (tx, rx) = mpsc::channel(NOTIFIER_QUEUE);
-        tokio::spawn(run(rx));
+        tokio::spawn(run(rx, policy));
         Self {
             tx: Some(tx),
             store: Some(store),
@@ -101,10 +102,19 @@ impl Notifier {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<(String, Notification)>) {
+async fn run(mut rx: mpsc::Receiver<(String, Notification)>, policy: Arc<PushPolicy>) {
     while let Some((endpoint, n)) = rx.recv().await {
         let url = endpoint.clone();
-        let sent = tokio::task::spawn_blocking(move || post(&url, &n)).await;
+        let policy = policy.clone();
+        // Checked again on what the name resolves to now: a host that passed at
+        // registration may have been pointed at this machine since (DNS rebinding).
+        let sent = tokio::task::spawn_blocking(move || {
+            policy
+                .check_blocking(&url)
+                .map_err(|e| format!("refused: {e}"))?;
+            post(&url, &n)
+        })
+        .await;
         match sent {
             Ok(Ok(())) => tracing::debug!(endpoint = %endpoint, "Push notification sent."),
             Ok(Err(e)) => {

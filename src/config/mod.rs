@@ -349,6 +349,9 @@ pub struct PushConfig {
     /// The `host:port` clients should connect to, put in push notifications. Empty: the
     /// TCP listen address.
     pub relay_address: String,
+    /// The only hosts (names or IP literals) push endpoints may name. Empty: any host that
+    /// does not resolve to a loopback, link-local or non-unicast address.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `[blobs]`: end-to-end encrypted media and history files, uploaded over HTTP.

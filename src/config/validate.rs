@@ -97,6 +97,16 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
         );
     }
 
+    for host in &config.push.allowed_hosts {
+        let h = host.trim();
+        if h.is_empty() || h.contains(['/', ' ', '@', '?', '#']) {
+            c.reject(
+                "push.allowed_hosts",
+                format!("each entry is a host name or IP address (no scheme, port or path), got {host:?}"),
+            );
+        }
+    }
+
     let tls = &config.tls;
     match (
         tls.cert.as_os_str().is_empty(),

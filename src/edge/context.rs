@@ -34,6 +34,8 @@ pub struct RelayCtx {
     pub blobs: crate::blob::Blobs,
     /// The audit log (`<data_dir>/audit.log`), one handle for every writer.
     pub audit: Arc<crate::edge::admin::AuditLog>,
+    /// Where push endpoints may point (`push.allowed_hosts`, the relay's own listeners).
+    pub push_policy: Arc<crate::actors::push_target::PushPolicy>,
 }
 
 /// Per-address, per-number and per-account rate limits (in memory: a restart resets them,

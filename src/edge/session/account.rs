@@ -281,6 +281,10 @@ pub(super) async fn push(
                 "endpoint must be an http(s) URL of at most {MAX_ENDPOINT_BYTES} bytes"
             )));
         }
+        if let Err(e) = ctx.push_policy.check(url).await {
+            tracing::info!(device = %me, error = %e, "Push endpoint refused.");
+            return Err(RequestError::invalid(format!("push endpoint refused: {e}")));
+        }
         ctx.store.push_endpoint_set(me, Some(url))?;
     }
     ctx.durability.wait().await?;
