@@ -82,6 +82,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             cfg.abuse.new_conversations_per_minute,
             MINUTE,
         ),
+        contact_lookups_per_account: RateLimiter::new(
+            cfg.limits.contact_lookups_per_hour_per_account,
+            HOUR,
+        ),
+        contact_lookups_per_ip: RateLimiter::new(cfg.limits.contact_lookups_per_hour_per_ip, HOUR),
     };
     let admission = Admission::new(
         to_usize(cfg.limits.max_connections),

@@ -421,3 +421,49 @@ async fn names_with_bidirectional_overrides_are_refused_wherever_they_are_set() 
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn contact_discovery_in_bulk_is_rate_limited_per_account_and_per_address() {
+    use relaybox::wire::messages::{ErrorCode, UploadContacts};
+    let relay = Relay::start_with(
+        "[limits]\ncontact_lookups_per_hour_per_account = 5000\ncontact_lookups_per_hour_per_ip = 8000\n",
+    );
+    let alice = relay.user("alice", ALICE).await;
+    let bob = relay.user("bob", "+14155550102").await;
+    let mut a = RawClient::login_as(&relay.addr, &alice).await;
+    let mut b = RawClient::login_as(&relay.addr, &bob).await;
+    let book = |from: u32, n: u32| {
+        client_frame::Body::UploadContacts(UploadContacts {
+            numbers: (from..from + n).map(|i| format!("+1415{:07}", i)).collect(),
+        })
+    };
+    // A whole address book passes, and sending the same one again costs nothing.
+    assert!(matches!(
+        a.request(book(5_000_000, 4000)).await,
+        server_frame::Body::Contacts(_)
+    ));
+    assert!(matches!(
+        a.request(book(5_000_000, 4000)).await,
+        server_frame::Body::Contacts(_)
+    ));
+    // New numbers beyond the hour's budget: RATE_LIMITED with a retry time.
+    match a.request(book(6_000_000, 1100)).await {
+        server_frame::Body::Error(e) => {
+            assert_eq!(e.code(), ErrorCode::RateLimited);
+            assert!(e.retry_after_ms > 0);
+        }
+        other => panic!("expected RATE_LIMITED, got {other:?}"),
+    }
+    // Another account from the same address shares the address's budget.
+    match b.request(book(7_000_000, 4100)).await {
+        server_frame::Body::Error(e) => assert_eq!(e.code(), ErrorCode::RateLimited),
+        other => panic!("expected RATE_LIMITED for the address, got {other:?}"),
+    }
+    assert!(matches!(
+        b.request(book(7_000_000, 3000)).await,
+        server_frame::Body::Contacts(_)
+    ));
+    assert!(relay
+        .logs()
+        .contains("Contact discovery over its hourly limit."));
+}

@@ -141,6 +141,11 @@ pub struct LimitsConfig {
     pub handshakes_per_second_per_ip: u32,
     /// Frames accepted per second from one authenticated device.
     pub frames_per_second_per_device: u32,
+    /// Contact-discovery lookups per hour and account: numbers in an UploadContacts that the
+    /// account did not already hold (re-sending the same book costs nothing).
+    pub contact_lookups_per_hour_per_account: u32,
+    /// The same, per IP address (many accounts behind one address share it).
+    pub contact_lookups_per_hour_per_ip: u32,
     /// Largest frame payload in bytes, `64..=65535` (the frame length prefix is a `u16`).
     pub max_frame_bytes: u32,
     /// Deadline for completing the Noise handshake and login.
@@ -164,6 +169,8 @@ impl Default for LimitsConfig {
             max_connections_per_ip: 256,
             handshakes_per_second_per_ip: 20,
             frames_per_second_per_device: 200,
+            contact_lookups_per_hour_per_account: 10_000,
+            contact_lookups_per_hour_per_ip: 20_000,
             max_frame_bytes: 65_535,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),

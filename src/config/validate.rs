@@ -165,6 +165,25 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
         "limits.frames_per_second_per_device",
         limits.frames_per_second_per_device,
     );
+    // One full address book must fit, or a new device could never upload its contacts.
+    let book = u32::try_from(crate::edge::session::MAX_CONTACTS).unwrap_or(u32::MAX);
+    for (key, value) in [
+        (
+            "limits.contact_lookups_per_hour_per_account",
+            limits.contact_lookups_per_hour_per_account,
+        ),
+        (
+            "limits.contact_lookups_per_hour_per_ip",
+            limits.contact_lookups_per_hour_per_ip,
+        ),
+    ] {
+        if value < book {
+            c.reject(
+                key,
+                format!("must be at least {book} (one full UploadContacts), got {value}"),
+            );
+        }
+    }
     c.in_range(
         "limits.max_frame_bytes",
         limits.max_frame_bytes,

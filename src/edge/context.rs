@@ -50,6 +50,10 @@ pub struct Limiters {
     pub sends_per_account: RateLimiter,
     /// Sends to a peer not messaged in the window (`abuse.new_conversations_per_minute`).
     pub new_conversations_per_account: RateLimiter,
+    /// Contact-discovery lookups (`limits.contact_lookups_per_hour_per_account`).
+    pub contact_lookups_per_account: RateLimiter,
+    /// The same per address (`limits.contact_lookups_per_hour_per_ip`).
+    pub contact_lookups_per_ip: RateLimiter,
 }
 
 impl RelayCtx {

@@ -90,6 +90,12 @@ impl RateLimiter {
     /// Takes one token from `key`'s bucket, or says how long until one is there.
     /// A clock that goes backwards refills nothing; it never panics or over-refills.
     pub fn check(&mut self, key: &str, now_ms: u64) -> Result<(), RetryAfter> {
+        self.check_n(key, 1, now_ms)
+    }
+
+    /// Takes `n` tokens at once (at most the capacity: a bigger `n` is taken as the
+    /// capacity), or answers how long until `n` are there and takes none.
+    pub fn check_n(&mut self, key: &str, n: u32, now_ms: u64) -> Result<(), RetryAfter> {
         if now_ms >= self.next_sweep_ms {
             self.sweep(now_ms);
         }
@@ -101,7 +107,8 @@ impl RateLimiter {
                 return Err(RetryAfter(self.cap_sweep_ms.saturating_sub(now_ms).max(1)));
             }
         }
-        let (capacity, full, cost) = (self.capacity, self.full(), self.per_ms);
+        let (capacity, full) = (self.capacity, self.full());
+        let cost = self.per_ms * u128::from(n).clamp(1, capacity);
         let old = self.buckets.get(key).copied().unwrap_or(Bucket {
             level: full,
             at_ms: now_ms,
@@ -127,6 +134,18 @@ impl RateLimiter {
             }
         }
         answer
+    }
+
+    /// Returns `n` tokens taken by [`check_n`](Self::check_n) for a request that a second
+    /// limit then refused, so the first limit does not charge for it.
+    pub fn give_back(&mut self, key: &str, n: u32) {
+        let (capacity, full) = (self.capacity, self.full());
+        if let Some(b) = self.buckets.get_mut(key) {
+            b.level = b
+                .level
+                .saturating_add(self.per_ms * u128::from(n).clamp(1, capacity))
+                .min(full);
+        }
     }
 
     /// Number of keys currently tracked.

@@ -169,6 +169,30 @@ pub(super) async fn contacts(
             Err(_) => invalid.push(n.chars().take(40).collect()),
         }
     }
+    // Discovery answers which numbers are registered, so lookups are metered: numbers the
+    // account did not hold already, per account and per address.
+    let held: std::collections::HashSet<AccountId> =
+        ctx.store.contacts(&me.account)?.into_iter().collect();
+    let fresh = valid.iter().filter(|a| !held.contains(*a)).count();
+    if fresh > 0 {
+        let n = u32::try_from(fresh).unwrap_or(u32::MAX);
+        let now = crate::clock::now_ms();
+        let mut limits = ctx.limits();
+        let ip = caller.peer.ip().to_string();
+        let account = me.account.as_str();
+        limits
+            .contact_lookups_per_account
+            .check_n(account, n, now)
+            .and_then(|()| {
+                limits.contact_lookups_per_ip.check_n(&ip, n, now).inspect_err(|_| {
+                    limits.contact_lookups_per_account.give_back(account, n);
+                })
+            })
+            .map_err(|r| {
+                tracing::info!(account = %me.account, new_numbers = fresh, "Contact discovery over its hourly limit.");
+                RequestError::RateLimited(r.0)
+            })?;
+    }
     ctx.store.contacts_set(&me.account, &valid)?;
     let mut registered = Vec::new();
     for a in &valid {

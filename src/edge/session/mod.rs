@@ -26,6 +26,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
 pub(crate) use account::announce_devices;
+pub use account::MAX_CONTACTS;
 pub use blobs::BlobRefusal;
 pub use entities::{announce as announce_entity_changes, info as entity_info};
 pub use error::{RequestError, SessionError};
