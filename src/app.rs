@@ -87,6 +87,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             HOUR,
         ),
         contact_lookups_per_ip: RateLimiter::new(cfg.limits.contact_lookups_per_hour_per_ip, HOUR),
+        claims_per_account: RateLimiter::new(cfg.keys.claims_per_account_per_hour, HOUR),
+        one_time_claims_per_device: RateLimiter::new(
+            cfg.keys.one_time_claims_per_device_per_hour,
+            HOUR,
+        ),
+        claim_pairs: RateLimiter::new(1, 24 * HOUR),
+        keys_low_warnings: RateLimiter::new(1, HOUR),
     };
     let admission = Admission::new(
         to_usize(cfg.limits.max_connections),

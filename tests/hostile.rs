@@ -467,3 +467,67 @@ async fn contact_discovery_in_bulk_is_rate_limited_per_account_and_per_address()
         .logs()
         .contains("Contact discovery over its hourly limit."));
 }
+
+#[tokio::test]
+async fn one_time_keys_cannot_be_drained_by_repeated_claims() {
+    use relaybox::wire::messages::{ClaimKeys, ErrorCode};
+    const VICTIM: &str = "+14155550199";
+    let relay = Relay::start_with(
+        "[keys]\none_time_claims_per_device_per_hour = 3\nclaims_per_account_per_hour = 40\n",
+    );
+    let victim = relay.user("victim", VICTIM).await;
+    let mut v = RawClient::login_as(&relay.addr, &victim).await;
+    let held = |b: server_frame::Body| match b {
+        server_frame::Body::Status(s) => s.one_time_keys,
+        other => panic!("{other:?}"),
+    };
+    let before = held(v.request(client_frame::Body::GetStatus(GetStatus {})).await);
+    let claim = || {
+        client_frame::Body::ClaimKeys(ClaimKeys {
+            account: VICTIM.into(),
+            devices: vec![],
+        })
+    };
+    let mut one_time = 0;
+    let mut limited = 0;
+    for (n, phone) in [
+        "+14155550161",
+        "+14155550162",
+        "+14155550163",
+        "+14155550164",
+        "+14155550165",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = relay.user(&format!("claimer{n}"), phone).await;
+        let mut r = RawClient::login_as(&relay.addr, &c).await;
+        for _ in 0..45 {
+            match r.request(claim()).await {
+                server_frame::Body::ClaimedKeys(k) => {
+                    let d = &k.devices[0];
+                    assert!(d.one_time_key.is_some(), "a key, one-time or fallback");
+                    one_time += usize::from(!d.is_fallback);
+                }
+                server_frame::Body::Error(e) => {
+                    assert_eq!(e.code(), ErrorCode::RateLimited);
+                    assert!(e.retry_after_ms > 0);
+                    limited += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    // Five claimers, 45 claims each: one one-time key each at most, 3 in all this hour; the
+    // rest get the fallback key, and each claimer is cut off after 40 claims.
+    assert_eq!(one_time, 3);
+    assert_eq!(limited, 5 * 5);
+    let after = held(v.request(client_frame::Body::GetStatus(GetStatus {})).await);
+    assert_eq!(after, before - 3);
+    // The victim is told its keys run low at most once an hour, not on every claim.
+    let mut lows = 0;
+    while let Some(f) = v.recv_within(Duration::from_millis(500)).await {
+        lows += usize::from(matches!(f.body, Some(server_frame::Body::KeysLow(_))));
+    }
+    assert!(lows <= 1, "{lows} KeysLow pushes");
+}

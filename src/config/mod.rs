@@ -281,6 +281,11 @@ pub struct KeysConfig {
     pub one_time_keys_wanted: u32,
     /// One-time keys stored per device; uploads beyond this are refused.
     pub max_one_time_keys: u32,
+    /// One-time keys all claimers together may take from one device per hour; further
+    /// claims get its fallback key, so the device's one-time keys cannot be drained.
+    pub one_time_claims_per_device_per_hour: u32,
+    /// Key bundles one account may claim per hour (RATE_LIMITED beyond).
+    pub claims_per_account_per_hour: u32,
 }
 
 impl Default for KeysConfig {
@@ -289,6 +294,8 @@ impl Default for KeysConfig {
             one_time_keys_low: 10,
             one_time_keys_wanted: 50,
             max_one_time_keys: 200,
+            one_time_claims_per_device_per_hour: 20,
+            claims_per_account_per_hour: 600,
         }
     }
 }

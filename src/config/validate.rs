@@ -275,6 +275,14 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
             ),
         );
     }
+    c.at_least_one(
+        "keys.one_time_claims_per_device_per_hour",
+        keys.one_time_claims_per_device_per_hour,
+    );
+    c.at_least_one(
+        "keys.claims_per_account_per_hour",
+        keys.claims_per_account_per_hour,
+    );
     if keys.one_time_keys_low >= keys.one_time_keys_wanted {
         let other = c.describe("keys.one_time_keys_wanted");
         c.reject(

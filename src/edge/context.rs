@@ -54,6 +54,14 @@ pub struct Limiters {
     pub contact_lookups_per_account: RateLimiter,
     /// The same per address (`limits.contact_lookups_per_hour_per_ip`).
     pub contact_lookups_per_ip: RateLimiter,
+    /// Key bundles claimed per claiming account (`keys.claims_per_account_per_hour`).
+    pub claims_per_account: RateLimiter,
+    /// One-time keys handed out per target device (`keys.one_time_claims_per_device_per_hour`).
+    pub one_time_claims_per_device: RateLimiter,
+    /// One per (claimer account, target device) and day: a repeat claimer gets the fallback.
+    pub claim_pairs: RateLimiter,
+    /// One KeysLow warning per device and hour.
+    pub keys_low_warnings: RateLimiter,
 }
 
 impl RelayCtx {

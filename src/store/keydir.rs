@@ -127,13 +127,34 @@ impl Store {
     }
 
     /// Claims one key for `d`: a one-time key (removed, so no two senders get the same one)
-    /// or, when none is left, the fallback key. `None` if the device published no identity.
-    pub fn keys_claim(&self, d: &DeviceId) -> Result<Option<ClaimedKey>, StoreError> {
+    /// or, when none is left, the fallback key. With `prefer_fallback` the fallback key is
+    /// given if there is one (a one-time key only if not). `None` if the device published no
+    /// identity.
+    pub fn keys_claim(
+        &self,
+        d: &DeviceId,
+        prefer_fallback: bool,
+    ) -> Result<Option<ClaimedKey>, StoreError> {
         let _gate = self.writing();
         let Some(identity) = self.keys_identity(d)? else {
             return Ok(None);
         };
         let prefix = keys::device(d);
+        if prefer_fallback {
+            if let Some(f) = self
+                .t
+                .device_fallbackkey
+                .get(&prefix)?
+                .map(|v| decode::<Fallback>("device_fallbackkey", &v))
+                .transpose()?
+            {
+                return Ok(Some(ClaimedKey {
+                    identity,
+                    key: Some((f.key_id, f.public)),
+                    is_fallback: true,
+                }));
+            }
+        }
         // Removal decides the winner when two claims race for the same first key.
         for kv in self.t.deviceotk_publickey.scan_prefix(&prefix) {
             let (k, _) = kv?;

@@ -32,7 +32,7 @@ fn a_one_time_key_is_claimed_once_then_the_fallback_is_handed_out() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
     let d = dev(0);
-    assert_eq!(s.keys_claim(&d).unwrap(), None);
+    assert_eq!(s.keys_claim(&d, false).unwrap(), None);
     let ik = IdentityKeys {
         identity: [1; 32],
         signing: [2; 32],
@@ -59,10 +59,10 @@ fn a_one_time_key_is_claimed_once_then_the_fallback_is_handed_out() {
         1
     );
     s.keys_set_fallback(&d, b"fb", [6; 32]).unwrap();
-    let first = s.keys_claim(&d).unwrap().unwrap();
+    let first = s.keys_claim(&d, false).unwrap().unwrap();
     assert_eq!(first.key, Some((b"a".to_vec(), [5; 32])));
     assert!(!first.is_fallback);
-    let second = s.keys_claim(&d).unwrap().unwrap();
+    let second = s.keys_claim(&d, false).unwrap().unwrap();
     assert_eq!(second.key, Some((b"fb".to_vec(), [6; 32])));
     assert!(second.is_fallback);
 }

@@ -148,7 +148,7 @@ pub(super) async fn claim_keys(
                 let acc = account(&a)?;
                 for no in devices {
                     if let Some(mut k) =
-                        super::requests::claim_one(ctx, &DeviceId::new(acc.clone(), no))?
+                        super::requests::claim_one(ctx, &me, &DeviceId::new(acc.clone(), no))?
                     {
                         k.account = a.clone();
                         out.push(k);

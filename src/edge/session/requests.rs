@@ -363,14 +363,40 @@ fn one_time_key(k: &OneTimeKey) -> Result<(Vec<u8>, [u8; 32]), RequestError> {
     Ok((k.key_id.clone(), key32(&k.public_key, "public_key")?))
 }
 
-/// Claims one key of device `d` (`None` if it published none) and warns it if its one-time
-/// keys run low. Not durable until the caller waits for the barrier.
-pub(super) fn claim_one(ctx: &RelayCtx, d: &DeviceId) -> Result<Option<DeviceKeys>, RequestError> {
-    let Some(claimed) = ctx.store.keys_claim(d)? else {
+/// Claims one key of device `d` for `claimer` (`None` if it published none) and warns it if
+/// its one-time keys run low. Not durable until the caller waits for the barrier.
+///
+/// A one-time key is given only to a claimer that did not claim `d` in the last day (one that
+/// did holds a session already) and while `d` has given fewer than
+/// `keys.one_time_claims_per_device_per_hour`; otherwise the fallback key, so no claimer or
+/// group of claimers can drain `d`'s one-time keys.
+pub(super) fn claim_one(
+    ctx: &RelayCtx,
+    claimer: &AccountId,
+    d: &DeviceId,
+) -> Result<Option<DeviceKeys>, RequestError> {
+    let now = crate::clock::now_ms();
+    let prefer_fallback = {
+        let mut limits = ctx.limits();
+        let pair = format!("{claimer}\0{d}");
+        let repeat = limits.claim_pairs.check(&pair, now).is_err();
+        repeat
+            || limits
+                .one_time_claims_per_device
+                .check(&d.to_string(), now)
+                .is_err()
+    };
+    let Some(claimed) = ctx.store.keys_claim(d, prefer_fallback)? else {
         return Ok(None);
     };
     let held = ctx.store.keys_one_time_count(d)?;
-    if held < to_usize(ctx.cfg.keys.one_time_keys_low) {
+    let warn = held < to_usize(ctx.cfg.keys.one_time_keys_low)
+        && ctx
+            .limits()
+            .keys_low_warnings
+            .check(&d.to_string(), now)
+            .is_ok();
+    if warn {
         let low = KeysLow {
             remaining: to_u32(held),
             wanted: ctx.cfg.keys.one_time_keys_wanted,
@@ -392,7 +418,7 @@ pub(super) fn claim_one(ctx: &RelayCtx, d: &DeviceId) -> Result<Option<DeviceKey
 
 /// ClaimKeys: one key per requested device; warns devices whose one-time keys run low.
 async fn claim_keys(ctx: &RelayCtx, caller: &Caller, c: ClaimKeys) -> Result<Body, RequestError> {
-    device_of(caller)?;
+    let me = device_of(caller)?.account.clone();
     if let Some(entity) = super::entities::claim_keys(ctx, caller, &c.account).await {
         return entity;
     }
@@ -404,12 +430,19 @@ async fn claim_keys(ctx: &RelayCtx, caller: &Caller, c: ClaimKeys) -> Result<Bod
     if c.devices.len() > MAX_DEVICES_PER_ACCOUNT {
         return Err(RequestError::invalid("too many devices requested"));
     }
+    let wanted: Vec<u32> = devices
+        .into_iter()
+        .map(|(no, _)| no)
+        .filter(|no| c.devices.is_empty() || c.devices.contains(no))
+        .collect();
+    let n = u32::try_from(wanted.len()).unwrap_or(u32::MAX);
+    ctx.limits()
+        .claims_per_account
+        .check_n(me.as_str(), n, crate::clock::now_ms())
+        .map_err(|r| RequestError::RateLimited(r.0))?;
     let mut out = Vec::new();
-    for (no, _) in devices {
-        if !c.devices.is_empty() && !c.devices.contains(&no) {
-            continue;
-        }
-        out.extend(claim_one(ctx, &DeviceId::new(target.clone(), no))?);
+    for no in wanted {
+        out.extend(claim_one(ctx, &me, &DeviceId::new(target.clone(), no))?);
     }
     // A claimed one-time key must not be handed out again after a crash.
     ctx.durability.wait().await?;
@@ -419,8 +452,6 @@ async fn claim_keys(ctx: &RelayCtx, caller: &Caller, c: ClaimKeys) -> Result<Bod
     }))
 }
 
-/// Send: validate, dedupe by msg_id, check the envelopes cover exactly the recipient's
-/// devices, queue one entry per device, wait for the durability barrier, then ServerAck.
 /// Refuses enum values the contract does not name, so that nothing unknown is stored and
 /// forwarded to a recipient that could not interpret it.
 fn check_kinds(s: &Send) -> Result<(), RequestError> {
@@ -446,6 +477,8 @@ fn check_kinds(s: &Send) -> Result<(), RequestError> {
     Ok(())
 }
 
+/// Send: validate, dedupe by msg_id, check the envelopes cover exactly the recipient's
+/// devices, queue one entry per device, wait for the durability barrier, then ServerAck.
 async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestError> {
     let me = device_of(caller)?.clone();
     super::abuse::not_banned(ctx, &me.account)?;
