@@ -375,3 +375,26 @@ fn a_store_cache_below_one_mib_is_refused_by_name() {
     let config = load_ok("", &[("RELAYBOX_RELAY_STORE_CACHE_BYTES", "2097152")], &[]);
     assert_eq!(config.relay.store_cache_bytes, 2 * 1024 * 1024);
 }
+
+#[test]
+fn the_new_abuse_bounds_are_refused_by_name_when_they_cannot_work() {
+    let errors = load_err(
+        "[limits]\ncontact_lookups_per_hour_per_account = 100\n[keys]\nclaims_per_account_per_hour = 0\n[push]\nallowed_hosts = [\"http://ntfy.lan/up\", \"\"]\n",
+        &[],
+        &[],
+    );
+    let all = errors.join("\n");
+    assert!(
+        all.contains("limits.contact_lookups_per_hour_per_account")
+            && all.contains("at least 5000"),
+        "{all}"
+    );
+    assert!(all.contains("keys.claims_per_account_per_hour"), "{all}");
+    assert_eq!(all.matches("push.allowed_hosts").count(), 2, "{all}");
+    let config = load_ok(
+        "[push]\nallowed_hosts = [\"ntfy.lan\", \"10.0.0.5\"]\n",
+        &[],
+        &[],
+    );
+    assert_eq!(config.push.allowed_hosts.len(), 2);
+}
