@@ -244,6 +244,27 @@ fn a_busy_http_port_fails_the_start_with_a_clear_error() {
 }
 
 #[test]
+fn a_second_relay_on_a_data_directory_in_use_fails_the_start_naming_it() {
+    let relay = Relay::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[relay]\ndata_dir = \"{}\"\n[listen]\ntcp = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+        relay.data_dir().display()
+    );
+    std::fs::write(dir.path().join("relaybox.toml"), cfg).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config", "relaybox.toml"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("in use by another process"), "{msg}");
+    assert!(!msg.contains("Relay ready."), "{msg}");
+}
+
+#[test]
 fn client_transport_flags_with_bad_values_fail_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");

@@ -187,19 +187,6 @@ mod tests {
     use crate::ids::{AccountId, DeviceId};
     use crate::store::{QueueItem, QueueRecord};
 
-    /// Opens a database just imported: sled releases its file lock when its background
-    /// flusher notices the drop, a moment after `import_from` returns.
-    fn reopen(dir: &Path) -> Store {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            match Store::open(dir) {
-                Ok(s) => return s,
-                Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            }
-        }
-    }
-
     fn record(n: u8) -> QueueRecord {
         QueueRecord {
             enqueued_at_ms: 1,
@@ -231,7 +218,7 @@ mod tests {
         let dst = tempfile::tempdir().unwrap();
         let back = Store::import_from(dst.path(), &mut image.as_slice()).unwrap();
         assert_eq!(back, out);
-        let restored = reopen(dst.path());
+        let restored = Store::open(dst.path()).unwrap();
         assert_eq!(restored.device(&d).unwrap(), store.device(&d).unwrap());
         let old: Vec<u64> = restored
             .queue_range(&d, None, 10)
@@ -288,7 +275,7 @@ mod tests {
         for image in images {
             let dst = tempfile::tempdir().unwrap();
             Store::import_from(dst.path(), &mut image.as_slice()).unwrap();
-            let restored = reopen(dst.path());
+            let restored = Store::open(dst.path()).unwrap();
             let queued: std::collections::HashSet<String> = restored
                 .queue_range(&d, None, usize::MAX)
                 .unwrap()

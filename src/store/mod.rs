@@ -32,6 +32,7 @@ mod abuse;
 pub mod abuse_stats;
 mod accounts;
 mod backup;
+mod blob_access;
 mod blobs;
 mod codes;
 mod contacts;
@@ -55,6 +56,7 @@ pub use abuse::{AbuseRecord, Ban, Verdict, Watch, MAX_HISTORY};
 pub use abuse_stats::{AbuseStats, SendFacts, WindowMetrics};
 pub use accounts::DeviceRecord;
 pub use backup::ImageStats;
+pub use blob_access::BlobScope;
 pub use blobs::{BlobRecord, BlobState, CommitOutcome, PendingOutcome};
 pub use durability::Durability;
 pub use entities::{AssignPolicy, EntityRecord, EntityThreadRecord, RoutingStep};
@@ -82,10 +84,12 @@ use trees::Trees;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled failed (I/O error, corruption it detected, or the directory is locked by another
-    /// process).
+    /// sled failed (an I/O error, or corruption it detected).
     #[error("storage engine: {0}")]
     Engine(#[from] sled::Error),
+    /// Another process (a running relay) holds the database's lock.
+    #[error("the database {} is in use by another process (is a relay running on this data directory? stop it first)", .0.display())]
+    Locked(std::path::PathBuf),
     /// A stored value or key does not decode: the data directory is damaged or was written by
     /// an incompatible version.
     #[error("corrupt record in {tree}: {detail}")]
@@ -106,6 +110,17 @@ pub enum StoreError {
         free_bytes: u64,
         min_free_bytes: u64,
     },
+}
+
+/// How long an open waits for sled's file lock to be released (see `Store::open_with_cache`).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether sled refused to open because another handle holds the database's file lock. sled
+/// reports it only as an `Other` I/O error with this message (sled 0.34, `config.rs`).
+fn is_locked(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::Other
+            && io.to_string().contains("could not acquire lock"))
 }
 
 /// A handle to the relay's database. Cheap to clone.
@@ -139,10 +154,23 @@ impl Store {
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let path = dir.join("db");
         make_private(&path)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&path)
-            .cache_capacity(cache_bytes.max(MIN_CACHE_BYTES))
-            .open()?;
+            .cache_capacity(cache_bytes.max(MIN_CACHE_BYTES));
+        // sled releases its file lock when its background flusher notices that the last
+        // handle was dropped, a moment after the drop: a reopen in the same process (a restore,
+        // the offline commands, tests) may meet the lock still held. Wait a little for it;
+        // another process holding it for longer is named in the error.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) if is_locked(&e) => return Err(StoreError::Locked(path)),
+                other => break other?,
+            }
+        };
         let t = Trees::open(&db)?;
         meta::migrate(&t)?;
         let id_offset = meta::id_offset(&t)?;
