@@ -1,7 +1,8 @@
 //! Blobs through the real binary and real HTTP: uploads and downloads with signed URLs (Range,
 //! segments), every bad HTTP input answered by its own status (driven with curl), quota and
 //! size limits, the garbage collector, progressive images sent with `relaybox client send
-//! --image`, recall of a purged image, and history transfer to a linked device via a blob.
+//! --image`, recall of a purged image, history transfer to a linked device via a blob, and who
+//! may fetch a blob (the uploader and the recipients of a message naming it).
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,8 +16,11 @@ use common::{next_event, Relay, BIN};
 use relaybox::blob::BlobId;
 use relaybox::client::connection::ClientError;
 use relaybox::client::{Client, Event};
+use relaybox::e2e::payload::{Inner, Media, Payload};
+use relaybox::ids::MsgId;
 use relaybox::wire::messages::{
-    client_frame, server_frame, BlobUrl, ErrorCode, RequestDownload, RequestUpload,
+    client_frame, server_frame, BlobUrl, Envelope, ErrorCode, GroupOp, MessageKind,
+    RequestDownload, RequestUpload, Send,
 };
 
 const ALICE: &str = "+14155550101";
@@ -56,6 +60,19 @@ async fn download_url(c: &mut Client, blob: &str) -> String {
         .await
         .unwrap()
         .url
+}
+
+/// Sends `to` a media message pointing at `blob`, which passes on the right to fetch it.
+async fn point_at(from: &mut Client, to: &str, blob: &str) {
+    let inner = Inner::new(
+        1,
+        Payload::Media(Media {
+            blob: blob.to_owned(),
+            segments: Vec::new(),
+            resend_of: None,
+        }),
+    );
+    from.send_inner(to, MsgId::random(), &inner).await.unwrap();
 }
 
 /// Runs curl; returns (status, headers, body).
@@ -155,7 +172,8 @@ async fn an_upload_round_trips_and_range_and_segments_are_honoured() {
         "stored under blobs/ab/abcd…"
     );
 
-    // Any device told the id may fetch it; segment 0 alone comes first.
+    // A message naming the blob passes the right to fetch it; segment 0 alone comes first.
+    point_at(&mut alice, BOB, &id).await;
     assert_eq!(bob.download_blob(&id, Some(0)).await.unwrap(), b"thumb");
     assert_eq!(
         bob.download_blob(&id, Some(2)).await.unwrap(),
@@ -227,6 +245,131 @@ async fn an_upload_round_trips_and_range_and_segments_are_honoured() {
     assert!(again.stored);
 }
 
+/// A Send that names `blob`, from a client that never held it (the hostile peer: our SDK names
+/// only blobs it uploaded or was sent). The blob check comes before the envelopes are matched.
+async fn send_naming(c: &mut Client, to: &str, blob: &str) -> ClientError {
+    let send = Send {
+        msg_id: MsgId::random().0.to_vec(),
+        to: to.to_owned(),
+        envelopes: vec![Envelope {
+            device: 0,
+            olm_type: 1,
+            ciphertext: vec![0xC1; 32],
+            account: String::new(),
+        }],
+        kind: MessageKind::Chat as i32,
+        blobs: vec![blob.to_owned()],
+        ..Default::default()
+    };
+    c.conn()
+        .await
+        .unwrap()
+        .request(client_frame::Body::Send(send))
+        .await
+        .unwrap_err()
+}
+
+async fn download_refusal(c: &mut Client, blob: &str) -> ClientError {
+    let req = RequestDownload {
+        blob: blob.to_owned(),
+    };
+    ask(c, client_frame::Body::RequestDownload(req))
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn only_the_uploader_and_the_recipients_of_a_message_naming_a_blob_may_fetch_it() {
+    let relay = Relay::start();
+    let mut alice = user(&relay, "alice", ALICE).await;
+    let mut bob = user(&relay, "bob", BOB).await;
+    let mut mallory = user(&relay, "mallory", "+14155550109").await;
+    let mut dave = user(&relay, "dave", "+14155550104").await;
+    let content = b"an encrypted till receipt".to_vec();
+    let id = alice
+        .upload_blob(std::slice::from_ref(&content))
+        .await
+        .unwrap();
+
+    // Knowing the id is not enough, and the refusal is the one for content nobody stored.
+    let known = download_refusal(&mut mallory, &id).await;
+    assert_eq!(known.relay_code(), Some(ErrorCode::NotAllowed), "{known}");
+    let nobody = BlobId::of(b"never stored").to_string();
+    let unknown = download_refusal(&mut mallory, &nobody).await;
+    assert_eq!(
+        known.to_string().replace(&id, "ID"),
+        unknown.to_string().replace(&nobody, "ID"),
+        "the refusal must not tell whether the relay holds the content"
+    );
+    // Nor does RequestUpload say that someone else stored it.
+    assert!(upload_url(&mut alice, &content, 25).await.unwrap().stored);
+    let probe = upload_url(&mut mallory, &content, 25).await.unwrap();
+    assert!(!probe.stored, "stored=true would say the relay holds it");
+    // A message cannot pass on a right its sender does not hold.
+    let e = send_naming(&mut mallory, BOB, &id).await;
+    assert_eq!(e.relay_code(), Some(ErrorCode::NotAllowed), "{e}");
+    assert_eq!(
+        download_refusal(&mut bob, &id).await.relay_code(),
+        Some(ErrorCode::NotAllowed)
+    );
+    // A bad id in Send.blobs is refused by name.
+    let e = send_naming(&mut alice, BOB, "../../relay.key").await;
+    assert_eq!(e.relay_code(), Some(ErrorCode::InvalidArgument), "{e}");
+
+    // The sender's message to Bob passes it on; Bob may then forward it to Dave.
+    point_at(&mut alice, BOB, &id).await;
+    assert_eq!(bob.download_blob(&id, None).await.unwrap(), content);
+    point_at(&mut bob, "+14155550104", &id).await;
+    assert_eq!(dave.download_blob(&id, None).await.unwrap(), content);
+    assert_eq!(
+        download_refusal(&mut mallory, &id).await.relay_code(),
+        Some(ErrorCode::NotAllowed)
+    );
+    // Uploading the very bytes proves Mallory has them; it is answered like any upload.
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _) = put(&relay, &probe.url, &write(dir.path(), "c", &content));
+    assert_eq!(status, 201, "as for a first upload");
+    assert_eq!(mallory.download_blob(&id, None).await.unwrap(), content);
+
+    // A group message passes it to the group: a member removed later loses it, even with a
+    // URL signed while still a member.
+    let group = alice
+        .create_group("till", &[BOB.to_owned(), "+14155550104".to_owned()])
+        .await
+        .unwrap()
+        .group;
+    let photo = b"a group photo".to_vec();
+    let gid = alice
+        .upload_blob(std::slice::from_ref(&photo))
+        .await
+        .unwrap();
+    let inner = Inner::new(
+        1,
+        Payload::Media(Media {
+            blob: gid.clone(),
+            segments: Vec::new(),
+            resend_of: None,
+        }),
+    );
+    alice
+        .send_group_inner(&group, MsgId::random(), &inner)
+        .await
+        .unwrap();
+    assert_eq!(dave.download_blob(&gid, None).await.unwrap(), photo);
+    let signed = download_url(&mut dave, &gid).await;
+    alice
+        .update_group(&group, GroupOp::Remove, &["+14155550104".to_owned()], "")
+        .await
+        .unwrap();
+    assert_eq!(
+        download_refusal(&mut dave, &gid).await.relay_code(),
+        Some(ErrorCode::NotAllowed)
+    );
+    assert_eq!(get(&relay, &signed), (403, "not_allowed".into()));
+    assert_eq!(bob.download_blob(&gid, None).await.unwrap(), photo);
+    assert!(relay.logs().contains("not_allowed"));
+}
+
 #[tokio::test]
 async fn every_bad_http_input_gets_its_own_status_and_reason() {
     let relay = Relay::start_with(SMALL);
@@ -276,15 +419,18 @@ async fn every_bad_http_input_gets_its_own_status_and_reason() {
         (403, "wrong_method".into()),
         "an upload URL does not download"
     );
-    let down = download_url(&mut alice, &id).await;
-    assert_eq!(
-        put(&relay, &down, &file),
-        (403, "wrong_method".into()),
-        "a download URL does not upload"
-    );
-
-    // Unknown: a valid signature for a blob never uploaded.
-    assert_eq!(get(&relay, &down), (404, "unknown_blob".into()));
+    // Unknown: no URL is signed for a blob never uploaded, and the answer is the one for a
+    // blob held by someone else.
+    let never = alice
+        .conn()
+        .await
+        .unwrap()
+        .request(client_frame::Body::RequestDownload(RequestDownload {
+            blob: id.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(never.relay_code(), Some(ErrorCode::NotAllowed), "{never}");
 
     // Oversize: more than declared (with and without Content-Length); nothing is kept.
     let twenty = write(dir.path(), "twenty", &[b'x'; 20]);
@@ -309,6 +455,12 @@ async fn every_bad_http_input_gets_its_own_status_and_reason() {
     assert_eq!(tmp, 0, "refused uploads leave no temporary file");
     // The right bytes are accepted, then the download works.
     assert_eq!(put(&relay, &up.url, &file).0, 201);
+    let down = download_url(&mut alice, &id).await;
+    assert_eq!(
+        put(&relay, &down, &file),
+        (403, "wrong_method".into()),
+        "a download URL does not upload"
+    );
     let (status, _, body) = curl(&[&url(&relay, &down)]);
     assert_eq!((status, body), (200, content.clone()));
 
@@ -336,7 +488,6 @@ async fn every_bad_http_input_gets_its_own_status_and_reason() {
         "missing_signature",
         "bad_signature",
         "wrong_method",
-        "unknown_blob",
         "too_large",
         "hash_mismatch",
         "quota_exceeded",

@@ -253,6 +253,7 @@ fn send_body(
         kind: 1,
         group,
         on_behalf_of: String::new(),
+        blobs: Vec::new(),
     })
 }
 

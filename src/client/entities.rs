@@ -94,6 +94,7 @@ impl Client {
                 kind: MessageKind::Chat as i32,
                 group: String::new(),
                 on_behalf_of: String::new(),
+                blobs: inner.blobs(),
             };
             match self
                 .conn()
@@ -146,6 +147,7 @@ impl Client {
                 kind: MessageKind::Chat as i32,
                 group: String::new(),
                 on_behalf_of: entity.to_owned(),
+                blobs: inner.blobs(),
             };
             match self
                 .conn()

@@ -155,6 +155,7 @@ impl Client {
                 kind: MessageKind::Chat as i32,
                 group: group.to_owned(),
                 on_behalf_of: String::new(),
+                blobs: inner.blobs(),
             };
             match self
                 .conn()

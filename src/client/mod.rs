@@ -321,6 +321,7 @@ impl Client {
                 kind: kind as i32,
                 group: String::new(),
                 on_behalf_of: String::new(),
+                blobs: inner.blobs(),
             };
             match self
                 .conn()

@@ -134,6 +134,19 @@ impl Inner {
         }
     }
 
+    /// The blobs this message points at: what its `Send.blobs` names, so that the relay
+    /// passes the right to fetch them to the recipients.
+    pub fn blobs(&self) -> Vec<String> {
+        match &self.payload {
+            Payload::Media(m) => vec![m.blob.clone()],
+            Payload::HistoryBlob { blob, .. } => vec![blob.clone()],
+            Payload::Text { .. }
+            | Payload::History { .. }
+            | Payload::Recall { .. }
+            | Payload::Unknown => Vec::new(),
+        }
+    }
+
     /// The JSON bytes to encrypt.
     pub fn encode(&self) -> Vec<u8> {
         // Serialising plain structs, strings and integers to a Vec cannot fail: serde_json

@@ -30,6 +30,9 @@ pub(super) struct Trees {
     pub blockeraccount_: sled::Tree,
     /// blob id (64 lowercase hex characters) → BlobRecord (pending, stored or tombstone).
     pub blob_record: sled::Tree,
+    /// blob id ‖ 0x00 ‖ tag ‖ scope → (): who may fetch a blob (`a` account, `g` group, `e`
+    /// entity; see `blob_access`).
+    pub blobscope_: sled::Tree,
     /// contact ‖ 0x00 ‖ account → (): reverse contacts, "who has `contact` in their list".
     pub contactaccount_: sled::Tree,
     /// device → fallback OneTimeKey (key_id, public key).
@@ -93,6 +96,7 @@ impl Trees {
             accountthread_muteuntil: db.open_tree("accountthread_muteuntil")?,
             blockeraccount_: db.open_tree("blockeraccount_")?,
             blob_record: db.open_tree("blob_record")?,
+            blobscope_: db.open_tree("blobscope_")?,
             contactaccount_: db.open_tree("contactaccount_")?,
             device_fallbackkey: db.open_tree("device_fallbackkey")?,
             device_identitykeys: db.open_tree("device_identitykeys")?,

@@ -28,7 +28,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use crate::blob::capability::{self, CapabilityError, Presented};
 use crate::blob::{gc, BadBlobId, BlobId, Method, WriteError};
 use crate::edge::RelayCtx;
-use crate::store::{BlobRecord, BlobState, CommitOutcome, StoreError};
+use crate::store::{BlobRecord, BlobScope, BlobState, CommitOutcome, StoreError};
 
 /// Registers the blob routes (called from the HTTP app factory).
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -51,6 +51,8 @@ pub enum BlobHttpError {
     Capability(#[from] CapabilityError),
     #[error("segment {0} does not exist in this blob")]
     BadSegment(String),
+    #[error("this account may not fetch this blob (it was not sent to it, or it left the group it was sent to)")]
+    NotAllowed,
     #[error("no such blob")]
     Unknown,
     #[error("this blob expired or was purged; ask its sender to send it again")]
@@ -105,6 +107,7 @@ impl BlobHttpError {
                     CapabilityError::WrongMethod { .. } => "wrong_method",
                 },
             ),
+            Self::NotAllowed => (StatusCode::FORBIDDEN, "not_allowed"),
             Self::BadSegment(_) => (StatusCode::BAD_REQUEST, "bad_segment"),
             Self::Unknown => (StatusCode::NOT_FOUND, "unknown_blob"),
             Self::Gone => (StatusCode::GONE, "gone"),
@@ -211,17 +214,29 @@ async fn upload(
             size,
             ..
         }) => {
-            // Content addressed: the same bytes are stored already. If its file was lost,
-            // these bytes (verified against the id) put it back; the quota is charged already.
-            if ctx.blobs.files.len(&id).await != Some(size) {
-                let written = ctx.blobs.files.write(&id, size, body).await?;
-                tracing::info!(blob = %id, size = written, "Lost blob file restored by a new upload.");
-                return Ok(HttpResponse::Created()
-                    .json(serde_json::json!({ "blob": id.as_str(), "size": written })));
+            // Content addressed: the same bytes are stored already. An account that holds
+            // them (`store::blob_access`) needs no upload, unless the file was lost. Anyone
+            // else uploads them: the body must hash to the id, which proves the caller has the
+            // content, and is answered as any upload, so nobody learns what others store. The
+            // quota is charged to the first uploader only.
+            let held = ctx.store.blob_may_fetch(&id, &cap.device.account)?;
+            let intact = ctx.blobs.files.len(&id).await == Some(size);
+            if held && intact {
+                return Ok(HttpResponse::Ok()
+                    .json(serde_json::json!({ "blob": id.as_str(), "size": size })));
             }
-            return Ok(
-                HttpResponse::Ok().json(serde_json::json!({ "blob": id.as_str(), "size": size }))
-            );
+            let written = ctx.blobs.files.write(&id, size, body).await?;
+            ctx.store
+                .blob_grant(&id, BlobScope::Account(&cap.device.account))?;
+            ctx.durability
+                .wait()
+                .await
+                .map_err(|e| BlobHttpError::Internal(e.to_string()))?;
+            if !intact {
+                tracing::info!(blob = %id, size = written, "Lost blob file restored by a new upload.");
+            }
+            return Ok(HttpResponse::Created()
+                .json(serde_json::json!({ "blob": id.as_str(), "size": written })));
         }
         Some(rec) => rec.size,
     };
@@ -263,7 +278,11 @@ async fn upload(
         cfg.account_quota_bytes,
     )?;
     match outcome {
-        CommitOutcome::Stored => crate::telemetry::metrics::blob_stored(size),
+        CommitOutcome::Stored => {
+            ctx.store
+                .blob_grant(&id, BlobScope::Account(&cap.device.account))?;
+            crate::telemetry::metrics::blob_stored(size);
+        }
         CommitOutcome::QuotaExceeded { used } => {
             ctx.blobs.files.remove(&id).await?;
             return Err(BlobHttpError::Quota {
@@ -282,6 +301,8 @@ async fn upload(
                 ctx.blobs.files.remove(&id).await?;
                 return Err(BlobHttpError::Unknown);
             }
+            ctx.store
+                .blob_grant(&id, BlobScope::Account(&cap.device.account))?;
         }
     }
     ctx.durability
@@ -295,7 +316,12 @@ async fn upload(
 /// GET /v1/blobs/{id}?m=get&dev=…&exp=…&sig=…[&seg=N]: the blob, or one segment of it.
 /// A single `Range` is honoured (206, or 416 when unsatisfiable); the ETag is the id.
 async fn download(ctx: Ctx, req: &HttpRequest) -> Result<HttpResponse, BlobHttpError> {
-    let (id, _, _) = authorise(&ctx, req, Method::Get)?;
+    let (id, cap, _) = authorise(&ctx, req, Method::Get)?;
+    // Checked again at fetch time: a member removed from the group since the URL was signed
+    // has lost the right.
+    if !ctx.store.blob_may_fetch(&id, &cap.device.account)? {
+        return Err(BlobHttpError::NotAllowed);
+    }
     let rec = match ctx.store.blob(&id)? {
         None
         | Some(BlobRecord {

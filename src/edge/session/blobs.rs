@@ -1,14 +1,19 @@
 //! Blob requests: hand out signed upload and download URLs. The bytes themselves travel over
 //! HTTP (`edge::http::blobs`); here the relay checks the size limit, the account's quota and
-//! the segment index before anything is uploaded.
+//! the segment index before anything is uploaded, and who may fetch a blob: the rights that
+//! `Send.blobs` passes on (`store::blob_access`).
 
 use super::{Caller, RequestError};
 use crate::blob::{capability, BlobId, Method, MAX_SEGMENTS};
 use crate::edge::RelayCtx;
-use crate::store::PendingOutcome;
+use crate::ids::AccountId;
+use crate::store::{BlobScope, PendingOutcome};
 use crate::wire::messages::{server_frame, BlobUrl, RequestDownload, RequestUpload};
 
 type Body = server_frame::Body;
+
+/// Most blobs one Send may name (`Send.blobs`).
+pub const MAX_SEND_BLOBS: usize = 16;
 
 /// Why a blob request is refused. (client's fault, or the operator's choice)
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +28,56 @@ pub enum BlobRefusal {
 
 fn ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The refusal of a blob this account holds no right to; the same whether the relay holds the
+/// content or not.
+fn not_sent(id: &BlobId) -> String {
+    format!(
+        "blob {id} was not sent to this account: only the account that uploaded it and the recipients of a message naming it in Send.blobs may fetch it"
+    )
+}
+
+/// The blobs a Send names (`Send.blobs`), each of which the sending account may pass on.
+pub(super) fn shared(
+    ctx: &RelayCtx,
+    me: &AccountId,
+    names: &[String],
+) -> Result<Vec<BlobId>, RequestError> {
+    if names.len() > MAX_SEND_BLOBS {
+        return Err(RequestError::invalid(format!(
+            "a send names at most {MAX_SEND_BLOBS} blobs, not {}",
+            names.len()
+        )));
+    }
+    let mut ids = Vec::with_capacity(names.len());
+    for n in names {
+        let id = blob_id(n)?;
+        if !ctx.store.blob_may_fetch(&id, me)? {
+            return Err(RequestError::NotAllowed(format!(
+                "this account cannot pass on blob {id}: it neither uploaded it nor was sent it"
+            )));
+        }
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Passes the right to fetch `blobs` to each of `scopes` (before the send's barrier, so the
+/// right is as durable as the message that carries it).
+pub(super) fn grant(
+    ctx: &RelayCtx,
+    blobs: &[BlobId],
+    scopes: &[BlobScope<'_>],
+) -> Result<(), RequestError> {
+    for id in blobs {
+        for &scope in scopes {
+            ctx.store.blob_grant(id, scope)?;
+        }
+    }
+    Ok(())
 }
 
 fn blob_id(s: &str) -> Result<BlobId, RequestError> {
@@ -81,8 +136,11 @@ pub(super) fn request_upload(
     let outcome = ctx
         .store
         .blob_pending(&id, r.size, &r.segments, lapses_ms)?;
-    // Stored, unless its file was lost: then the upload puts it back.
+    // Stored for this account (it uploaded it, or was sent it), unless its file was lost:
+    // then the upload puts it back. Anyone else uploads it too, so the answer never says
+    // whether someone else stored the content.
     let stored = outcome == PendingOutcome::AlreadyStored
+        && ctx.store.blob_may_fetch(&id, &me.account)?
         && ctx
             .blobs
             .files
@@ -98,9 +156,8 @@ pub(super) fn request_upload(
     }))
 }
 
-/// RequestDownload: a signed GET URL for any well-formed id. Blobs are encrypted end to end,
-/// so the id is all a device needs to have been told; whether the blob exists (or is gone)
-/// is answered over HTTP.
+/// RequestDownload: a signed GET URL for a blob this account may fetch (`store::blob_access`);
+/// whether the blob is still there (or gone) is answered over HTTP.
 pub(super) fn request_download(
     ctx: &RelayCtx,
     caller: &Caller,
@@ -108,6 +165,9 @@ pub(super) fn request_download(
 ) -> Result<Body, RequestError> {
     let me = super::requests::device_of(caller)?;
     let id = blob_id(&r.blob)?;
+    if !ctx.store.blob_may_fetch(&id, &me.account)? {
+        return Err(RequestError::NotAllowed(not_sent(&id)));
+    }
     let expires_ms = crate::clock::now_ms().saturating_add(ms(ctx.cfg.blobs.url_ttl));
     let url = capability::sign(&ctx.blobs.url_key, Method::Get, &id, me, expires_ms);
     Ok(Body::BlobUrl(BlobUrl {

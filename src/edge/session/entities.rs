@@ -25,11 +25,12 @@ use crate::actors::entity::{
     RemoveAgent, Route, View, Who,
 };
 use crate::actors::thread::GroupError;
+use crate::blob::BlobId;
 use crate::config::to_usize;
 use crate::edge::admin::AuditEntry;
 use crate::edge::RelayCtx;
 use crate::ids::{AccountId, DeviceId, MsgId};
-use crate::store::{QueueItem, QueueRecord};
+use crate::store::{BlobScope, QueueItem, QueueRecord};
 use crate::wire::messages::{
     server_frame, Devices, EntityAgent, EntityEventKind, EntityInfo, EntityOp, EntityRequest,
     EntityThread, Envelope, MessageKind, Send, ServerAck,
@@ -211,11 +212,12 @@ pub(super) async fn send(
     me: &DeviceId,
     msg_id: MsgId,
     s: Send,
+    blobs: &[BlobId],
 ) -> Result<Body, RequestError> {
     if s.on_behalf_of.is_empty() {
-        send_to_entity(ctx, me, msg_id, s).await
+        send_to_entity(ctx, me, msg_id, s, blobs).await
     } else {
-        send_as_entity(ctx, me, msg_id, s).await
+        send_as_entity(ctx, me, msg_id, s, blobs).await
     }
 }
 
@@ -225,6 +227,7 @@ async fn send_to_entity(
     me: &DeviceId,
     msg_id: MsgId,
     s: Send,
+    blobs: &[BlobId],
 ) -> Result<Body, RequestError> {
     let (handle, addr) = entity_of(ctx, &s.to)?;
     let lists = route(ctx, &handle, &addr, &me.account).await?;
@@ -265,7 +268,7 @@ async fn send_to_entity(
             },
         ));
     }
-    deliver(ctx, me, msg_id, now, items).await
+    deliver(ctx, me, msg_id, now, items, (&handle, blobs)).await
 }
 
 /// An agent (or the administrator) answers a customer as the entity.
@@ -274,6 +277,7 @@ async fn send_as_entity(
     me: &DeviceId,
     msg_id: MsgId,
     s: Send,
+    blobs: &[BlobId],
 ) -> Result<Body, RequestError> {
     let (handle, addr) = entity_of(ctx, &s.on_behalf_of)?;
     let customer = account(&s.to)?;
@@ -326,20 +330,30 @@ async fn send_as_entity(
             )
         })
         .collect();
-    deliver(ctx, me, msg_id, now, items).await
+    deliver(ctx, me, msg_id, now, items, (&handle, blobs)).await
 }
 
 use super::requests::recipient_accounts;
 
-/// Queues the entries, records the msg_id as seen, waits for durability, answers ServerAck.
+/// Queues the entries, passes on the right to fetch the send's blobs, records the msg_id as
+/// seen, waits for durability, answers ServerAck.
 async fn deliver(
     ctx: &RelayCtx,
     me: &DeviceId,
     msg_id: MsgId,
     now: u64,
     items: Vec<(DeviceId, QueueItem)>,
+    (entity, blobs): (&AccountId, &[BlobId]),
 ) -> Result<Body, RequestError> {
     let recipients = recipient_accounts(items.iter().map(|(d, _)| d));
+    if !blobs.is_empty() {
+        // The recipients, and the entity's staff: an agent the thread is handed to later
+        // can fetch the media sent before.
+        let accounts: Vec<AccountId> = recipients.iter().filter_map(|a| account(a).ok()).collect();
+        let mut scopes: Vec<BlobScope<'_>> = accounts.iter().map(BlobScope::Account).collect();
+        scopes.push(BlobScope::Entity(entity));
+        super::blobs::grant(ctx, blobs, &scopes)?;
+    }
     let enqueues = items.into_iter().map(|(d, item)| {
         let rec = QueueRecord {
             enqueued_at_ms: now,

@@ -12,7 +12,7 @@ use crate::e2e::{OLM_TYPE_NORMAL, OLM_TYPE_PRE_KEY};
 use crate::edge::RelayCtx;
 use crate::ids::{AccountId, DeviceId, MsgId, MAX_DEVICES_PER_ACCOUNT};
 use crate::registration::{codes, phone};
-use crate::store::{IdentityKeys, IdentityOutcome, QueueItem, QueueRecord};
+use crate::store::{BlobScope, IdentityKeys, IdentityOutcome, QueueItem, QueueRecord};
 use crate::wire::messages::{
     client_frame, server_frame, ChatStateEvent, ClaimKeys, ClaimedKeys, ClientFrame, CodeSent,
     DeviceKeys, KeysLow, KeysUploaded, MessageKind, OneTimeKey, Pong, ReceiptKind, RequestCode,
@@ -504,6 +504,7 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
         )));
     }
     check_kinds(&s)?;
+    let blobs = super::blobs::shared(ctx, &me.account, &s.blobs)?;
     if let Some(ts) = ctx.store.seen_get(&me.account, &msg_id)? {
         ctx.durability.wait().await?;
         return Ok(Body::ServerAck(ServerAck {
@@ -530,7 +531,7 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
     };
     super::abuse::admit_send(ctx, &me.account, &peer)?;
     if super::entities::is_entity_send(ctx, &s)? {
-        return super::entities::send(ctx, &me, msg_id, s).await;
+        return super::entities::send(ctx, &me, msg_id, s, &blobs).await;
     }
     let size = s.envelopes.first().map_or(0, |e| e.ciphertext.len());
     // Who receives which envelope: every device of the recipient (1:1), or of every member
@@ -624,6 +625,16 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
         });
     for r in futures::future::join_all(enqueues).await {
         r?;
+    }
+    if !blobs.is_empty() {
+        // A group passes the right to whoever is a member when they fetch.
+        let accounts: Vec<AccountId> = recipients.iter().filter_map(|a| account(a).ok()).collect();
+        let scopes: Vec<BlobScope<'_>> = if group.is_empty() {
+            accounts.iter().map(BlobScope::Account).collect()
+        } else {
+            vec![BlobScope::Group(&group)]
+        };
+        super::blobs::grant(ctx, &blobs, &scopes)?;
     }
     // After the entries: a surviving seen record implies surviving entries (store docs).
     ctx.store.seen_put(&me.account, &msg_id, now, &recipients)?;
