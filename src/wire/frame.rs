@@ -21,10 +21,14 @@ pub fn encode(payload: &[u8]) -> Result<Vec<u8>, ProtocolError> {
     Ok(out)
 }
 
-/// Incremental frame parser.
+/// Incremental frame parser. Frames are read at an offset into the buffer, which is compacted
+/// once per `extend`, not once per frame: the cost is linear in the bytes received however
+/// many frames one read carries.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf`.
+    pos: usize,
     /// Largest payload accepted; frames above it are refused (`FrameTooLarge`).
     limit: usize,
     /// Whether a frame came out yet: only the stream's first bytes can be another protocol.
@@ -36,6 +40,7 @@ impl FrameDecoder {
     pub fn new(limit: usize) -> Self {
         Self {
             buf: Vec::new(),
+            pos: 0,
             limit: limit.min(MAX_FRAME_BYTES),
             started: false,
         }
@@ -48,39 +53,45 @@ impl FrameDecoder {
 
     /// Appends received bytes.
     pub fn extend(&mut self, bytes: &[u8]) {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next complete frame's payload, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, ProtocolError> {
-        let Some(header) = self.buf.get(..FRAME_HEADER_BYTES) else {
+        let rest = &self.buf[self.pos..];
+        let Some(header) = rest.get(..FRAME_HEADER_BYTES) else {
             return Ok(None);
         };
         let len = usize::from(u16::from_be_bytes([header[0], header[1]]));
         if len > self.limit {
             if !self.started {
-                if let Some(what) = foreign_protocol(&self.buf) {
+                if let Some(what) = foreign_protocol(rest) {
                     return Err(ProtocolError::ForeignProtocol { len, what });
                 }
             }
             return Err(ProtocolError::FrameTooLarge { len });
         }
-        if self.buf.len() < FRAME_HEADER_BYTES + len {
+        let Some(frame) = rest.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len) else {
             return Ok(None);
-        }
-        let frame = self.buf[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len].to_vec();
-        self.buf.drain(..FRAME_HEADER_BYTES + len);
+        };
+        let frame = frame.to_vec();
+        self.pos += FRAME_HEADER_BYTES + len;
         self.started = true;
-        if self.buf.is_empty() {
+        if self.pos == self.buf.len() {
             // An idle connection holds no buffer.
             self.buf = Vec::new();
+            self.pos = 0;
         }
         Ok(Some(frame))
     }
 
     /// Bytes received but not yet returned as a frame.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.pos
     }
 }
 

@@ -82,15 +82,21 @@ fn builder(params: &str) -> Result<Builder<'static>, ProtocolError> {
     Ok(Builder::with_resolver(params, Box::new(resolver())).prologue(PROLOGUE)?)
 }
 
+/// Most bytes a handshake message of the patterns used here adds to its payload: an
+/// ephemeral key (32), an encrypted static key (32 + 16) and the payload's tag (16).
+const HANDSHAKE_OVERHEAD: usize = 32 + 48 + 16;
+
+// The buffers are sized to the message, not to the Noise maximum: zeroing 64 KiB four times
+// per login cost more than the rest of the handshake's bookkeeping.
 fn write_msg(hs: &mut HandshakeState, payload: &[u8]) -> Result<Vec<u8>, ProtocolError> {
-    let mut out = vec![0u8; MAX_FRAME_BYTES];
+    let mut out = vec![0u8; (payload.len() + HANDSHAKE_OVERHEAD).min(MAX_FRAME_BYTES)];
     let n = hs.write_message(payload, &mut out)?;
     out.truncate(n);
     Ok(out)
 }
 
 fn read_msg(hs: &mut HandshakeState, msg: &[u8]) -> Result<Vec<u8>, ProtocolError> {
-    let mut out = vec![0u8; MAX_FRAME_BYTES];
+    let mut out = vec![0u8; msg.len()];
     let n = hs.read_message(msg, &mut out)?;
     out.truncate(n);
     Ok(out)
