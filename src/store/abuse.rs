@@ -1,9 +1,16 @@
 //! Abuse state: blocks between accounts, each account's sliding-window metrics
 //! (`abuse_stats`), and its verdict record (ban, watch, punishment history).
 //!
-//! Metric updates ride the caller's durability barrier (the send path waits for one anyway):
-//! they add no fsync of their own. Each is one atomic read-modify-write of the account's
-//! record (`update_and_fetch`), so concurrent sends of one account never lose a count.
+//! Metrics are counted in memory ([`StatsCache`]): a send costs a hash lookup and an update
+//! in place, not a read-modify-write of a record that may hold kilobytes. They are written
+//! back to sled at every checkpoint: each evaluation of the abuse monitor (at least every
+//! `abuse.watch_evaluate_every`), a backup, and `Store::flush` at shutdown. A crash loses the
+//! counts since the last checkpoint: metrics are a sliding window, and a few lost seconds only
+//! delay a verdict. Verdicts (bans, watches) are written through at once, and the bans are
+//! also kept in memory ([`BanCache`]) for the check on every send.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +84,101 @@ impl AbuseRecord {
     }
 }
 
+/// The bans on record (in force or past), kept in step with sled by `abuse_record_put`:
+/// `ban_of`, read on every send, is a hash lookup. Loaded when the store opens.
+#[derive(Clone, Default)]
+pub(super) struct BanCache(Arc<std::sync::RwLock<HashMap<String, Ban>>>);
+
+impl BanCache {
+    pub(super) fn load(tree: &sled::Tree) -> Result<Self, StoreError> {
+        let mut bans = HashMap::new();
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            let rec: AbuseRecord = decode(RECORD, &v)?;
+            if let (Some(ban), Ok(account)) = (rec.ban, std::str::from_utf8(&k)) {
+                bans.insert(account.to_owned(), ban);
+            }
+        }
+        Ok(Self(Arc::new(std::sync::RwLock::new(bans))))
+    }
+}
+
+/// Every block (its sled key), kept in step with sled by `block_set`. Blocks are few: a
+/// person blocks a handful of accounts. Loaded when the store opens.
+#[derive(Clone, Default)]
+pub(super) struct BlockCache(Arc<std::sync::RwLock<std::collections::HashSet<Vec<u8>>>>);
+
+impl BlockCache {
+    pub(super) fn load(tree: &sled::Tree) -> Result<Self, StoreError> {
+        let mut blocks = std::collections::HashSet::new();
+        for k in tree.iter().keys() {
+            blocks.insert(k?.to_vec());
+        }
+        Ok(Self(Arc::new(std::sync::RwLock::new(blocks))))
+    }
+}
+
+/// The metrics of recently active accounts, written back to sled at each checkpoint.
+#[derive(Clone, Default)]
+pub(super) struct StatsCache(Arc<Mutex<HashMap<String, Cached>>>);
+
+struct Cached {
+    stats: AbuseStats,
+    /// Changed since the last checkpoint.
+    dirty: bool,
+    /// Used since the last checkpoint; an entry unused for a whole interval is dropped.
+    touched: bool,
+}
+
 impl Store {
+    fn stats_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        self.abuse_stats.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on `account`'s cached metrics, loading them from sled on first use.
+    fn with_stats<R>(
+        &self,
+        account: &AccountId,
+        f: impl FnOnce(&mut Cached) -> R,
+    ) -> Result<R, StoreError> {
+        let mut cache = self.stats_cache();
+        if let Some(c) = cache.get_mut(account.as_str()) {
+            c.touched = true;
+            return Ok(f(c));
+        }
+        // A record that does not decode (an older layout) starts again: metrics are a window,
+        // losing one only delays a verdict.
+        let stats = self
+            .t
+            .account_abusestats
+            .get(account.as_str())?
+            .and_then(|b| postcard::from_bytes(&b).ok())
+            .unwrap_or_default();
+        let c = cache.entry(account.to_string()).or_insert(Cached {
+            stats,
+            dirty: false,
+            touched: true,
+        });
+        Ok(f(c))
+    }
+
+    /// Writes the metrics changed since the last checkpoint to sled (made durable by the next
+    /// barrier or flush), and drops those not used since the one before.
+    pub fn abuse_checkpoint(&self) -> Result<(), StoreError> {
+        let _gate = self.writing();
+        let mut cache = self.stats_cache();
+        let mut batch = sled::Batch::default();
+        for (account, c) in cache.iter_mut() {
+            if c.dirty {
+                batch.insert(account.as_bytes(), encode(&c.stats));
+                c.dirty = false;
+            }
+        }
+        self.t.account_abusestats.apply_batch(batch)?;
+        cache.retain(|_, c| std::mem::take(&mut c.touched));
+        Ok(())
+    }
+
     /// `blocker` blocks (or, with `on = false`, unblocks) `blocked`. Answers whether anything
     /// changed.
     pub fn block_set(
@@ -88,20 +189,24 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let _gate = self.writing();
         let k = keys::account_item(blocker, blocked.as_str().as_bytes());
+        let mut blocks = self.blocks.0.write().unwrap_or_else(|p| p.into_inner());
         let before = if on {
-            self.t.blockeraccount_.insert(k, &[])?
+            let before = self.t.blockeraccount_.insert(&k, &[])?;
+            blocks.insert(k);
+            before
         } else {
-            self.t.blockeraccount_.remove(k)?
+            let before = self.t.blockeraccount_.remove(&k)?;
+            blocks.remove(&k);
+            before
         };
         Ok(before.is_some() != on)
     }
 
-    /// Whether `blocker` has blocked `other`.
+    /// Whether `blocker` has blocked `other` (asked for every recipient of every send, and
+    /// answered from memory).
     pub fn is_blocked(&self, blocker: &AccountId, other: &AccountId) -> Result<bool, StoreError> {
-        Ok(self
-            .t
-            .blockeraccount_
-            .contains_key(keys::account_item(blocker, other.as_str().as_bytes()))?)
+        let blocks = self.blocks.0.read().unwrap_or_else(|p| p.into_inner());
+        Ok(blocks.contains(&keys::account_item(blocker, other.as_str().as_bytes())))
     }
 
     /// The accounts `blocker` has blocked.
@@ -120,21 +225,24 @@ impl Store {
     fn stats_update(
         &self,
         account: &AccountId,
-        f: impl Fn(&mut AbuseStats),
+        f: impl FnOnce(&mut AbuseStats),
     ) -> Result<(), StoreError> {
-        let _gate = self.writing();
-        self.t
-            .account_abusestats
-            .update_and_fetch(account.as_str(), |old| {
-                // A record that does not decode (an older layout) starts again: metrics are
-                // a window, losing one only delays a verdict.
-                let mut s: AbuseStats = old
-                    .and_then(|b| postcard::from_bytes(b).ok())
-                    .unwrap_or_default();
-                f(&mut s);
-                Some(encode(&s))
-            })?;
-        Ok(())
+        self.with_stats(account, |c| {
+            f(&mut c.stats);
+            c.dirty = true;
+        })
+    }
+
+    /// Whether `account` messaged `peer` within the window ending at `now_ms` (on every send,
+    /// without copying the metrics).
+    pub fn abuse_knows_peer(
+        &self,
+        account: &AccountId,
+        peer: &str,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.with_stats(account, |c| c.stats.knows_peer(peer, now_ms, window_ms))
     }
 
     /// Counts one send of `sender` in its metrics.
@@ -160,14 +268,20 @@ impl Store {
 
     /// `account`'s metrics record, if it has one.
     pub fn abuse_stats(&self, account: &AccountId) -> Result<Option<AbuseStats>, StoreError> {
+        if let Some(c) = self.stats_cache().get(account.as_str()) {
+            // A lookup of an account without metrics caches an empty record; it has none.
+            let none = !c.dirty && c.stats == AbuseStats::default();
+            return Ok((!none).then(|| c.stats.clone()));
+        }
         match self.t.account_abusestats.get(account.as_str())? {
             Some(v) => Ok(Some(decode(STATS, &v)?)),
             None => Ok(None),
         }
     }
 
-    /// Every account with a metrics record (active recently).
+    /// Every account with a metrics record (active recently). A checkpoint first.
     pub fn abuse_active(&self) -> Result<Vec<(AccountId, AbuseStats)>, StoreError> {
+        self.abuse_checkpoint()?;
         let mut out = Vec::new();
         for kv in self.t.account_abusestats.iter() {
             let (k, v) = kv?;
@@ -191,6 +305,13 @@ impl Store {
         seen: &AbuseStats,
     ) -> Result<(), StoreError> {
         let _gate = self.writing();
+        let mut cache = self.stats_cache();
+        if let Some(c) = cache.get(account.as_str()) {
+            if c.stats != *seen {
+                return Ok(()); // counted since: not forgotten
+            }
+            cache.remove(account.as_str());
+        }
         let _ = self.t.account_abusestats.compare_and_swap(
             account.as_str(),
             Some(encode(seen)),
@@ -218,9 +339,16 @@ impl Store {
         rec: &AbuseRecord,
     ) -> Result<(), StoreError> {
         let _gate = self.writing();
+        // The cache follows the record under one lock, so a reader never sees the cache
+        // behind a record that was written.
+        let mut bans = self.bans.0.write().unwrap_or_else(|p| p.into_inner());
         self.t
             .account_abuserecord
             .insert(account.as_str(), encode(rec))?;
+        match &rec.ban {
+            Some(ban) => bans.insert(account.to_string(), ban.clone()),
+            None => bans.remove(account.as_str()),
+        };
         Ok(())
     }
 
@@ -240,12 +368,12 @@ impl Store {
         Ok(out)
     }
 
-    /// The ban in force on `account` at `now_ms`, if any (read on every send).
+    /// The ban in force on `account` at `now_ms`, if any (read on every send, from memory).
     pub fn ban_of(&self, account: &AccountId, now_ms: u64) -> Result<Option<Ban>, StoreError> {
-        let Some(v) = self.t.account_abuserecord.get(account.as_str())? else {
-            return Ok(None);
-        };
-        let rec: AbuseRecord = decode(RECORD, &v)?;
-        Ok(rec.active_ban(now_ms).cloned())
+        let bans = self.bans.0.read().unwrap_or_else(|p| p.into_inner());
+        Ok(bans
+            .get(account.as_str())
+            .filter(|b| b.active(now_ms))
+            .cloned())
     }
 }

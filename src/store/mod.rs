@@ -141,6 +141,9 @@ pub struct Store {
     id_offset: u64,
     /// The free-space watermark (`space.rs`).
     space: space::Watermark,
+    abuse_stats: abuse::StatsCache,
+    bans: abuse::BanCache,
+    blocks: abuse::BlockCache,
 }
 
 impl Store {
@@ -174,6 +177,8 @@ impl Store {
         let t = Trees::open(&db)?;
         meta::migrate(&t)?;
         let id_offset = meta::id_offset(&t)?;
+        let bans = abuse::BanCache::load(&t.account_abuserecord)?;
+        let blocks = abuse::BlockCache::load(&t.blockeraccount_)?;
         Ok(Self {
             id_offset,
             db,
@@ -183,6 +188,9 @@ impl Store {
             seen_since_prune: queue::SeenCounts::default(),
             gate: std::sync::Arc::default(),
             space: space::Watermark::default(),
+            abuse_stats: abuse::StatsCache::default(),
+            bans,
+            blocks,
         })
     }
 
@@ -194,6 +202,7 @@ impl Store {
 
     /// Flushes everything synchronously (shutdown, tests).
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.abuse_checkpoint()?;
         self.db.flush()?;
         durability::fsync_dir(&self.dir)?;
         Ok(())

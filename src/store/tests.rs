@@ -252,3 +252,51 @@ proptest! {
         prop_assert_eq!(super::decode::<QueueRecord>("t", &super::encode(&rec)).unwrap(), rec);
     }
 }
+
+#[test]
+fn abuse_metrics_are_counted_in_memory_and_survive_a_flush_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dev(0).account;
+    let facts = |peer| SendFacts {
+        peer,
+        symmetric: false,
+        size: 10,
+    };
+    let window = 60_000;
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.abuse_stats(&a).unwrap(), None);
+        assert!(!s
+            .abuse_knows_peer(&a, "+14155550199", 1000, window)
+            .unwrap());
+        assert_eq!(
+            s.abuse_stats(&a).unwrap(),
+            None,
+            "a lookup creates no metrics"
+        );
+        s.abuse_count_send(&a, facts("+14155550199"), 1000, window)
+            .unwrap();
+        assert!(s
+            .abuse_knows_peer(&a, "+14155550199", 1001, window)
+            .unwrap());
+        let seen = s.abuse_active().unwrap();
+        assert_eq!(seen.len(), 1, "the monitor sees what was counted");
+        // Counted after the monitor read it: forgetting the old copy keeps the new count.
+        s.abuse_count_send(&a, facts("+14155550198"), 1002, window)
+            .unwrap();
+        s.abuse_stats_forget(&a, &seen[0].1).unwrap();
+        assert_eq!(
+            s.abuse_stats(&a)
+                .unwrap()
+                .unwrap()
+                .metrics(1003, window)
+                .messages,
+            2
+        );
+        s.flush().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    let m = s.abuse_stats(&a).unwrap().unwrap().metrics(1003, window);
+    assert_eq!(m.messages, 2, "a flush writes the metrics back");
+    assert_eq!(m.distinct_peers, 2);
+}

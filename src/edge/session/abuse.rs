@@ -37,10 +37,7 @@ pub(super) fn admit_send(ctx: &RelayCtx, me: &AccountId, peer: &str) -> Result<(
         return Ok(());
     }
     let now = crate::clock::now_ms();
-    let new_peer = !ctx
-        .store
-        .abuse_stats(me)?
-        .is_some_and(|s| s.knows_peer(peer, now, window_ms(ctx)));
+    let new_peer = !ctx.store.abuse_knows_peer(me, peer, now, window_ms(ctx))?;
     let mut limits = ctx.limits();
     limits
         .sends_per_account
