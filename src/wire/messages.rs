@@ -5,6 +5,9 @@
 
 include!(concat!(env!("OUT_DIR"), "/relaybox.v1.rs"));
 
+/// Most msg_ids in one receipt: one a client sends, and one DELIVERED receipt of the relay.
+pub const MAX_RECEIPT_IDS: usize = 256;
+
 impl Error {
     /// An error with a code and a human-readable reason.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {

@@ -43,20 +43,18 @@ impl Handler<Enqueue> for Device {
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
         let seq = self.store.queue_push(&self.id, &msg.record)?;
+        self.keep_hot(seq, &msg.record);
         self.pending_durable.insert(seq);
         if self.session.is_none() {
             let muted = self.is_muted(&msg.record.item);
             self.directory.notifier().waiting(&self.id, muted);
         }
         self.last_active = std::time::Instant::now();
-        let durability = self.durability.clone();
-        let me = ctx.address();
-        actix::spawn(async move {
-            if let Err(e) = durability.wait().await {
-                tracing::error!(error = %e, "Durability barrier failed for a queued entry.");
-            }
-            me.do_send(Durable { seq });
-        });
+        // One barrier wait in flight per device: entries queued meanwhile wait for the next.
+        self.unwaited.push(seq);
+        if !self.waiting {
+            self.wait_durable(ctx);
+        }
         Ok(seq)
     }
 }
@@ -64,8 +62,14 @@ impl Handler<Enqueue> for Device {
 impl Handler<Durable> for Device {
     type Result = ();
 
-    fn handle(&mut self, msg: Durable, _: &mut Self::Context) {
-        self.pending_durable.remove(&msg.seq);
+    fn handle(&mut self, msg: Durable, ctx: &mut Self::Context) {
+        for seq in msg.seqs {
+            self.pending_durable.remove(&seq);
+        }
+        self.waiting = false;
+        if !self.unwaited.is_empty() {
+            self.wait_durable(ctx);
+        }
         self.pump();
     }
 }
@@ -77,15 +81,17 @@ impl Handler<Ack> for Device {
         if self.session.as_ref().is_none_or(|s| s.id != msg.session_id) {
             return;
         }
+        let mut routes = Vec::new();
         for seq in msg.seqs {
             // Only entries pushed to this session can be acknowledged by it.
             if !self.inflight.remove(&seq) {
                 continue;
             }
+            self.hot.remove(&seq);
             match self.store.queue_remove(&self.id, seq) {
                 Ok(Some(rec)) => {
                     crate::telemetry::metrics::message_delivered();
-                    self.receipt_delivered(&rec)
+                    routes.extend(self.receipt_route(&rec));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -93,6 +99,7 @@ impl Handler<Ack> for Device {
                 }
             }
         }
+        self.receipts_delivered(routes);
         self.last_active = std::time::Instant::now();
         self.pump();
     }

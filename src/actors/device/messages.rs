@@ -31,11 +31,11 @@ pub struct Enqueue {
     pub record: QueueRecord,
 }
 
-/// The barrier covering `seq` completed (sent by the actor to itself).
+/// The barrier covering `seqs` completed (sent by the actor to itself).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) struct Durable {
-    pub seq: u64,
+    pub seqs: Vec<u64>,
 }
 
 /// The session `session_id` acknowledged these entries.

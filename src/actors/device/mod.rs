@@ -5,7 +5,7 @@
 mod handlers;
 pub mod messages;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -69,7 +69,22 @@ pub struct Device {
     pending_durable: BTreeSet<u64>,
     /// Last attach, detach, enqueue or ack; drives the idle stop.
     last_active: Instant,
+    /// The hot tail: entries this actor queued and that are not acknowledged yet, so that
+    /// delivering what was just queued never reads the store.
+    hot: BTreeMap<u64, QueueRecord>,
+    /// Every queued entry at or after this seq is in `hot` (`None`: the store is read).
+    hot_from: Option<u64>,
+    /// The entries of the store before `hot_from` were all pushed to the current session.
+    cold_drained: bool,
+    /// Queued entries not yet covered by a barrier wait (one wait is in flight).
+    unwaited: Vec<u64>,
+    /// A barrier wait is in flight.
+    waiting: bool,
 }
+
+/// Most entries the hot tail holds; past it the tail is dropped and delivery reads the store
+/// until the next enqueue starts a new tail (a device offline for long does not hold memory).
+pub const HOT_TAIL_ENTRIES: usize = 1024;
 
 impl Device {
     pub fn new(
@@ -90,30 +105,60 @@ impl Device {
             pushed_upto: None,
             pending_durable: BTreeSet::new(),
             last_active: Instant::now(),
+            hot: BTreeMap::new(),
+            hot_from: None,
+            cold_drained: false,
+            unwaited: Vec::new(),
+            waiting: false,
         }
     }
 
     /// Pushes queued entries to the live session while the window has room.
     fn pump(&mut self) {
-        let Some(session) = &self.session else { return };
+        if self.session.is_none() {
+            return;
+        }
         let room = self.settings.window.saturating_sub(self.inflight.len());
         if room == 0 {
             return;
         }
-        // Nothing at or after the first entry still waiting for its barrier is read.
+        // Nothing at or after the first entry still waiting for its barrier is pushed.
         let first_pending = self.pending_durable.first().copied();
-        let entries = match self.store.queue_range_before(
-            &self.id,
-            self.pushed_upto,
-            first_pending,
-            room,
-        ) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(device = %self.id, error = %e, "Reading the delivery queue failed.");
-                return;
+        let mut entries = Vec::new();
+        if !self.cold_drained {
+            // The store holds what was queued before the hot tail (or everything, without one).
+            let (before, up_to_tail) = match (first_pending, self.hot_from) {
+                (Some(p), Some(h)) => (Some(p.min(h)), h <= p),
+                (None, Some(h)) => (Some(h), true),
+                (p, None) => (p, false),
+            };
+            match self
+                .store
+                .queue_range_before(&self.id, self.pushed_upto, before, room)
+            {
+                Ok(e) => {
+                    // Fewer than asked, up to the tail: the rest is in memory.
+                    self.cold_drained = up_to_tail && e.len() < room;
+                    entries = e;
+                }
+                Err(e) => {
+                    tracing::error!(device = %self.id, error = %e, "Reading the delivery queue failed.");
+                    return;
+                }
             }
-        };
+        }
+        if self.cold_drained {
+            let from = self.pushed_upto.map_or(0, |p| p.saturating_add(1));
+            let until = first_pending.unwrap_or(u64::MAX);
+            let more = room - entries.len();
+            entries.extend(
+                self.hot
+                    .range(from..until)
+                    .take(more)
+                    .map(|(&seq, rec)| (seq, rec.clone())),
+            );
+        }
+        let Some(session) = &self.session else { return };
         for (seq, rec) in entries {
             let muted = self.is_muted(&rec.item);
             match session
@@ -147,43 +192,101 @@ impl Device {
         self.session = None;
         self.inflight.clear();
         self.pushed_upto = None;
+        // The next session starts again from the store's oldest entry.
+        self.cold_drained = false;
     }
 
-    /// Queues a DELIVERED receipt on every device of the message's sender.
-    fn receipt_delivered(&self, rec: &QueueRecord) {
-        // An entity message: the receipt goes to the agent who answered (the entity has no
-        // devices), and a customer's message is acknowledged to the customer as the entity.
-        let (msg_id, to, as_who) = match &rec.item {
-            QueueItem::Message { msg_id, from, .. } => (msg_id, from, self.id.account.to_string()),
+    /// Starts one barrier wait covering every entry queued so far (written before the wait
+    /// starts, so the commit it waits for covers them).
+    fn wait_durable(&mut self, ctx: &mut Context<Self>) {
+        let seqs = std::mem::take(&mut self.unwaited);
+        self.waiting = true;
+        let durability = self.durability.clone();
+        let me = ctx.address();
+        actix::spawn(async move {
+            if let Err(e) = durability.wait().await {
+                tracing::error!(error = %e, "Durability barrier failed for queued entries.");
+            }
+            me.do_send(Durable { seqs });
+        });
+    }
+
+    /// Keeps a just-queued entry in the hot tail.
+    fn keep_hot(&mut self, seq: u64, rec: &QueueRecord) {
+        if self.hot.len() >= HOT_TAIL_ENTRIES {
+            self.hot.clear();
+            self.hot_from = None;
+            self.cold_drained = false;
+        }
+        if self.hot_from.is_none() {
+            // Seqs only grow, and only this actor queues for its device: everything from
+            // here on passes through `keep_hot`.
+            self.hot_from = Some(seq);
+            self.cold_drained = false;
+        }
+        self.hot.insert(seq, rec.clone());
+    }
+
+    /// Who a DELIVERED receipt for `rec` goes to, and as whom: the message's sender and this
+    /// device's account. An entity message: the receipt goes to the agent who answered (the
+    /// entity has no devices), and a customer's message is acknowledged to the customer as
+    /// the entity. `None` for entries that are not messages.
+    fn receipt_route(&self, rec: &QueueRecord) -> Option<(String, String, [u8; 16])> {
+        match &rec.item {
+            QueueItem::Message { msg_id, from, .. } => {
+                Some((from.clone(), self.id.account.to_string(), *msg_id))
+            }
             QueueItem::EntityMessage {
                 msg_id,
                 from,
                 agent,
                 entity,
                 ..
-            } => {
-                if agent.is_empty() {
-                    (msg_id, from, entity.clone())
-                } else {
-                    (msg_id, agent, self.id.account.to_string())
-                }
+            } => Some(if agent.is_empty() {
+                (from.clone(), entity.clone(), *msg_id)
+            } else {
+                (agent.clone(), self.id.account.to_string(), *msg_id)
+            }),
+            _ => None,
+        }
+    }
+
+    /// Queues DELIVERED receipts on every device of the messages' senders: one receipt per
+    /// (sender, as whom) naming every message of that sender acknowledged in one Ack frame,
+    /// not one per message.
+    fn receipts_delivered(&self, routes: Vec<(String, String, [u8; 16])>) {
+        let mut grouped: BTreeMap<(String, String), Vec<[u8; 16]>> = BTreeMap::new();
+        for (to, as_who, msg_id) in routes {
+            grouped.entry((to, as_who)).or_default().push(msg_id);
+        }
+        let now = crate::clock::now_ms();
+        let mut receipts = Vec::new();
+        for ((to, as_who), msg_ids) in grouped {
+            let Ok(account) = crate::ids::AccountId::parse(&to) else {
+                continue;
+            };
+            for chunk in msg_ids.chunks(crate::wire::messages::MAX_RECEIPT_IDS) {
+                receipts.push((
+                    account.clone(),
+                    QueueItem::Receipt {
+                        from: as_who.clone(),
+                        from_device: self.id.device,
+                        kind: crate::wire::messages::ReceiptKind::Delivered as i32,
+                        msg_ids: chunk.to_vec(),
+                        timestamp_ms: now,
+                    },
+                ));
             }
-            _ => return,
-        };
-        let Ok(account) = crate::ids::AccountId::parse(to) else {
+        }
+        if receipts.is_empty() {
             return;
-        };
-        let receipt = QueueItem::Receipt {
-            from: as_who,
-            from_device: self.id.device,
-            kind: crate::wire::messages::ReceiptKind::Delivered as i32,
-            msg_ids: vec![*msg_id],
-            timestamp_ms: crate::clock::now_ms(),
-        };
+        }
         let directory = self.directory.clone();
         actix::spawn(async move {
-            if let Err(e) = directory.enqueue_account(&account, receipt).await {
-                tracing::warn!(to = %account, error = %e, "Queueing a delivered receipt failed.");
+            for (account, receipt) in receipts {
+                if let Err(e) = directory.enqueue_account(&account, receipt).await {
+                    tracing::warn!(to = %account, error = %e, "Queueing a delivered receipt failed.");
+                }
             }
         });
     }
@@ -334,3 +437,7 @@ impl Actor for Device {
         });
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -26,8 +26,7 @@ type Body = server_frame::Body;
 pub const MAX_KEYS_PER_UPLOAD: usize = 200;
 /// Longest one-time key id.
 pub const MAX_KEY_ID_BYTES: usize = 64;
-/// Most msg_ids in one receipt.
-pub const MAX_RECEIPT_IDS: usize = 256;
+pub use crate::wire::messages::MAX_RECEIPT_IDS;
 /// Most seqs in one Ack.
 pub const MAX_ACK_SEQS: usize = 1024;
 
