@@ -3,8 +3,8 @@
 //!
 //! Metrics are counted in memory ([`StatsCache`]): a send costs a hash lookup and an update
 //! in place, not a read-modify-write of a record that may hold kilobytes. They are written
-//! back to sled at every checkpoint: each evaluation of the abuse monitor (at least every
-//! `abuse.watch_evaluate_every`), a backup, and `Store::flush` at shutdown. A crash loses the
+//! back to sled at every checkpoint: every 10 s (`app.rs`), each evaluation of the abuse
+//! monitor, a backup, and `Store::flush` at shutdown. A crash loses the
 //! counts since the last checkpoint: metrics are a sliding window, and a few lost seconds only
 //! delay a verdict. Verdicts (bans, watches) are written through at once, and the bans are
 //! also kept in memory ([`BanCache`]) for the check on every send.
