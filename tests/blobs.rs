@@ -247,7 +247,7 @@ async fn an_upload_round_trips_and_range_and_segments_are_honoured() {
 
 /// A Send that names `blob`, from a client that never held it (the hostile peer: our SDK names
 /// only blobs it uploaded or was sent). The blob check comes before the envelopes are matched.
-async fn send_naming(c: &mut Client, to: &str, blob: &str) -> ClientError {
+async fn send_naming(c: &mut Client, to: &str, blobs: &[String]) -> ClientError {
     let send = Send {
         msg_id: MsgId::random().0.to_vec(),
         to: to.to_owned(),
@@ -258,7 +258,7 @@ async fn send_naming(c: &mut Client, to: &str, blob: &str) -> ClientError {
             account: String::new(),
         }],
         kind: MessageKind::Chat as i32,
-        blobs: vec![blob.to_owned()],
+        blobs: blobs.to_vec(),
         ..Default::default()
     };
     c.conn()
@@ -306,15 +306,19 @@ async fn only_the_uploader_and_the_recipients_of_a_message_naming_a_blob_may_fet
     let probe = upload_url(&mut mallory, &content, 25).await.unwrap();
     assert!(!probe.stored, "stored=true would say the relay holds it");
     // A message cannot pass on a right its sender does not hold.
-    let e = send_naming(&mut mallory, BOB, &id).await;
+    let e = send_naming(&mut mallory, BOB, std::slice::from_ref(&id)).await;
     assert_eq!(e.relay_code(), Some(ErrorCode::NotAllowed), "{e}");
     assert_eq!(
         download_refusal(&mut bob, &id).await.relay_code(),
         Some(ErrorCode::NotAllowed)
     );
-    // A bad id in Send.blobs is refused by name.
-    let e = send_naming(&mut alice, BOB, "../../relay.key").await;
+    // A bad id in Send.blobs is refused by name, and so are too many.
+    let e = send_naming(&mut alice, BOB, &["../../relay.key".to_owned()]).await;
     assert_eq!(e.relay_code(), Some(ErrorCode::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("path syntax"), "{e}");
+    let e = send_naming(&mut alice, BOB, &vec![id.clone(); 17]).await;
+    assert_eq!(e.relay_code(), Some(ErrorCode::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("at most 16 blobs"), "{e}");
 
     // The sender's message to Bob passes it on; Bob may then forward it to Dave.
     point_at(&mut alice, BOB, &id).await;
