@@ -144,6 +144,7 @@ pub struct Store {
     abuse_stats: abuse::StatsCache,
     bans: abuse::BanCache,
     blocks: abuse::BlockCache,
+    mutes: mutes::MuteCache,
 }
 
 impl Store {
@@ -179,6 +180,7 @@ impl Store {
         let id_offset = meta::id_offset(&t)?;
         let bans = abuse::BanCache::load(&t.account_abuserecord)?;
         let blocks = abuse::BlockCache::load(&t.blockeraccount_)?;
+        let mutes = mutes::MuteCache::load(&t.accountthread_muteuntil)?;
         Ok(Self {
             id_offset,
             db,
@@ -191,6 +193,7 @@ impl Store {
             abuse_stats: abuse::StatsCache::default(),
             bans,
             blocks,
+            mutes,
         })
     }
 

@@ -1,5 +1,8 @@
 //! Muted threads per account, and push endpoints per device.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use super::{keys, Store, StoreError};
 use crate::ids::{AccountId, DeviceId};
 
@@ -15,22 +18,26 @@ impl Store {
         until_ms: u64,
     ) -> Result<(), StoreError> {
         let _gate = self.writing();
-        self.t.accountthread_muteuntil.insert(
-            keys::account_item(account, thread.as_bytes()),
-            &until_ms.to_be_bytes(),
-        )?;
+        let k = keys::account_item(account, thread.as_bytes());
+        let mut mutes = self.mutes.lock();
+        self.t
+            .accountthread_muteuntil
+            .insert(&k, &until_ms.to_be_bytes())?;
+        mutes.insert(k, until_ms);
         Ok(())
     }
 
     pub fn mute_clear(&self, account: &AccountId, thread: &str) -> Result<(), StoreError> {
         let _gate = self.writing();
-        self.t
-            .accountthread_muteuntil
-            .remove(keys::account_item(account, thread.as_bytes()))?;
+        let k = keys::account_item(account, thread.as_bytes());
+        let mut mutes = self.mutes.lock();
+        self.t.accountthread_muteuntil.remove(&k)?;
+        mutes.remove(&k);
         Ok(())
     }
 
-    /// Whether `thread` is muted for `account` at `now_ms`. An expired mute is removed.
+    /// Whether `thread` is muted for `account` at `now_ms` (asked for every push, and
+    /// answered from memory). An expired mute is removed.
     pub fn muted(
         &self,
         account: &AccountId,
@@ -38,20 +45,19 @@ impl Store {
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         let k = keys::account_item(account, thread.as_bytes());
-        let Some(v) = self.t.accountthread_muteuntil.get(&k)? else {
-            return Ok(false);
-        };
-        let until = <[u8; 8]>::try_from(v.as_ref())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0);
-        if until > now_ms {
-            return Ok(true);
+        match self.mutes.lock().get(&k) {
+            None => return Ok(false),
+            Some(&until) if until > now_ms => return Ok(true),
+            Some(_) => {}
         }
-        // Expired on its own: forget it (a racing new mute is kept by compare-and-swap).
-        let _ = self
-            .t
-            .accountthread_muteuntil
-            .compare_and_swap(&k, Some(v), None::<&[u8]>)?;
+        // Expired on its own: forget it, unless a new mute was set meanwhile (the locks in
+        // the writers' order: the gate, then the cache).
+        let _gate = self.writing();
+        let mut mutes = self.mutes.lock();
+        if mutes.get(&k).is_some_and(|&until| until <= now_ms) {
+            self.t.accountthread_muteuntil.remove(&k)?;
+            mutes.remove(&k);
+        }
         Ok(false)
     }
 
@@ -73,5 +79,28 @@ impl Store {
             None => self.t.device_pushendpoint.remove(keys::device(d))?,
         };
         Ok(())
+    }
+}
+
+/// Every mute (its sled key → until_ms), kept in step with sled by `mute_set`, `mute_clear`
+/// and the removal of expired mutes, all under this lock. Loaded when the store opens.
+#[derive(Clone, Default)]
+pub(super) struct MuteCache(Arc<Mutex<HashMap<Vec<u8>, u64>>>);
+
+impl MuteCache {
+    pub(super) fn load(tree: &sled::Tree) -> Result<Self, StoreError> {
+        let mut mutes = HashMap::new();
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            let until = <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            mutes.insert(k.to_vec(), until);
+        }
+        Ok(Self(Arc::new(Mutex::new(mutes))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, u64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -300,3 +300,33 @@ fn abuse_metrics_are_counted_in_memory_and_survive_a_flush_and_a_reopen() {
     assert_eq!(m.messages, 2, "a flush writes the metrics back");
     assert_eq!(m.distinct_peers, 2);
 }
+
+#[test]
+fn mutes_are_answered_from_memory_in_step_with_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dev(0).account;
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert!(!s.muted(&a, "g1", 10).unwrap());
+        s.mute_set(&a, "g1", 100).unwrap();
+        s.mute_set(&a, "+14155550199", MUTE_FOREVER).unwrap();
+        s.mute_set(&a, "g2", 50).unwrap();
+        assert!(s.muted(&a, "g1", 99).unwrap());
+        assert!(!s.muted(&a, "g1", 100).unwrap(), "expired at its end");
+        s.mute_clear(&a, "g2").unwrap();
+        assert!(!s.muted(&a, "g2", 10).unwrap());
+        let other = AccountId::parse("+14155550101").unwrap();
+        assert!(!s.muted(&other, "+14155550199", 10).unwrap(), "per account");
+        s.flush().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert!(
+        s.muted(&a, "+14155550199", u64::MAX - 1).unwrap(),
+        "kept across a reopen"
+    );
+    assert!(
+        !s.muted(&a, "g1", 10).unwrap(),
+        "the expired mute was removed from the store"
+    );
+    assert!(!s.muted(&a, "g2", 10).unwrap(), "the cleared mute too");
+}
