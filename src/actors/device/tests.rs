@@ -40,13 +40,11 @@ async fn pushed(rx: &mut mpsc::Receiver<Push>) -> Vec<(u64, u32)> {
     out
 }
 
-#[actix_rt::test]
-async fn entries_reach_the_session_in_order_from_the_tail_and_the_store_across_reconnects() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+/// The actor of device `id` with a delivery window of `window`, on `store`.
+fn start(store: &Store, id: &DeviceId, window: usize) -> Addr<Device> {
     let durability = store.durability().unwrap();
     let settings = DeviceSettings {
-        window: 8,
+        window,
         idle_stop: Duration::from_secs(60),
     };
     let directory = Directory::new(
@@ -55,12 +53,19 @@ async fn entries_reach_the_session_in_order_from_the_tail_and_the_store_across_r
         settings.clone(),
         Notifier::disabled(),
     );
+    Device::new(id.clone(), store.clone(), durability, directory, settings).start()
+}
+
+#[actix_rt::test]
+async fn entries_reach_the_session_in_order_from_the_tail_and_the_store_across_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
     let id = DeviceId::new(AccountId::parse("+14155550101").unwrap(), 0);
     // An offline backlog already in the store, queued before this actor existed.
     for i in 0..3 {
         store.queue_push(&id, &record(i)).unwrap();
     }
-    let device = Device::new(id.clone(), store.clone(), durability, directory, settings).start();
+    let device = start(&store, &id, 8);
     let enqueue = |i: u32| device.send(Enqueue { record: record(i) });
     for i in 3..6 {
         enqueue(i).await.unwrap().unwrap();
@@ -107,19 +112,8 @@ async fn entries_reach_the_session_in_order_from_the_tail_and_the_store_across_r
 async fn past_the_tails_cap_delivery_reads_the_store_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let durability = store.durability().unwrap();
-    let settings = DeviceSettings {
-        window: 4096,
-        idle_stop: Duration::from_secs(60),
-    };
-    let directory = Directory::new(
-        store.clone(),
-        durability.clone(),
-        settings.clone(),
-        Notifier::disabled(),
-    );
     let id = DeviceId::new(AccountId::parse("+14155550101").unwrap(), 0);
-    let device = Device::new(id, store, durability, directory, settings).start();
+    let device = start(&store, &id, 4096);
     let n = u32::try_from(HOT_TAIL_ENTRIES).unwrap() * 2 + 10;
     for i in 0..n {
         device

@@ -28,6 +28,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use crate::blob::capability::{self, CapabilityError, Presented};
 use crate::blob::{gc, BadBlobId, BlobId, Method, WriteError};
 use crate::edge::RelayCtx;
+use crate::ids::AccountId;
 use crate::store::{BlobRecord, BlobScope, BlobState, CommitOutcome, StoreError};
 
 /// Registers the blob routes (called from the HTTP app factory).
@@ -226,12 +227,7 @@ async fn upload(
                     .json(serde_json::json!({ "blob": id.as_str(), "size": size })));
             }
             let written = ctx.blobs.files.write(&id, size, body).await?;
-            ctx.store
-                .blob_grant(&id, BlobScope::Account(&cap.device.account))?;
-            ctx.durability
-                .wait()
-                .await
-                .map_err(|e| BlobHttpError::Internal(e.to_string()))?;
+            uploaded_by(&ctx, &id, &cap.device.account).await?;
             if !intact {
                 tracing::info!(blob = %id, size = written, "Lost blob file restored by a new upload.");
             }
@@ -278,11 +274,7 @@ async fn upload(
         cfg.account_quota_bytes,
     )?;
     match outcome {
-        CommitOutcome::Stored => {
-            ctx.store
-                .blob_grant(&id, BlobScope::Account(&cap.device.account))?;
-            crate::telemetry::metrics::blob_stored(size);
-        }
+        CommitOutcome::Stored => crate::telemetry::metrics::blob_stored(size),
         CommitOutcome::QuotaExceeded { used } => {
             ctx.blobs.files.remove(&id).await?;
             return Err(BlobHttpError::Quota {
@@ -301,16 +293,21 @@ async fn upload(
                 ctx.blobs.files.remove(&id).await?;
                 return Err(BlobHttpError::Unknown);
             }
-            ctx.store
-                .blob_grant(&id, BlobScope::Account(&cap.device.account))?;
         }
     }
+    uploaded_by(&ctx, &id, &cap.device.account).await?;
+    tracing::info!(blob = %id, size, device = %cap.device, "Blob stored.");
+    Ok(HttpResponse::Created().json(serde_json::json!({ "blob": id.as_str(), "size": size })))
+}
+
+/// `account` uploaded the content of `id` (its bytes hashed to the id): it may fetch it from
+/// now on, durably before the upload is answered.
+async fn uploaded_by(ctx: &Ctx, id: &BlobId, account: &AccountId) -> Result<(), BlobHttpError> {
+    ctx.store.blob_grant(id, BlobScope::Account(account))?;
     ctx.durability
         .wait()
         .await
-        .map_err(|e| BlobHttpError::Internal(e.to_string()))?;
-    tracing::info!(blob = %id, size, device = %cap.device, "Blob stored.");
-    Ok(HttpResponse::Created().json(serde_json::json!({ "blob": id.as_str(), "size": size })))
+        .map_err(|e| BlobHttpError::Internal(e.to_string()))
 }
 
 /// GET /v1/blobs/{id}?m=get&dev=…&exp=…&sig=…[&seg=N]: the blob, or one segment of it.
