@@ -5,8 +5,7 @@
 //!
 //! - The actix system arbiter (the thread that runs [`serve`]) runs the Noise TCP listener and
 //!   every TCP session, the MQTT bridge, the Device, Thread, Entity and Presence actors started
-//!   from them, the durability barrier's group-commit task, the retention sweep and the abuse
-//!   metrics' checkpoints.
+//!   from them, the durability barrier's group-commit task, and the retention sweep.
 //! - actix-web runs the HTTP listener (WebSocket and chunked-HTTP sessions, blob transfers) on
 //!   its own workers, one per core, and the admin API on one more. An actor is started on the
 //!   thread that first looks it up through the `Directory`, which may be an HTTP worker.
@@ -147,7 +146,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     ));
     let http_server = http_server.run();
     actix_rt::spawn(sweep(ctx.clone(), shutdown.task()));
-    actix_rt::spawn(abuse_checkpoints(ctx.clone(), shutdown.task()));
     actix_rt::spawn(crate::blob::gc::run(ctx.clone(), shutdown.task()));
     let mqtt = if ctx.cfg.mqtt.enabled {
         let bridge = crate::edge::mqtt::start(ctx.clone(), tcp_addr, &shutdown)
@@ -246,24 +244,6 @@ async fn sweep(ctx: Arc<RelayCtx>, mut stop: crate::shutdown::Shutdown) {
         // A broker redelivers within a session's life, far inside the retention period.
         if let Err(e) = ctx.store.mqtt_up_sweep(now.saturating_sub(retention)) {
             tracing::error!(error = %e, "MQTT dedup sweep failed.");
-        }
-    }
-}
-
-/// How often the abuse metrics counted in memory are written back to the store, whether or
-/// not the monitor runs (a `kill -9` loses at most this much of them).
-const ABUSE_CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
-
-/// Writes the abuse metrics back to the store periodically (`Store::abuse_checkpoint`).
-async fn abuse_checkpoints(ctx: Arc<RelayCtx>, mut stop: crate::shutdown::Shutdown) {
-    let mut every = tokio::time::interval(ABUSE_CHECKPOINT_EVERY);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = stop.recv() => return,
-        }
-        if let Err(e) = ctx.store.abuse_checkpoint() {
-            tracing::error!(error = %e, "Writing the abuse metrics back failed.");
         }
     }
 }

@@ -1,16 +1,14 @@
 //! Abuse state: blocks between accounts, each account's sliding-window metrics
 //! (`abuse_stats`), and its verdict record (ban, watch, punishment history).
 //!
-//! Metrics are counted in memory ([`StatsCache`]): a send costs a hash lookup and an update
-//! in place, not a read-modify-write of a record that may hold kilobytes. They are written
-//! back to sled at every checkpoint: every 10 s (`app.rs`), each evaluation of the abuse
-//! monitor, a backup, and `Store::flush` at shutdown. A crash loses the
-//! counts since the last checkpoint: metrics are a sliding window, and a few lost seconds only
-//! delay a verdict. Verdicts (bans, watches) are written through at once, and the bans are
-//! also kept in memory ([`BanCache`]) for the check on every send.
+//! Metric updates ride the caller's durability barrier (the send path waits for one anyway):
+//! they add no fsync of their own. Each is one atomic read-modify-write of the account's
+//! record (`update_and_fetch`), so concurrent sends of one account never lose a count. The
+//! bans and the blocks, read on every send, are also kept in memory ([`BanCache`],
+//! [`BlockCache`]), in step with sled.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -118,67 +116,7 @@ impl BlockCache {
     }
 }
 
-/// The metrics of recently active accounts, written back to sled at each checkpoint.
-#[derive(Clone, Default)]
-pub(super) struct StatsCache(Arc<Mutex<HashMap<String, Cached>>>);
-
-struct Cached {
-    stats: AbuseStats,
-    /// Changed since the last checkpoint.
-    dirty: bool,
-    /// Used since the last checkpoint; an entry unused for a whole interval is dropped.
-    touched: bool,
-}
-
 impl Store {
-    fn stats_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
-        self.abuse_stats.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs `f` on `account`'s cached metrics, loading them from sled on first use.
-    fn with_stats<R>(
-        &self,
-        account: &AccountId,
-        f: impl FnOnce(&mut Cached) -> R,
-    ) -> Result<R, StoreError> {
-        let mut cache = self.stats_cache();
-        if let Some(c) = cache.get_mut(account.as_str()) {
-            c.touched = true;
-            return Ok(f(c));
-        }
-        // A record that does not decode (an older layout) starts again: metrics are a window,
-        // losing one only delays a verdict.
-        let stats = self
-            .t
-            .account_abusestats
-            .get(account.as_str())?
-            .and_then(|b| postcard::from_bytes(&b).ok())
-            .unwrap_or_default();
-        let c = cache.entry(account.to_string()).or_insert(Cached {
-            stats,
-            dirty: false,
-            touched: true,
-        });
-        Ok(f(c))
-    }
-
-    /// Writes the metrics changed since the last checkpoint to sled (made durable by the next
-    /// barrier or flush), and drops those not used since the one before.
-    pub fn abuse_checkpoint(&self) -> Result<(), StoreError> {
-        let _gate = self.writing();
-        let mut cache = self.stats_cache();
-        let mut batch = sled::Batch::default();
-        for (account, c) in cache.iter_mut() {
-            if c.dirty {
-                batch.insert(account.as_bytes(), encode(&c.stats));
-                c.dirty = false;
-            }
-        }
-        self.t.account_abusestats.apply_batch(batch)?;
-        cache.retain(|_, c| std::mem::take(&mut c.touched));
-        Ok(())
-    }
-
     /// `blocker` blocks (or, with `on = false`, unblocks) `blocked`. Answers whether anything
     /// changed.
     pub fn block_set(
@@ -225,16 +163,24 @@ impl Store {
     fn stats_update(
         &self,
         account: &AccountId,
-        f: impl FnOnce(&mut AbuseStats),
+        f: impl Fn(&mut AbuseStats),
     ) -> Result<(), StoreError> {
-        self.with_stats(account, |c| {
-            f(&mut c.stats);
-            c.dirty = true;
-        })
+        let _gate = self.writing();
+        self.t
+            .account_abusestats
+            .update_and_fetch(account.as_str(), |old| {
+                // A record that does not decode (an older layout) starts again: metrics are
+                // a window, losing one only delays a verdict.
+                let mut s: AbuseStats = old
+                    .and_then(|b| postcard::from_bytes(b).ok())
+                    .unwrap_or_default();
+                f(&mut s);
+                Some(encode(&s))
+            })?;
+        Ok(())
     }
 
-    /// Whether `account` messaged `peer` within the window ending at `now_ms` (on every send,
-    /// without copying the metrics).
+    /// Whether `account` messaged `peer` within the window ending at `now_ms`.
     pub fn abuse_knows_peer(
         &self,
         account: &AccountId,
@@ -242,7 +188,9 @@ impl Store {
         now_ms: u64,
         window_ms: u64,
     ) -> Result<bool, StoreError> {
-        self.with_stats(account, |c| c.stats.knows_peer(peer, now_ms, window_ms))
+        Ok(self
+            .abuse_stats(account)?
+            .is_some_and(|s| s.knows_peer(peer, now_ms, window_ms)))
     }
 
     /// Counts one send of `sender` in its metrics.
@@ -268,20 +216,14 @@ impl Store {
 
     /// `account`'s metrics record, if it has one.
     pub fn abuse_stats(&self, account: &AccountId) -> Result<Option<AbuseStats>, StoreError> {
-        if let Some(c) = self.stats_cache().get(account.as_str()) {
-            // A lookup of an account without metrics caches an empty record; it has none.
-            let none = !c.dirty && c.stats == AbuseStats::default();
-            return Ok((!none).then(|| c.stats.clone()));
-        }
         match self.t.account_abusestats.get(account.as_str())? {
             Some(v) => Ok(Some(decode(STATS, &v)?)),
             None => Ok(None),
         }
     }
 
-    /// Every account with a metrics record (active recently). A checkpoint first.
+    /// Every account with a metrics record (active recently).
     pub fn abuse_active(&self) -> Result<Vec<(AccountId, AbuseStats)>, StoreError> {
-        self.abuse_checkpoint()?;
         let mut out = Vec::new();
         for kv in self.t.account_abusestats.iter() {
             let (k, v) = kv?;
@@ -305,13 +247,6 @@ impl Store {
         seen: &AbuseStats,
     ) -> Result<(), StoreError> {
         let _gate = self.writing();
-        let mut cache = self.stats_cache();
-        if let Some(c) = cache.get(account.as_str()) {
-            if c.stats != *seen {
-                return Ok(()); // counted since: not forgotten
-            }
-            cache.remove(account.as_str());
-        }
         let _ = self.t.account_abusestats.compare_and_swap(
             account.as_str(),
             Some(encode(seen)),

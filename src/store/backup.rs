@@ -59,7 +59,6 @@ impl Store {
     /// Writes a consistent image of every tree to `out` (see the module docs). Blocking:
     /// call it off the async runtime.
     pub fn export_to(&self, out: &mut impl Write) -> Result<ImageStats, StoreError> {
-        self.abuse_checkpoint()?;
         let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let id_floor = self.next_id()?;
         out.write_all(MAGIC)?;

@@ -141,7 +141,6 @@ pub struct Store {
     id_offset: u64,
     /// The free-space watermark (`space.rs`).
     space: space::Watermark,
-    abuse_stats: abuse::StatsCache,
     bans: abuse::BanCache,
     blocks: abuse::BlockCache,
     mutes: mutes::MuteCache,
@@ -190,7 +189,6 @@ impl Store {
             seen_since_prune: queue::SeenCounts::default(),
             gate: std::sync::Arc::default(),
             space: space::Watermark::default(),
-            abuse_stats: abuse::StatsCache::default(),
             bans,
             blocks,
             mutes,
@@ -205,7 +203,6 @@ impl Store {
 
     /// Flushes everything synchronously (shutdown, tests).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.abuse_checkpoint()?;
         self.db.flush()?;
         durability::fsync_dir(&self.dir)?;
         Ok(())

@@ -13,55 +13,25 @@ const TREE: &str = "deviceseq_queuerecord";
 /// A sender's dedupe records are pruned to its newest ones every PRUNE_EVERY records.
 const PRUNE_EVERY: u32 = 64;
 
-/// Per sender (key prefix), dedupe records written since its last prune and, once a prune
-/// counted them, how many it holds, so that later prunes read only the records they remove.
-/// In memory: one small entry per account that sent since the start.
+/// Per sender (key prefix), dedupe records written since its last prune. In memory: one
+/// small entry per account that sent since the start.
 #[derive(Clone, Default)]
 pub(super) struct SeenCounts(
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, SeenCount>>>,
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, u32>>>,
 );
 
-#[derive(Default)]
-struct SeenCount {
-    since_prune: u32,
-    /// Records the sender holds; `None` until a prune counts them (and after a sweep).
-    total: Option<usize>,
-}
-
 impl SeenCounts {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Vec<u8>, SeenCount>> {
+    /// Counts one record for `prefix`; true when it is time to prune that sender.
+    fn bump(&self, prefix: &[u8]) -> bool {
         // A poisoned lock only means another thread panicked mid-count; the counts are hints.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Counts one record for `prefix`; when it is time to prune that sender, answers
-    /// `Some(total)` with the records it holds, if known.
-    fn bump(&self, prefix: &[u8]) -> Option<Option<usize>> {
-        let mut counts = self.lock();
-        let c = match counts.get_mut(prefix) {
-            Some(c) => c,
-            None => counts.entry(prefix.to_vec()).or_default(),
-        };
-        c.since_prune += 1;
-        c.total = c.total.map(|t| t + 1);
-        if c.since_prune >= PRUNE_EVERY {
-            c.since_prune = 0;
-            Some(c.total)
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(prefix.to_vec()).or_insert(0);
+        *n += 1;
+        if *n >= PRUNE_EVERY {
+            *n = 0;
+            true
         } else {
-            None
-        }
-    }
-
-    fn set_total(&self, prefix: &[u8], total: usize) {
-        if let Some(c) = self.lock().get_mut(prefix) {
-            c.total = Some(total);
-        }
-    }
-
-    /// Records were removed behind the counts' back (the retention sweep): count again.
-    fn forget_totals(&self) {
-        for c in self.lock().values_mut() {
-            c.total = None;
+            false
         }
     }
 }
@@ -242,7 +212,6 @@ impl Store {
                 }
             }
         }
-        self.seen_since_prune.forget_totals();
         Ok(n)
     }
 
@@ -298,20 +267,17 @@ impl Store {
         // Every PRUNE_EVERY-th record of a sender, forget its records beyond its newest
         // SEEN_PER_SENDER; a sender exceeds the bound by fewer than PRUNE_EVERY records (plus
         // PRUNE_EVERY after a restart, which forgets the counts).
-        if let Some(total) = self.seen_since_prune.bump(&prefix) {
-            self.seen_prune(&prefix, total)?;
+        if self.seen_since_prune.bump(&prefix) {
+            self.seen_prune(&prefix)?;
         }
         Ok(())
     }
 
     /// Deletes the dedupe records of the sender with key prefix `prefix` beyond its newest
-    /// [`super::SEEN_PER_SENDER`]. `total`: how many it holds, if known; counted otherwise.
-    fn seen_prune(&self, prefix: &[u8], total: Option<usize>) -> Result<(), StoreError> {
+    /// [`super::SEEN_PER_SENDER`].
+    fn seen_prune(&self, prefix: &[u8]) -> Result<(), StoreError> {
         // The order tree sorts a sender's records oldest first: count them, drop the front.
-        let count = match total {
-            Some(t) => t,
-            None => self.t.senderid_msgid.scan_prefix(prefix).keys().count(),
-        };
+        let count = self.t.senderid_msgid.scan_prefix(prefix).keys().count();
         let excess = count.saturating_sub(super::SEEN_PER_SENDER);
         let mut n = 0;
         for kv in self.t.senderid_msgid.scan_prefix(prefix).take(excess) {
@@ -322,8 +288,6 @@ impl Store {
             self.t.senderid_msgid.remove(k)?;
             n += 1;
         }
-        self.seen_since_prune
-            .set_total(prefix, count.saturating_sub(n));
         tracing::trace!(
             pruned = n,
             "Dedupe records beyond the per-sender bound forgotten."

@@ -254,7 +254,7 @@ proptest! {
 }
 
 #[test]
-fn abuse_metrics_are_counted_in_memory_and_survive_a_flush_and_a_reopen() {
+fn abuse_metrics_count_every_send_and_a_stale_forget_keeps_them() {
     let dir = tempfile::tempdir().unwrap();
     let a = dev(0).account;
     let facts = |peer| SendFacts {
@@ -297,7 +297,7 @@ fn abuse_metrics_are_counted_in_memory_and_survive_a_flush_and_a_reopen() {
     }
     let s = Store::open(dir.path()).unwrap();
     let m = s.abuse_stats(&a).unwrap().unwrap().metrics(1003, window);
-    assert_eq!(m.messages, 2, "a flush writes the metrics back");
+    assert_eq!(m.messages, 2, "kept across a reopen");
     assert_eq!(m.distinct_peers, 2);
 }
 
