@@ -5,11 +5,14 @@
 //!
 //! - The actix system arbiter (the thread that runs [`serve`]) runs the Noise TCP listener and
 //!   every TCP session, the MQTT bridge, the Device, Thread, Entity and Presence actors started
-//!   from them, the durability barrier's group-commit task, and the retention sweep.
+//!   from them, the durability barrier's group-commit task, the message log's commit
+//!   dispatcher (which wakes the device actors that got entries), and the retention sweep.
 //! - actix-web runs the HTTP listener (WebSocket and chunked-HTTP sessions, blob transfers) on
 //!   its own workers, one per core, and the admin API on one more. An actor is started on the
 //!   thread that first looks it up through the `Directory`, which may be an HTTP worker.
 //! - The abuse monitor runs on an arbiter of its own.
+//! - The message log's writer thread does its writes and fdatasyncs, and moves what retiring
+//!   segments still hold into sled (`store::msglog`). Appends happen on the caller's thread.
 //! - sled runs its own flusher thread; the barrier's fdatasync, push deliveries and verifier
 //!   commands run on tokio's blocking pool.
 
@@ -82,7 +85,16 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         vec![tcp_addr, admin_addr, cfg.listen.http],
     ));
     let notifier = Notifier::spawn(store.clone(), push_relay, push_policy.clone());
-    let directory = Directory::new(store.clone(), durability.clone(), settings, notifier);
+    let directory = Directory::new(store.clone(), settings, notifier);
+    // The commit dispatcher: one wake per log commit, one `Durable` per device that got
+    // entries in it.
+    let mut commits = store.log().commits();
+    let dispatch = directory.clone();
+    actix::spawn(async move {
+        while let Some(c) = commits.recv().await {
+            dispatch.durable(c.upto, &c.devices);
+        }
+    });
     let (controller, shutdown) = ShutdownController::new();
     let reg = &cfg.registration;
     let limits = Limiters {

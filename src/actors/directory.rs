@@ -10,16 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 
-use super::device::{Device, DeviceSettings, Enqueue, Ephemeral};
+use super::device::{Device, DeviceSettings, Durable, Ephemeral};
 use super::entity::Entity;
 use super::notifier::Notifier;
 use super::thread::Thread;
 use crate::ids::{AccountId, DeviceId};
-use crate::store::{Durability, QueueItem, QueueRecord, Store, StoreError};
+use crate::store::{QueueItem, QueueRecord, Store, StoreError};
 use crate::wire::messages::ServerFrame;
-
-/// Attempts to reach an actor that stopped between lookup and send.
-const SEND_ATTEMPTS: usize = 3;
 
 #[derive(Clone)]
 pub struct Directory {
@@ -27,7 +24,6 @@ pub struct Directory {
     threads: Arc<Mutex<HashMap<String, Addr<Thread>>>>,
     entities: Arc<Mutex<HashMap<AccountId, Addr<Entity>>>>,
     store: Store,
-    durability: Durability,
     settings: DeviceSettings,
     notifier: Notifier,
 }
@@ -43,18 +39,12 @@ pub enum DirectoryError {
 }
 
 impl Directory {
-    pub fn new(
-        store: Store,
-        durability: Durability,
-        settings: DeviceSettings,
-        notifier: Notifier,
-    ) -> Self {
+    pub fn new(store: Store, settings: DeviceSettings, notifier: Notifier) -> Self {
         Self {
             live: Arc::default(),
             threads: Arc::default(),
             entities: Arc::default(),
             store,
-            durability,
             settings,
             notifier,
         }
@@ -132,7 +122,6 @@ impl Directory {
         let dev = Device::new(
             id.clone(),
             self.store.clone(),
-            self.durability.clone(),
             self.clone(),
             self.settings.clone(),
         );
@@ -160,38 +149,45 @@ impl Directory {
     }
 
     /// Appends to one device's queue (not yet durable; await the barrier before acking).
+    /// The device's actor hears of it when the log commits ([`Directory::durable`]).
     pub async fn enqueue(&self, id: &DeviceId, record: QueueRecord) -> Result<u64, DirectoryError> {
-        // The first attempt moves the record (no copy of the ciphertext); only an actor that
-        // stopped between lookup and send (idle stop racing this call) costs a copy.
-        let mut addr = self.get(id);
-        for _ in 1..SEND_ATTEMPTS {
-            if addr.connected() {
-                break;
-            }
-            addr = self.get(id);
-        }
-        match addr.send(Enqueue { record }).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(DirectoryError::Unavailable),
-        }
+        Ok(self.store.queue_push(id, &record)?)
     }
 
-    /// Appends `item` to the queue of every device of `account`.
+    /// Appends `item` to the queue of every device of `account`, as one log record.
     pub async fn enqueue_account(
         &self,
         account: &AccountId,
         item: QueueItem,
     ) -> Result<(), DirectoryError> {
         let now = crate::clock::now_ms();
-        for (no, _) in self.store.devices(account)? {
-            let rec = QueueRecord {
-                enqueued_at_ms: now,
-                item: item.clone(),
-            };
-            self.enqueue(&DeviceId::new(account.clone(), no), rec)
-                .await?;
+        let entries: Vec<(DeviceId, QueueRecord)> = self
+            .store
+            .devices(account)?
+            .into_iter()
+            .map(|(no, _)| {
+                let rec = QueueRecord {
+                    enqueued_at_ms: now,
+                    item: item.clone(),
+                };
+                (DeviceId::new(account.clone(), no), rec)
+            })
+            .collect();
+        if !entries.is_empty() {
+            self.store.queue_append(entries)?;
         }
         Ok(())
+    }
+
+    /// The log made entries up to `upto` durable, among them entries for `devices`: each
+    /// device's actor (activated if needed) delivers them or notifies an offline device.
+    pub fn durable(&self, upto: u64, devices: &[DeviceId]) {
+        let mut seen = std::collections::HashSet::with_capacity(devices.len());
+        for d in devices {
+            if seen.insert(d) {
+                self.get(d).do_send(Durable { upto });
+            }
+        }
     }
 
     /// Sends an ephemeral frame to the device if it is online; drops it otherwise.

@@ -186,6 +186,7 @@ impl Store {
         self.t.device_identitykeys.remove(&k)?;
         self.t.device_fallbackkey.remove(&k)?;
         self.t.device_tokenid.remove(&k)?;
+        self.log.forget_device(d)?;
         for tree in [&self.t.deviceotk_publickey, &self.t.deviceseq_queuerecord] {
             for key in tree.scan_prefix(&k).keys() {
                 tree.remove(key?)?;

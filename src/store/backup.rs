@@ -60,7 +60,10 @@ impl Store {
     /// call it off the async runtime.
     pub fn export_to(&self, out: &mut impl Write) -> Result<ImageStats, StoreError> {
         let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        let id_floor = self.next_id()?;
+        // The image is sled's trees: what the message log holds moves into them first (no
+        // write can start meanwhile, every write path holds the gate).
+        self.log.retire_all()?;
+        let id_floor = self.next_id()?.max(self.log.appended().saturating_add(1));
         out.write_all(MAGIC)?;
         out.write_all(&[VERSION])?;
         out.write_all(&id_floor.to_be_bytes())?;
@@ -246,15 +249,16 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut n = 0u32;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        // As Send does: the entry first, then the seen record that guards it.
+                        // As Send does: the entry and the seen record that guards it.
                         let msg = MsgId::random();
                         let mut rec = record(w);
                         rec.enqueued_at_ms = u64::from(n);
                         if let QueueItem::DevicesChanged { account, .. } = &mut rec.item {
                             *account = msg.to_string();
                         }
-                        store.queue_push(&d, &rec).unwrap();
-                        store.seen_put(&a, &msg, 1, &[]).unwrap();
+                        store
+                            .send_append(&a, &msg, 1, vec![], vec![(d.clone(), rec)])
+                            .unwrap();
                         n += 1;
                     }
                 })

@@ -1,12 +1,15 @@
 //! The durability barrier: a group commit. Writers call [`Durability::wait`] after their
 //! writes; one task flushes sled and fsyncs the data files for everyone who waited while the
-//! previous flush ran, so one fsync covers many writers.
+//! previous flush ran, so one fsync covers many writers. The wait also covers everything
+//! appended to the message log before it (which has its own group commit, `msglog`); a Send
+//! waits for the log alone ([`MsgLog::wait`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::msglog::MsgLog;
 use super::StoreError;
 
 type Waiter = oneshot::Sender<Result<(), String>>;
@@ -15,20 +18,33 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 #[derive(Clone)]
 pub struct Durability {
     tx: mpsc::UnboundedSender<Waiter>,
+    log: MsgLog,
 }
 
 impl Durability {
     /// Opens sled's data file (kept open for the life of the relay: sled never replaces it)
     /// and starts the group-commit task.
-    pub(super) fn spawn(db: sled::Db, dir: PathBuf) -> std::io::Result<Self> {
+    pub(super) fn spawn(db: sled::Db, dir: PathBuf, log: MsgLog) -> std::io::Result<Self> {
         let data_file = Arc::new(std::fs::File::open(dir.join("db"))?);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(db, dir, data_file, rx));
-        Ok(Self { tx })
+        Ok(Self { tx, log })
     }
 
-    /// Returns once every write made before this call is on disk.
+    /// Returns once every write made before this call is on disk: sled's and the log's.
     pub async fn wait(&self) -> Result<(), StoreError> {
+        let appended = self.log.appended();
+        self.wait_sled().await?;
+        self.log.wait(appended).await
+    }
+
+    /// Returns once the log holds everything up to `seq` on disk (a Send's record).
+    pub async fn wait_log(&self, seq: u64) -> Result<(), StoreError> {
+        self.log.wait(seq).await
+    }
+
+    /// Returns once every sled write made before this call is on disk.
+    pub async fn wait_sled(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         let started = std::time::Instant::now();
         self.tx.send(tx).map_err(|_| StoreError::BarrierClosed)?;

@@ -43,6 +43,7 @@ mod keydir;
 pub mod keys;
 mod meta;
 mod mqtt;
+pub mod msglog;
 mod mutes;
 mod queue;
 mod space;
@@ -132,8 +133,6 @@ pub struct Store {
     /// Device lists read on every send, cached; every write of `accountdevice_record` goes
     /// through `accounts.rs`, which invalidates the account's entry.
     devices: accounts::DeviceCache,
-    /// Dedupe records written per sender since its last prune (`queue.rs`).
-    seen_since_prune: queue::SeenCounts,
     /// The write gate: shared by every write path, exclusive for a consistent export
     /// (`backup.rs`).
     gate: std::sync::Arc<std::sync::RwLock<()>>,
@@ -144,6 +143,8 @@ pub struct Store {
     bans: abuse::BanCache,
     blocks: abuse::BlockCache,
     mutes: mutes::MuteCache,
+    /// Queue entries and dedupe records (`msglog`).
+    log: msglog::MsgLog,
 }
 
 impl Store {
@@ -180,29 +181,42 @@ impl Store {
         let bans = abuse::BanCache::load(&t.account_abuserecord)?;
         let blocks = abuse::BlockCache::load(&t.blockeraccount_)?;
         let mutes = mutes::MuteCache::load(&t.accountthread_muteuntil)?;
+        let seen_since_prune = queue::SeenCounts::default();
+        let log = open_log(dir, &db, &t, &path, &seen_since_prune, id_offset)?;
         Ok(Self {
             id_offset,
             db,
             t,
             dir: path,
             devices: accounts::DeviceCache::default(),
-            seen_since_prune: queue::SeenCounts::default(),
             gate: std::sync::Arc::default(),
             space: space::Watermark::default(),
             bans,
             blocks,
             mutes,
+            log,
         })
     }
 
     /// Starts the group-commit task. Call once, inside the runtime. Fails when sled's data
     /// file cannot be opened for the barrier's fdatasync.
     pub fn durability(&self) -> Result<Durability, StoreError> {
-        Ok(Durability::spawn(self.db.clone(), self.dir.clone())?)
+        Ok(Durability::spawn(
+            self.db.clone(),
+            self.dir.clone(),
+            self.log.clone(),
+        )?)
+    }
+
+    /// The message log (the device actors read its durable seq; the relay listens for its
+    /// commits).
+    pub fn log(&self) -> &msglog::MsgLog {
+        &self.log
     }
 
     /// Flushes everything synchronously (shutdown, tests).
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.log.sync()?;
         self.db.flush()?;
         durability::fsync_dir(&self.dir)?;
         Ok(())
@@ -212,6 +226,48 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+/// Opens the message log in `dir/log`, replaying what did not retire into sled yet.
+fn open_log(
+    dir: &Path,
+    db: &sled::Db,
+    t: &Trees,
+    db_dir: &Path,
+    seen_counts: &queue::SeenCounts,
+    id_offset: u64,
+) -> Result<msglog::MsgLog, StoreError> {
+    let retired_upto = match t.meta_value.get(msglog::RETIRED_UPTO_KEY)? {
+        None => 0,
+        Some(v) => <[u8; 8]>::try_from(v.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| corrupt("meta_value", "log_retired_upto is not a u64"))?,
+    };
+    // New seqs sort after every seq sled's generator handed out (queues written before the
+    // log, or restored from an image).
+    let floor = db
+        .generate_id()?
+        .checked_add(id_offset)
+        .ok_or_else(|| corrupt("meta_value", "id space exhausted"))?;
+    let queue = t.deviceseq_queuerecord.clone();
+    let retirer = msglog::Retirer {
+        db: db.clone(),
+        t: t.clone(),
+        db_dir: db_dir.to_owned(),
+        seen_counts: seen_counts.clone(),
+    };
+    let recovered = msglog::MsgLog::open(
+        &dir.join("log"),
+        retired_upto,
+        floor,
+        |d, seq| Ok(queue.contains_key(keys::queue(d, seq))?),
+        retirer,
+    )?;
+    if let Some((path, stop)) = &recovered.truncated {
+        tracing::warn!(segment = %path.display(), reason = %stop, "Message log: a torn record at the end was cut off.");
+    }
+    tracing::debug!(records = recovered.records, "Message log replayed.");
+    Ok(recovered.log)
 }
 
 /// fsyncs every file under `dir`, every directory in it and `dir` itself (after a restore).

@@ -1,10 +1,14 @@
-//! Per-device delivery queues and the dedupe record of sent message ids.
+//! Per-device delivery queues and the dedupe records of sent message ids.
 //!
-//! Only the device's actor writes its queue, so entries of one device are inserted in `seq`
-//! order; `seq` comes from sled's monotonic id generator (unique across restarts).
+//! New entries and dedupe records are written to the message log (`msglog`); a device's queue
+//! is the entries sled holds for it (moved there when their log segment retired, or written
+//! by a release before the log), then the entries in the log, in seq order. Seqs come from
+//! the log, above every seq sled's id generator handed out before it.
 
 use serde::{Deserialize, Serialize};
 
+use super::msglog::{self, Appended};
+use super::trees::Trees;
 use super::{decode, encode, keys, Store, StoreError};
 use crate::ids::{AccountId, DeviceId, MsgId};
 
@@ -22,7 +26,7 @@ pub(super) struct SeenCounts(
 
 impl SeenCounts {
     /// Counts one record for `prefix`; true when it is time to prune that sender.
-    fn bump(&self, prefix: &[u8]) -> bool {
+    pub(super) fn bump(&self, prefix: &[u8]) -> bool {
         // A poisoned lock only means another thread panicked mid-count; the counts are hints.
         let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(prefix.to_vec()).or_insert(0);
@@ -122,62 +126,147 @@ pub struct QueueRecord {
 }
 
 impl Store {
-    /// Appends to the device's queue; returns the entry's seq.
+    /// Appends to the device's queue (in the message log); returns the entry's seq. Not
+    /// durable until the log's durable seq covers it (`Durability::wait` waits for that).
     pub fn queue_push(&self, d: &DeviceId, rec: &QueueRecord) -> Result<u64, StoreError> {
-        let _gate = self.writing();
-        let seq = self.next_id()?;
-        self.t
-            .deviceseq_queuerecord
-            .insert(keys::queue(d, seq), encode(rec))?;
-        Ok(seq)
+        self.queue_append(vec![(d.clone(), rec.clone())])
     }
 
-    /// Up to `limit` entries with seq greater than `after` (all if `None`), in order.
+    /// Appends entries for several devices as one log record; returns its last seq.
+    pub fn queue_append(&self, entries: Vec<(DeviceId, QueueRecord)>) -> Result<u64, StoreError> {
+        let _gate = self.writing();
+        let ops = entries
+            .into_iter()
+            .map(|(d, record)| msglog::Op::Enqueue {
+                account: d.account.to_string(),
+                device: d.device,
+                record,
+            })
+            .collect();
+        match self.log.append(ops, None)? {
+            Appended::Written { last_seq, .. } => Ok(last_seq),
+            Appended::Duplicate { seq, .. } => Ok(seq),
+        }
+    }
+
+    /// Appends a Send: its entries and its dedupe record, as one log record, unless the
+    /// sender's msg_id is already in the log (then nothing is written). Check sled's older
+    /// dedupe records with [`Store::seen_get`] first.
+    pub fn send_append(
+        &self,
+        sender: &AccountId,
+        msg: &MsgId,
+        timestamp_ms: u64,
+        recipients: Vec<String>,
+        entries: Vec<(DeviceId, QueueRecord)>,
+    ) -> Result<Appended, StoreError> {
+        let _gate = self.writing();
+        let mut ops: Vec<msglog::Op> = entries
+            .into_iter()
+            .map(|(d, record)| msglog::Op::Enqueue {
+                account: d.account.to_string(),
+                device: d.device,
+                record,
+            })
+            .collect();
+        ops.push(msglog::Op::Seen {
+            sender: sender.to_string(),
+            msg_id: msg.0,
+            timestamp_ms,
+            recipients,
+        });
+        self.log.append(ops, Some((sender, &msg.0)))
+    }
+
+    /// Up to `limit` entries with seq greater than `after` (all if `None`), in order: sled's
+    /// part of the queue (entries of offline devices whose log segment retired), then the
+    /// log's, committed or not.
     pub fn queue_range(
         &self,
         d: &DeviceId,
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, QueueRecord)>, StoreError> {
-        self.queue_range_before(d, after, None, limit)
+        Ok(self.queue_next(d, after, u64::MAX, limit, false)?.0)
     }
 
-    /// As [`Store::queue_range`], stopping before seq `before` (exclusive) if given.
-    pub fn queue_range_before(
+    /// As [`Store::queue_range`], only entries up to seq `upto` (the log's durable seq, for
+    /// delivery). With `skip_sled`, sled's part is not read. Also answers whether sled's part
+    /// ended within these entries (so a reader may skip it until [`Store::queue_epoch`]
+    /// changes).
+    pub fn queue_next(
         &self,
         d: &DeviceId,
         after: Option<u64>,
-        before: Option<u64>,
+        upto: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, QueueRecord)>, StoreError> {
-        let start = match after {
-            Some(s) => keys::queue(d, s.saturating_add(1)),
-            None => keys::device(d),
-        };
-        let prefix = keys::device(d);
+        skip_sled: bool,
+    ) -> Result<(Vec<(u64, QueueRecord)>, bool), StoreError> {
         let mut out = Vec::new();
-        for kv in self.t.deviceseq_queuerecord.range(start..) {
-            let (k, v) = kv?;
-            if !k.starts_with(&prefix) || out.len() >= limit {
-                break;
+        let mut sled_done = skip_sled;
+        if !skip_sled {
+            let start = match after {
+                Some(s) => keys::queue(d, s.saturating_add(1)),
+                None => keys::device(d),
+            };
+            let prefix = keys::device(d);
+            sled_done = true;
+            for kv in self.t.deviceseq_queuerecord.range(start..) {
+                let (k, v) = kv?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                if out.len() >= limit {
+                    sled_done = false;
+                    break;
+                }
+                let seq =
+                    keys::parse_queue_seq(&k).ok_or_else(|| super::corrupt(TREE, "bad key"))?;
+                if seq > upto {
+                    break;
+                }
+                out.push((seq, decode(TREE, &v)?));
             }
-            let seq = keys::parse_queue_seq(&k).ok_or_else(|| super::corrupt(TREE, "bad key"))?;
-            if before.is_some_and(|b| seq >= b) {
-                break;
-            }
-            out.push((seq, decode(TREE, &v)?));
         }
-        Ok(out)
+        if out.len() < limit {
+            // During a retirement an entry is in both; sled's copy was taken.
+            let after = match (after, out.last()) {
+                (a, Some((s, _))) => Some(a.map_or(*s, |a| a.max(*s))),
+                (a, None) => a,
+            };
+            out.extend(self.log.range(d, after, upto, limit - out.len()));
+        }
+        Ok((out, sled_done))
+    }
+
+    /// Changes whenever entries move from the log to sled's part of the queues.
+    pub fn queue_epoch(&self) -> u64 {
+        self.log.epoch()
     }
 
     /// Deletes an entry (the device acknowledged it); returns it if it existed.
     pub fn queue_remove(&self, d: &DeviceId, seq: u64) -> Result<Option<QueueRecord>, StoreError> {
+        Ok(self.queue_remove_many(d, &[seq])?.pop())
+    }
+
+    /// Deletes entries (the device acknowledged them) with one log record; returns those
+    /// that existed, in the order of `seqs`.
+    pub fn queue_remove_many(
+        &self,
+        d: &DeviceId,
+        seqs: &[u64],
+    ) -> Result<Vec<QueueRecord>, StoreError> {
         let _gate = self.writing();
-        self.t
-            .deviceseq_queuerecord
-            .remove(keys::queue(d, seq))?
-            .map(|v| decode(TREE, &v))
-            .transpose()
+        let from_log = self.log.remove(d, seqs)?;
+        let mut out = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            if let Some((_, rec)) = from_log.iter().find(|(s, _)| *s == seq) {
+                out.push(QueueRecord::clone(rec));
+            } else if let Some(v) = self.t.deviceseq_queuerecord.remove(keys::queue(d, seq))? {
+                out.push(decode(TREE, &v)?);
+            }
+        }
+        Ok(out)
     }
 
     pub fn queue_len(&self, d: &DeviceId) -> Result<usize, StoreError> {
@@ -185,14 +274,15 @@ impl Store {
             .t
             .deviceseq_queuerecord
             .scan_prefix(keys::device(d))
-            .count())
+            .count()
+            + self.log.len_of(d))
     }
 
-    /// Deletes entries enqueued before `cutoff_ms` (retention ran out); returns the devices
-    /// that lost entries and how many in total.
+    /// Deletes entries enqueued before `cutoff_ms` (retention ran out) and dedupe records
+    /// older than it; returns how many entries.
     pub fn queue_sweep(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
         let _gate = self.writing();
-        let mut n = 0;
+        let mut n = self.log.sweep(cutoff_ms)?;
         for kv in self.t.deviceseq_queuerecord.iter() {
             let (k, v) = kv?;
             let rec: QueueRecord = decode(TREE, &v)?;
@@ -215,8 +305,12 @@ impl Store {
         Ok(n)
     }
 
-    /// The timestamp given to a message already accepted from `sender` with `msg`, if any.
+    /// The timestamp given to a message already accepted from `sender` with `msg`, if any:
+    /// from the log's dedupe records, then sled's older ones.
     pub fn seen_get(&self, sender: &AccountId, msg: &MsgId) -> Result<Option<u64>, StoreError> {
+        if let Some(s) = self.log.seen(sender, &msg.0) {
+            return Ok(Some(s.timestamp_ms));
+        }
         Ok(self
             .t
             .sendermsgid_timestamp
@@ -232,6 +326,9 @@ impl Store {
         sender: &AccountId,
         msg: &MsgId,
     ) -> Result<Option<Option<Vec<String>>>, StoreError> {
+        if let Some(s) = self.log.seen(sender, &msg.0) {
+            return Ok(Some(Some(s.recipients)));
+        }
         let Some(v) = self.t.sendermsgid_timestamp.get(keys::seen(sender, msg))? else {
             return Ok(None);
         };
@@ -240,58 +337,54 @@ impl Store {
             Some(rest) => Ok(Some(Some(decode("sendermsgid_timestamp", rest)?))),
         }
     }
+}
 
-    /// Records that `msg` from `sender` was accepted at `timestamp_ms` and queued for the
-    /// devices of `recipients`. Write it *after* the queue entries it guards (see the module
-    /// docs of `store`).
-    pub fn seen_put(
-        &self,
-        sender: &AccountId,
-        msg: &MsgId,
-        timestamp_ms: u64,
-        recipients: &[String],
-    ) -> Result<(), StoreError> {
-        let _gate = self.writing();
-        let id = self.next_id()?;
-        let prefix = keys::account_prefix(sender);
-        self.t
-            .senderid_msgid
-            .insert(keys::seen_order(&prefix, id), &msg.0)?;
-        let mut value = Vec::with_capacity(32);
-        value.extend_from_slice(&timestamp_ms.to_be_bytes());
-        value.extend_from_slice(&id.to_be_bytes());
-        value.extend_from_slice(&encode(&recipients));
-        self.t
-            .sendermsgid_timestamp
-            .insert(keys::seen(sender, msg), value)?;
-        // Every PRUNE_EVERY-th record of a sender, forget its records beyond its newest
-        // SEEN_PER_SENDER; a sender exceeds the bound by fewer than PRUNE_EVERY records (plus
-        // PRUNE_EVERY after a restart, which forgets the counts).
-        if self.seen_since_prune.bump(&prefix) {
-            self.seen_prune(&prefix)?;
-        }
-        Ok(())
+/// Writes a dedupe record into sled (a retiring log segment's): `id` orders the sender's
+/// records for the per-sender bound. Every PRUNE_EVERY-th record of a sender, its records
+/// beyond its newest SEEN_PER_SENDER are forgotten; a sender exceeds the bound by fewer than
+/// PRUNE_EVERY records (plus PRUNE_EVERY after a restart, which forgets the counts).
+pub(super) fn seen_insert(
+    t: &Trees,
+    counts: &SeenCounts,
+    sender: &AccountId,
+    msg: &[u8; 16],
+    timestamp_ms: u64,
+    id: u64,
+    recipients: &[String],
+) -> Result<(), StoreError> {
+    let prefix = keys::account_prefix(sender);
+    t.senderid_msgid
+        .insert(keys::seen_order(&prefix, id), msg)?;
+    let mut value = Vec::with_capacity(32);
+    value.extend_from_slice(&timestamp_ms.to_be_bytes());
+    value.extend_from_slice(&id.to_be_bytes());
+    value.extend_from_slice(&encode(&recipients));
+    t.sendermsgid_timestamp
+        .insert(keys::seen(sender, &MsgId(*msg)), value)?;
+    if counts.bump(&prefix) {
+        seen_prune(t, &prefix)?;
     }
+    Ok(())
+}
 
-    /// Deletes the dedupe records of the sender with key prefix `prefix` beyond its newest
-    /// [`super::SEEN_PER_SENDER`].
-    fn seen_prune(&self, prefix: &[u8]) -> Result<(), StoreError> {
-        // The order tree sorts a sender's records oldest first: count them, drop the front.
-        let count = self.t.senderid_msgid.scan_prefix(prefix).keys().count();
-        let excess = count.saturating_sub(super::SEEN_PER_SENDER);
-        let mut n = 0;
-        for kv in self.t.senderid_msgid.scan_prefix(prefix).take(excess) {
-            let (k, msg) = kv?;
-            let mut seen = prefix.to_vec();
-            seen.extend_from_slice(&msg);
-            self.t.sendermsgid_timestamp.remove(seen)?;
-            self.t.senderid_msgid.remove(k)?;
-            n += 1;
-        }
-        tracing::trace!(
-            pruned = n,
-            "Dedupe records beyond the per-sender bound forgotten."
-        );
-        Ok(())
+/// Deletes the dedupe records of the sender with key prefix `prefix` beyond its newest
+/// [`super::SEEN_PER_SENDER`].
+fn seen_prune(t: &Trees, prefix: &[u8]) -> Result<(), StoreError> {
+    // The order tree sorts a sender's records oldest first: count them, drop the front.
+    let count = t.senderid_msgid.scan_prefix(prefix).keys().count();
+    let excess = count.saturating_sub(super::SEEN_PER_SENDER);
+    let mut n = 0;
+    for kv in t.senderid_msgid.scan_prefix(prefix).take(excess) {
+        let (k, msg) = kv?;
+        let mut seen = prefix.to_vec();
+        seen.extend_from_slice(&msg);
+        t.sendermsgid_timestamp.remove(seen)?;
+        t.senderid_msgid.remove(k)?;
+        n += 1;
     }
+    tracing::trace!(
+        pruned = n,
+        "Dedupe records beyond the per-sender bound forgotten."
+    );
+    Ok(())
 }

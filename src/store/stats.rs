@@ -50,7 +50,7 @@ impl Store {
 
     /// Entries waiting in every device queue.
     pub fn queue_depth(&self) -> u64 {
-        count(self.t.deviceseq_queuerecord.len())
+        count(self.t.deviceseq_queuerecord.len()).saturating_add(count(self.log.pending_count()))
     }
 
     /// Up to `limit` accounts in phone-number order, starting after `after` (exclusive).

@@ -100,7 +100,8 @@ fn reregistering_with_a_new_key_drops_the_old_primarys_queue() {
 }
 
 #[test]
-fn a_sender_keeps_only_its_newest_dedupe_records_and_the_sweep_removes_both_trees() {
+fn a_sender_keeps_only_its_newest_dedupe_records_in_the_log_and_in_sled_and_the_sweep_removes_them()
+{
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
     let busy = AccountId::parse("+14155550100").unwrap();
@@ -125,11 +126,14 @@ fn a_sender_keeps_only_its_newest_dedupe_records_and_the_sweep_removes_both_tree
             7,
         ])
     };
-    s.seen_put(&quiet, &id(0), 5, &[]).unwrap();
+    s.send_append(&quiet, &id(0), 5, vec![], vec![]).unwrap();
     let total = SEEN_PER_SENDER as u32 + 300;
     for n in 0..total {
-        s.seen_put(&busy, &id(n), 10 + u64::from(n), &[]).unwrap();
+        s.send_append(&busy, &id(n), 10 + u64::from(n), vec![], vec![])
+            .unwrap();
     }
+    // The log's records move to sled's trees.
+    s.log().retire_all().unwrap();
     let kept =
         s.t.senderid_msgid
             .scan_prefix(keys::account_prefix(&busy))

@@ -38,39 +38,16 @@ impl Handler<Detach> for Device {
     }
 }
 
-impl Handler<Enqueue> for Device {
-    type Result = Result<u64, crate::store::StoreError>;
-
-    fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
-        let seq = self.store.queue_push(&self.id, &msg.record)?;
-        self.keep_hot(seq, &msg.record);
-        self.pending_durable.insert(seq);
-        if self.session.is_none() {
-            let muted = self.is_muted(&msg.record.item);
-            self.directory.notifier().waiting(&self.id, muted);
-        }
-        self.last_active = std::time::Instant::now();
-        // One barrier wait in flight per device: entries queued meanwhile wait for the next.
-        self.unwaited.push(seq);
-        if !self.waiting {
-            self.wait_durable(ctx);
-        }
-        Ok(seq)
-    }
-}
-
 impl Handler<Durable> for Device {
     type Result = ();
 
-    fn handle(&mut self, msg: Durable, ctx: &mut Self::Context) {
-        for seq in msg.seqs {
-            self.pending_durable.remove(&seq);
+    fn handle(&mut self, msg: Durable, _: &mut Self::Context) {
+        self.last_active = std::time::Instant::now();
+        if self.session.is_some() {
+            self.pump();
+        } else {
+            self.notify_offline(msg.upto);
         }
-        self.waiting = false;
-        if !self.unwaited.is_empty() {
-            self.wait_durable(ctx);
-        }
-        self.pump();
     }
 }
 
@@ -81,22 +58,22 @@ impl Handler<Ack> for Device {
         if self.session.as_ref().is_none_or(|s| s.id != msg.session_id) {
             return;
         }
+        // Only entries pushed to this session can be acknowledged by it.
+        let seqs: Vec<u64> = msg
+            .seqs
+            .into_iter()
+            .filter(|s| self.inflight.remove(s))
+            .collect();
         let mut routes = Vec::new();
-        for seq in msg.seqs {
-            // Only entries pushed to this session can be acknowledged by it.
-            if !self.inflight.remove(&seq) {
-                continue;
-            }
-            self.hot.remove(&seq);
-            match self.store.queue_remove(&self.id, seq) {
-                Ok(Some(rec)) => {
+        match self.store.queue_remove_many(&self.id, &seqs) {
+            Ok(removed) => {
+                for rec in &removed {
                     crate::telemetry::metrics::message_delivered();
-                    routes.extend(self.receipt_route(&rec));
+                    routes.extend(self.receipt_route(rec));
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(device = %self.id, error = %e, "Deleting an acknowledged entry failed.")
-                }
+            }
+            Err(e) => {
+                tracing::error!(device = %self.id, error = %e, "Deleting acknowledged entries failed.")
             }
         }
         self.receipts_delivered(routes);

@@ -4,7 +4,6 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 
 use super::Push;
-use crate::store::{QueueRecord, StoreError};
 use crate::wire::messages::ServerFrame;
 
 /// A session of this device completed its handshake; deliver to it from now on. Replaces any
@@ -23,19 +22,12 @@ pub struct Detach {
     pub session_id: u64,
 }
 
-/// Append to this device's queue. Answers with the seq once the entry is written (not yet
-/// durable: the caller awaits the durability barrier before acknowledging anything).
-#[derive(Message, Clone)]
-#[rtype(result = "Result<u64, StoreError>")]
-pub struct Enqueue {
-    pub record: QueueRecord,
-}
-
-/// The barrier covering `seqs` completed (sent by the actor to itself).
-#[derive(Message)]
+/// Entries for this device up to seq `upto` are durable (sent by the relay's commit
+/// dispatcher): deliver them, or tell the push notifier if the device is offline.
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
-pub(super) struct Durable {
-    pub seqs: Vec<u64>,
+pub struct Durable {
+    pub upto: u64,
 }
 
 /// The session `session_id` acknowledged these entries.

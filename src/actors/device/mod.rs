@@ -1,6 +1,10 @@
-//! The `Device` actor: one per device. Owns the device's delivery queue (through the store),
-//! its live session, and the window of pushed-but-unacknowledged entries. Does not own
-//! handshakes or encryption (the session does) nor other devices' queues.
+//! The `Device` actor: one per device. Owns the device's live session and the window of
+//! pushed-but-unacknowledged entries; delivers the device's queue (the store's: sled's part,
+//! then the message log's) as far as the log's durable seq, and removes what the device
+//! acknowledges. Does not own handshakes or encryption (the session does) nor other devices'
+//! queues. Entries are appended to the queue by whoever produces them (`Store::send_append`,
+//! `Directory::enqueue`); the relay's commit dispatcher (`app.rs`) sends [`Durable`] to the
+//! devices that got entries once the log made them durable.
 
 mod handlers;
 pub mod messages;
@@ -12,7 +16,7 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::ids::DeviceId;
-use crate::store::{Durability, QueueItem, QueueRecord, Store};
+use crate::store::{QueueItem, QueueRecord, Store};
 use crate::wire::messages::{
     server_frame, Deliver, DevicesChanged, EntityEvent, GroupEvent, MessageKind, ReceiptEvent,
     ServerFrame,
@@ -53,7 +57,6 @@ pub struct Device {
     /// Which device this is.
     id: DeviceId,
     store: Store,
-    durability: Durability,
     /// To route delivered receipts to the senders' devices.
     directory: Directory,
     settings: DeviceSettings,
@@ -63,57 +66,32 @@ pub struct Device {
     inflight: BTreeSet<u64>,
     /// Highest seq pushed to the current session; the next push reads after it.
     pushed_upto: Option<u64>,
-    /// Seqs written to the store whose durability barrier has not completed. Nothing at or
-    /// after the first of them is pushed, so a device never sees a message the relay could
-    /// still lose.
-    pending_durable: BTreeSet<u64>,
-    /// Last attach, detach, enqueue or ack; drives the idle stop.
+    /// Last attach, detach, commit or ack; drives the idle stop.
     last_active: Instant,
-    /// The hot tail: entries this actor queued and that are not acknowledged yet, so that
-    /// delivering what was just queued never reads the store.
-    hot: BTreeMap<u64, QueueRecord>,
-    /// Every queued entry at or after this seq is in `hot` (`None`: the store is read).
-    hot_from: Option<u64>,
-    /// The entries of the store before `hot_from` were all pushed to the current session.
-    cold_drained: bool,
-    /// Queued entries not yet covered by a barrier wait (one wait is in flight).
-    unwaited: Vec<u64>,
-    /// A barrier wait is in flight.
-    waiting: bool,
+    /// sled's part of the queue was read to its end for this session, at this queue epoch:
+    /// until the epoch changes (entries moved from the log to sled), only the log is read.
+    sled_drained: Option<u64>,
+    /// Entries up to this seq were announced to the push notifier (offline device).
+    notified_upto: u64,
 }
 
-/// Most entries the hot tail holds; past it the tail is dropped and delivery reads the store
-/// until the next enqueue starts a new tail (a device offline for long does not hold memory).
-pub const HOT_TAIL_ENTRIES: usize = 1024;
-
 impl Device {
-    pub fn new(
-        id: DeviceId,
-        store: Store,
-        durability: Durability,
-        directory: Directory,
-        settings: DeviceSettings,
-    ) -> Self {
+    pub fn new(id: DeviceId, store: Store, directory: Directory, settings: DeviceSettings) -> Self {
         Self {
             id,
             store,
-            durability,
             directory,
             settings,
             session: None,
             inflight: BTreeSet::new(),
             pushed_upto: None,
-            pending_durable: BTreeSet::new(),
             last_active: Instant::now(),
-            hot: BTreeMap::new(),
-            hot_from: None,
-            cold_drained: false,
-            unwaited: Vec::new(),
-            waiting: false,
+            sled_drained: None,
+            notified_upto: 0,
         }
     }
 
-    /// Pushes queued entries to the live session while the window has room.
+    /// Pushes durable queued entries to the live session while the window has room.
     fn pump(&mut self) {
         if self.session.is_none() {
             return;
@@ -122,42 +100,28 @@ impl Device {
         if room == 0 {
             return;
         }
-        // Nothing at or after the first entry still waiting for its barrier is pushed.
-        let first_pending = self.pending_durable.first().copied();
-        let mut entries = Vec::new();
-        if !self.cold_drained {
-            // The store holds what was queued before the hot tail (or everything, without one).
-            let (before, up_to_tail) = match (first_pending, self.hot_from) {
-                (Some(p), Some(h)) => (Some(p.min(h)), h <= p),
-                (None, Some(h)) => (Some(h), true),
-                (p, None) => (p, false),
-            };
-            match self
-                .store
-                .queue_range_before(&self.id, self.pushed_upto, before, room)
-            {
-                Ok(e) => {
-                    // Fewer than asked, up to the tail: the rest is in memory.
-                    self.cold_drained = up_to_tail && e.len() < room;
-                    entries = e;
+        // Nothing the log could still lose is pushed.
+        let durable = self.store.log().durable();
+        let epoch = self.store.queue_epoch();
+        let skip_sled = self.sled_drained == Some(epoch);
+        let entries = match self.store.queue_next(
+            &self.id,
+            self.pushed_upto,
+            durable,
+            room,
+            skip_sled,
+        ) {
+            Ok((entries, sled_done)) => {
+                if sled_done {
+                    self.sled_drained = Some(epoch);
                 }
-                Err(e) => {
-                    tracing::error!(device = %self.id, error = %e, "Reading the delivery queue failed.");
-                    return;
-                }
+                entries
             }
-        }
-        if self.cold_drained {
-            let from = self.pushed_upto.map_or(0, |p| p.saturating_add(1));
-            let until = first_pending.unwrap_or(u64::MAX);
-            let more = room - entries.len();
-            entries.extend(
-                self.hot
-                    .range(from..until)
-                    .take(more)
-                    .map(|(&seq, rec)| (seq, rec.clone())),
-            );
-        }
+            Err(e) => {
+                tracing::error!(device = %self.id, error = %e, "Reading the delivery queue failed.");
+                return;
+            }
+        };
         let Some(session) = &self.session else { return };
         for (seq, rec) in entries {
             let muted = self.is_muted(&rec.item);
@@ -179,6 +143,24 @@ impl Device {
         }
     }
 
+    /// Tells the push notifier about entries committed for this offline device (muted ones
+    /// count as muted only if every new entry is).
+    fn notify_offline(&mut self, upto: u64) {
+        if upto <= self.notified_upto {
+            return;
+        }
+        let after = Some(self.notified_upto);
+        self.notified_upto = upto;
+        let Ok((entries, _)) = self.store.queue_next(&self.id, after, upto, 64, true) else {
+            return;
+        };
+        if entries.is_empty() {
+            return;
+        }
+        let muted = entries.iter().all(|(_, r)| self.is_muted(&r.item));
+        self.directory.notifier().waiting(&self.id, muted);
+    }
+
     /// Whether this device's account muted the entry's thread.
     pub(super) fn is_muted(&self, item: &QueueItem) -> bool {
         thread_of(item).is_some_and(|t| {
@@ -192,39 +174,8 @@ impl Device {
         self.session = None;
         self.inflight.clear();
         self.pushed_upto = None;
-        // The next session starts again from the store's oldest entry.
-        self.cold_drained = false;
-    }
-
-    /// Starts one barrier wait covering every entry queued so far (written before the wait
-    /// starts, so the commit it waits for covers them).
-    fn wait_durable(&mut self, ctx: &mut Context<Self>) {
-        let seqs = std::mem::take(&mut self.unwaited);
-        self.waiting = true;
-        let durability = self.durability.clone();
-        let me = ctx.address();
-        actix::spawn(async move {
-            if let Err(e) = durability.wait().await {
-                tracing::error!(error = %e, "Durability barrier failed for queued entries.");
-            }
-            me.do_send(Durable { seqs });
-        });
-    }
-
-    /// Keeps a just-queued entry in the hot tail.
-    fn keep_hot(&mut self, seq: u64, rec: &QueueRecord) {
-        if self.hot.len() >= HOT_TAIL_ENTRIES {
-            self.hot.clear();
-            self.hot_from = None;
-            self.cold_drained = false;
-        }
-        if self.hot_from.is_none() {
-            // Seqs only grow, and only this actor queues for its device: everything from
-            // here on passes through `keep_hot`.
-            self.hot_from = Some(seq);
-            self.cold_drained = false;
-        }
-        self.hot.insert(seq, rec.clone());
+        // The next session starts again from the queue's oldest entry.
+        self.sled_drained = None;
     }
 
     /// Who a DELIVERED receipt for `rec` goes to, and as whom: the message's sender and this
@@ -253,42 +204,50 @@ impl Device {
 
     /// Queues DELIVERED receipts on every device of the messages' senders: one receipt per
     /// (sender, as whom) naming every message of that sender acknowledged in one Ack frame,
-    /// not one per message.
+    /// not one per message; all of them in one log record.
     fn receipts_delivered(&self, routes: Vec<(String, String, [u8; 16])>) {
         let mut grouped: BTreeMap<(String, String), Vec<[u8; 16]>> = BTreeMap::new();
         for (to, as_who, msg_id) in routes {
             grouped.entry((to, as_who)).or_default().push(msg_id);
         }
         let now = crate::clock::now_ms();
-        let mut receipts = Vec::new();
+        let mut entries = Vec::new();
         for ((to, as_who), msg_ids) in grouped {
             let Ok(account) = crate::ids::AccountId::parse(&to) else {
                 continue;
             };
+            let devices = match self.store.devices(&account) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(to = %account, error = %e, "Reading a sender's devices for a delivered receipt failed.");
+                    continue;
+                }
+            };
             for chunk in msg_ids.chunks(crate::wire::messages::MAX_RECEIPT_IDS) {
-                receipts.push((
-                    account.clone(),
-                    QueueItem::Receipt {
-                        from: as_who.clone(),
-                        from_device: self.id.device,
-                        kind: crate::wire::messages::ReceiptKind::Delivered as i32,
-                        msg_ids: chunk.to_vec(),
-                        timestamp_ms: now,
-                    },
-                ));
-            }
-        }
-        if receipts.is_empty() {
-            return;
-        }
-        let directory = self.directory.clone();
-        actix::spawn(async move {
-            for (account, receipt) in receipts {
-                if let Err(e) = directory.enqueue_account(&account, receipt).await {
-                    tracing::warn!(to = %account, error = %e, "Queueing a delivered receipt failed.");
+                let item = QueueItem::Receipt {
+                    from: as_who.clone(),
+                    from_device: self.id.device,
+                    kind: crate::wire::messages::ReceiptKind::Delivered as i32,
+                    msg_ids: chunk.to_vec(),
+                    timestamp_ms: now,
+                };
+                for (no, _) in &devices {
+                    entries.push((
+                        DeviceId::new(account.clone(), *no),
+                        QueueRecord {
+                            enqueued_at_ms: now,
+                            item: item.clone(),
+                        },
+                    ));
                 }
             }
-        });
+        }
+        if entries.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.queue_append(entries) {
+            tracing::warn!(device = %self.id, error = %e, "Queueing delivered receipts failed.");
+        }
     }
 }
 
@@ -427,9 +386,7 @@ impl Actor for Device {
         ctx.set_mailbox_capacity(256);
         let every = (self.settings.idle_stop / 2).max(Duration::from_millis(100));
         ctx.run_interval(every, |act, ctx| {
-            let idle = act.session.is_none()
-                && act.pending_durable.is_empty()
-                && act.last_active.elapsed() >= act.settings.idle_stop;
+            let idle = act.session.is_none() && act.last_active.elapsed() >= act.settings.idle_stop;
             if idle {
                 act.directory.forget(&act.id, &ctx.address());
                 ctx.stop();

@@ -335,8 +335,8 @@ async fn send_as_entity(
 
 use super::requests::recipient_accounts;
 
-/// Queues the entries, passes on the right to fetch the send's blobs, records the msg_id as
-/// seen, waits for durability, answers ServerAck.
+/// Passes on the right to fetch the send's blobs, queues the entries with the msg_id's dedupe
+/// record, waits for durability, answers ServerAck.
 async fn deliver(
     ctx: &RelayCtx,
     me: &DeviceId,
@@ -354,23 +354,31 @@ async fn deliver(
         scopes.push(BlobScope::Entity(entity));
         super::blobs::grant(ctx, blobs, &scopes)?;
     }
-    let enqueues = items.into_iter().map(|(d, item)| {
-        let rec = QueueRecord {
-            enqueued_at_ms: now,
-            item,
+    let entries = items
+        .into_iter()
+        .map(|(d, item)| {
+            let rec = QueueRecord {
+                enqueued_at_ms: now,
+                item,
+            };
+            (d, rec)
+        })
+        .collect();
+    // The entries and the dedupe record in one log record (see `store::msglog`).
+    let timestamp_ms =
+        match ctx
+            .store
+            .send_append(&me.account, &msg_id, now, recipients, entries)?
+        {
+            crate::store::msglog::Appended::Written { .. } => now,
+            crate::store::msglog::Appended::Duplicate { timestamp_ms, .. } => timestamp_ms,
         };
-        async move { ctx.directory.enqueue(&d, rec).await }
-    });
-    for r in futures::future::join_all(enqueues).await {
-        r?;
-    }
-    // After the entries: a surviving seen record implies surviving entries (store docs).
-    ctx.store.seen_put(&me.account, &msg_id, now, &recipients)?;
+    // sled's writes of the entity's routing (and any blob rights) and the log's record.
     ctx.durability.wait().await?;
     crate::telemetry::metrics::message_accepted();
     Ok(Body::ServerAck(ServerAck {
         msg_id: msg_id.0.to_vec(),
-        timestamp_ms: now,
+        timestamp_ms,
     }))
 }
 

@@ -12,6 +12,7 @@ use crate::e2e::{OLM_TYPE_NORMAL, OLM_TYPE_PRE_KEY};
 use crate::edge::RelayCtx;
 use crate::ids::{AccountId, DeviceId, MsgId, MAX_DEVICES_PER_ACCOUNT};
 use crate::registration::{codes, phone};
+use crate::store::msglog::Appended;
 use crate::store::{BlobScope, IdentityKeys, IdentityOutcome, QueueItem, QueueRecord};
 use crate::wire::messages::{
     client_frame, server_frame, ChatStateEvent, ClaimKeys, ClaimedKeys, ClientFrame, CodeSent,
@@ -601,7 +602,7 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
     let group = s.group;
     let recipients =
         recipient_accounts(targets.iter().filter(|d| !blocked_by.contains(&d.account)));
-    let enqueues = s
+    let entries: Vec<(DeviceId, QueueRecord)> = s
         .envelopes
         .into_iter()
         .zip(targets)
@@ -620,11 +621,9 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
                     group: group.clone(),
                 },
             };
-            async move { ctx.directory.enqueue(&d, rec).await }
-        });
-    for r in futures::future::join_all(enqueues).await {
-        r?;
-    }
+            (d, rec)
+        })
+        .collect();
     if !blobs.is_empty() {
         // A group passes the right to whoever is a member when they fetch.
         let accounts: Vec<AccountId> = recipients.iter().filter_map(|a| account(a).ok()).collect();
@@ -635,8 +634,17 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
         };
         super::blobs::grant(ctx, &blobs, &scopes)?;
     }
-    // After the entries: a surviving seen record implies surviving entries (store docs).
-    ctx.store.seen_put(&me.account, &msg_id, now, &recipients)?;
+    // One log record: the entries for every target device and the dedupe record together,
+    // so a retry after a crash is deduplicated if and only if the entries survived.
+    let (seq, timestamp_ms) =
+        match ctx
+            .store
+            .send_append(&me.account, &msg_id, now, recipients, entries)?
+        {
+            Appended::Written { last_seq, .. } => (last_seq, now),
+            // A retry from another session of the account raced this one.
+            Appended::Duplicate { timestamp_ms, seq } => (seq, timestamp_ms),
+        };
     super::abuse::count_send(
         ctx,
         &me.account,
@@ -646,11 +654,18 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
             size: u32::try_from(size).unwrap_or(u32::MAX),
         },
     )?;
-    ctx.durability.wait().await?;
+    if blobs.is_empty() {
+        // The abuse metrics reach sled's disk with its next flush; a crash may lose the last
+        // moments of them, never a message.
+        ctx.durability.wait_log(seq).await?;
+    } else {
+        // The blob rights are sled records: durable before the message is acknowledged.
+        ctx.durability.wait().await?;
+    }
     crate::telemetry::metrics::message_accepted();
     Ok(Body::ServerAck(ServerAck {
         msg_id: msg_id.0.to_vec(),
-        timestamp_ms: now,
+        timestamp_ms,
     }))
 }
 

@@ -1,0 +1,311 @@
+//! The writer thread (one `write` and one `fdatasync` per group of records), the segment
+//! files, and reading them back at open.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::format::{scan, Record, Stop};
+use super::retire::Retirer;
+use super::{Commit, Shared, ROLL_AFTER, SEGMENT_BYTES};
+use crate::store::StoreError;
+
+/// A segment file and the seqs it holds.
+pub(super) struct Segment {
+    pub path: PathBuf,
+    pub last_seq: u64,
+}
+
+/// The segment records are appended to.
+struct Active {
+    file: File,
+    path: PathBuf,
+    last_seq: u64,
+    len: u64,
+    opened: Instant,
+}
+
+/// What the segments held at open.
+pub(super) struct Replay {
+    /// Records not yet retired, in seq order.
+    pub records: Vec<Record>,
+    /// The last seq in any segment (0 if none).
+    pub last_seq: u64,
+    /// Segments still holding unretired records, oldest first.
+    pub segments: Vec<Segment>,
+    /// The last segment ended in a torn record, cut off here.
+    pub truncated: Option<(PathBuf, Stop)>,
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.log")
+}
+
+/// The segment files of `dir`, oldest first.
+fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(first) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        out.push((first, entry.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Reads every segment of `dir` (see the module docs of `msglog` for what is accepted).
+pub(super) fn replay(dir: &Path, retired_upto: u64) -> Result<Replay, StoreError> {
+    let files = list(dir)?;
+    let mut out = Replay {
+        records: Vec::new(),
+        last_seq: 0,
+        segments: Vec::new(),
+        truncated: None,
+    };
+    let mut deleted = false;
+    let count = files.len();
+    for (i, (_, path)) in files.into_iter().enumerate() {
+        let bytes = std::fs::read(&path)?;
+        let (records, valid, stop) = scan(&bytes);
+        if let Some(stop) = stop {
+            if i + 1 < count {
+                return Err(StoreError::Corrupt {
+                    tree: "log",
+                    detail: format!(
+                        "{}: {stop}; the segments after it were written later, so this is damage, not a torn write (restore from a backup)",
+                        path.display()
+                    ),
+                });
+            }
+            tracing::warn!(segment = %path.display(), kept_bytes = valid, reason = %stop, "The message log ends in a torn record (a crash or power cut during a write); it was never acknowledged and is cut off.");
+            let f = OpenOptions::new().write(true).open(&path)?;
+            f.set_len(u64::try_from(valid).unwrap_or(u64::MAX))?;
+            f.sync_all()?;
+            out.truncated = Some((path.clone(), stop));
+        }
+        if let (Some(first), Some(previous)) =
+            (records.first().map(|r| r.first_seq), out.records.last())
+        {
+            if first <= previous.last_seq() {
+                return Err(StoreError::Corrupt {
+                    tree: "log",
+                    detail: format!(
+                        "{}: starts at seq {first}, not after the previous segment's {}",
+                        path.display(),
+                        previous.last_seq()
+                    ),
+                });
+            }
+        }
+        let last = records.last().map(Record::last_seq);
+        if let Some(last) = last {
+            out.last_seq = out.last_seq.max(last);
+        }
+        match last {
+            Some(last) if last > retired_upto => {
+                out.records
+                    .extend(records.into_iter().filter(|r| r.first_seq > retired_upto));
+                out.segments.push(Segment {
+                    path,
+                    last_seq: last,
+                });
+            }
+            // Empty (created just before a crash) or retired (a crash before its deletion).
+            _ => {
+                std::fs::remove_file(&path)?;
+                deleted = true;
+            }
+        }
+    }
+    if deleted {
+        fsync_dir(dir)?;
+    }
+    Ok(out)
+}
+
+pub(super) struct Writer {
+    shared: Arc<Shared>,
+    /// Closed segments not yet retired, oldest first.
+    closed: Vec<Segment>,
+    active: Option<Active>,
+    retirer: Retirer,
+    spare: Vec<u8>,
+}
+
+impl Writer {
+    pub(super) fn new(shared: Arc<Shared>, closed: Vec<Segment>, retirer: Retirer) -> Self {
+        Self {
+            shared,
+            closed,
+            active: None,
+            retirer,
+            spare: Vec::new(),
+        }
+    }
+
+    fn roll_due(&self) -> bool {
+        self.active
+            .as_ref()
+            .is_some_and(|a| a.len >= SEGMENT_BYTES || a.opened.elapsed() >= ROLL_AFTER)
+    }
+
+    pub(super) fn run(mut self) {
+        loop {
+            let (bytes, upto, touched, retire_asked, shutdown) = {
+                let mut st = self.shared.lock();
+                loop {
+                    let failed = st.failed.is_some();
+                    if st.shutdown
+                        || (!failed
+                            && (!st.buf.is_empty()
+                                || st.retire_asked
+                                || self.roll_due()
+                                || !self.closed.is_empty()))
+                    {
+                        break;
+                    }
+                    st = self
+                        .shared
+                        .work
+                        .wait_timeout(st, Duration::from_millis(500))
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                }
+                if st.failed.is_some() {
+                    return;
+                }
+                let spare = std::mem::take(&mut self.spare);
+                let bytes = std::mem::replace(&mut st.buf, spare);
+                (
+                    bytes,
+                    st.appended,
+                    std::mem::take(&mut st.touched),
+                    st.retire_asked,
+                    st.shutdown,
+                )
+            };
+            if !bytes.is_empty() {
+                if let Err(e) = self.write(&bytes, upto) {
+                    self.fail(&e);
+                    return;
+                }
+                self.publish(upto, touched);
+            }
+            self.spare = bytes;
+            self.spare.clear();
+            if shutdown {
+                return;
+            }
+            if self.roll_due() || (retire_asked && self.active.is_some()) {
+                if let Some(a) = self.active.take() {
+                    self.closed.push(Segment {
+                        path: a.path,
+                        last_seq: a.last_seq,
+                    });
+                }
+            }
+            if let Some(upto) = self.closed.last().map(|s| s.last_seq) {
+                if let Err(e) = self.retirer.retire(&self.shared, upto) {
+                    tracing::error!(error = %e, upto, "Retiring message-log segments failed; they stay and are retried.");
+                    // Not a reason to stop accepting messages: the segments stay on disk.
+                    std::thread::sleep(Duration::from_secs(1));
+                } else {
+                    for s in self.closed.drain(..) {
+                        if let Err(e) = std::fs::remove_file(&s.path) {
+                            tracing::warn!(segment = %s.path.display(), error = %e, "Deleting a retired log segment failed.");
+                        }
+                    }
+                    if let Err(e) = fsync_dir(&self.shared.dir) {
+                        tracing::warn!(error = %e, "fsync of the log directory failed.");
+                    }
+                }
+            }
+            if retire_asked {
+                let mut st = self.shared.lock();
+                st.retire_asked = false;
+                st.retired_generation += 1;
+                drop(st);
+                self.shared.done.notify_all();
+            }
+        }
+    }
+
+    /// Writes one group and makes it stable.
+    fn write(&mut self, bytes: &[u8], upto: u64) -> std::io::Result<()> {
+        if self.active.is_none() {
+            let first = bytes_first_seq(bytes).unwrap_or(upto);
+            let path = self.shared.dir.join(segment_name(first));
+            let file = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)?;
+            // The new file's directory entry must be durable before a record in it counts.
+            file.sync_all()?;
+            fsync_dir(&self.shared.dir)?;
+            self.active = Some(Active {
+                file,
+                path,
+                last_seq: 0,
+                len: 0,
+                opened: Instant::now(),
+            });
+        }
+        let Some(a) = self.active.as_mut() else {
+            return Err(std::io::Error::other("no active segment"));
+        };
+        a.file.write_all(bytes)?;
+        a.file.sync_data()?;
+        a.len += u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        a.last_seq = upto;
+        Ok(())
+    }
+
+    fn publish(&self, upto: u64, devices: Vec<crate::ids::DeviceId>) {
+        self.shared.durable.store(upto, Ordering::Release);
+        self.shared.progress.send_modify(|p| p.durable = upto);
+        // Taken so that a synchronous waiter between its check and its wait cannot miss this.
+        drop(self.shared.lock());
+        self.shared.done.notify_all();
+        if !devices.is_empty() {
+            let commits = self
+                .shared
+                .commits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(tx) = commits.as_ref() {
+                let _ = tx.send(Commit { upto, devices });
+            }
+        }
+    }
+
+    fn fail(&self, e: &std::io::Error) {
+        tracing::error!(error = %e, dir = %self.shared.dir.display(), "Writing the message log failed; no message is acknowledged until the relay restarts.");
+        let reason: Arc<str> = Arc::from(e.to_string());
+        self.shared.lock().failed = Some(Arc::clone(&reason));
+        self.shared
+            .progress
+            .send_modify(|p| p.failed = Some(Arc::clone(&reason)));
+        self.shared.done.notify_all();
+    }
+}
+
+/// The first seq of the first record in a group (names a new segment).
+fn bytes_first_seq(bytes: &[u8]) -> Option<u64> {
+    let body = bytes.get(super::format::HEADER_BYTES..)?;
+    // postcard writes `first_seq` first, as a varint.
+    postcard::take_from_bytes::<u64>(body).ok().map(|(v, _)| v)
+}
