@@ -14,16 +14,24 @@
 //!   the directory's contents changed (sled snapshots, new segments), shared by every writer
 //!   waiting at that moment.
 //! - **Recovery yields a prefix.** After a crash sled recovers a prefix of the writes in the
-//!   order they were made (its log is sequential). The relay relies on this ordering: the
-//!   "seen" record of a `Send` is written *after* its queue entries, so a seen record that
-//!   survives a crash implies the entries it guards survived too.
+//!   order they were made (its log is sequential), and so does the message log (`msglog`).
+//!   Queue entries and the dedupe ("seen") record of a `Send` are one record of the message
+//!   log, so a surviving dedupe record implies surviving entries, and a retry after a crash is
+//!   deduplicated if and only if its entries survived.
+//! - **Delivery follows durability.** A device is pushed an entry only once the message log's
+//!   fdatasync covers it (`msglog`), so no recipient sees a message a crash could take back.
 //! - **Single-key operations are atomic** (`insert`, `remove`, `compare_and_swap`); there are
 //!   no multi-tree transactions here. Where two keys must change together, the code orders the
 //!   writes so that every crash prefix is a state the relay can continue from, and says so.
 //! - **Memory follows the data.** sled 0.34 keeps the records of a tree that only grows in
 //!   memory whatever `cache_capacity` says (measured: about 150 bytes per dedupe record with a
 //!   1 MiB cache). So nothing that grows with traffic stays: queue entries leave on ack, and the
-//!   dedupe records are capped per sender ([`SEEN_PER_SENDER`], `queue.rs`).
+//!   dedupe records are capped per sender ([`SEEN_PER_SENDER`], `queue.rs`), in the message
+//!   log's memory and in sled alike.
+//! - **Messages do not go through sled on their way.** Queue entries, acks and dedupe records
+//!   are written to the message log (`msglog`); sled holds the relay's state (accounts,
+//!   devices, keys, groups, entities, contacts, mutes, blocks, bans), and the queue entries and
+//!   dedupe records older than the log's last seconds, moved there when a segment retires.
 //! - **One process.** sled takes a file lock on the directory, so a second relay on the same
 //!   data directory fails to start instead of corrupting it.
 //! - **The on-disk format is tied to sled 0.34** (hence the exact pin in Cargo.toml).

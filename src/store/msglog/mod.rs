@@ -66,9 +66,11 @@ use crate::ids::{AccountId, DeviceId};
 
 /// A segment is closed once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
-/// A segment is closed once it has been open this long (so that entries of offline devices
-/// and dedupe records leave memory for sled within about twice this).
-pub const ROLL_AFTER: Duration = Duration::from_secs(10);
+/// A segment is closed once its first record is this old (so that entries of offline devices
+/// and dedupe records leave memory for sled within about twice this: the log's memory holds
+/// seconds of traffic, and sled's dedupe records reach their per-sender bound as soon as
+/// they would without the log).
+pub const ROLL_AFTER: Duration = Duration::from_secs(2);
 /// Dedupe records kept in memory per sender; older ones are found in sled once their segment
 /// retired (where `store::SEEN_PER_SENDER` bounds them).
 const SEEN_IN_MEMORY_PER_SENDER: usize = super::SEEN_PER_SENDER;
@@ -546,6 +548,32 @@ impl MsgLog {
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }
+}
+
+/// What recovery makes of one segment's bytes, without touching a disk: how many whole
+/// records it holds, the entries they leave queued, and why the valid part ended early, or
+/// the error that would fail the open (a record naming a malformed account). For the fuzz
+/// target and tests: [`MsgLog::open`] does the same over every segment file.
+pub fn recover_bytes(bytes: &[u8]) -> Result<(usize, usize, Option<Stop>), StoreError> {
+    let (records, _, stop) = scan(bytes);
+    let mut state = State {
+        buf: Vec::new(),
+        next_seq: 1,
+        appended: 0,
+        touched: Vec::new(),
+        pending: HashMap::new(),
+        pending_count: 0,
+        seen: HashMap::new(),
+        shutdown: false,
+        retire_asked: false,
+        retired_generation: 0,
+        failed: None,
+    };
+    let n = records.len();
+    for record in records {
+        apply(&mut state, record, None)?;
+    }
+    Ok((n, state.pending_count, stop))
 }
 
 fn failed(reason: &str) -> StoreError {

@@ -253,3 +253,10 @@ fn a_torn_last_record_is_cut_off_and_the_rest_is_kept() {
         .collect();
     assert_eq!(got, vec![rec(1)]);
 }
+
+#[test]
+fn the_fuzz_seed_written_by_hand_from_the_documented_format_reads_back() {
+    let seed = include_bytes!("../../../tests/fuzz/seeds/msglog/seen-then-remove");
+    let (records, entries, stop) = super::recover_bytes(seed).unwrap();
+    assert_eq!((records, entries, stop), (2, 0, None));
+}

@@ -25,7 +25,8 @@ struct Active {
     path: PathBuf,
     last_seq: u64,
     len: u64,
-    opened: Instant,
+    /// When the first record was written into it.
+    opened: Option<Instant>,
 }
 
 /// What the segments held at open.
@@ -158,9 +159,9 @@ impl Writer {
     }
 
     fn roll_due(&self) -> bool {
-        self.active
-            .as_ref()
-            .is_some_and(|a| a.len >= SEGMENT_BYTES || a.opened.elapsed() >= ROLL_AFTER)
+        self.active.as_ref().is_some_and(|a| {
+            a.len >= SEGMENT_BYTES || a.opened.is_some_and(|t| t.elapsed() >= ROLL_AFTER)
+        })
     }
 
     pub(super) fn run(mut self) {
@@ -198,6 +199,7 @@ impl Writer {
                     st.shutdown,
                 )
             };
+            let bytes_were_empty = bytes.is_empty();
             if !bytes.is_empty() {
                 if let Err(e) = self.write(&bytes, upto) {
                     self.fail(&e);
@@ -212,10 +214,14 @@ impl Writer {
             }
             if self.roll_due() || (retire_asked && self.active.is_some()) {
                 if let Some(a) = self.active.take() {
-                    self.closed.push(Segment {
-                        path: a.path,
-                        last_seq: a.last_seq,
-                    });
+                    if a.len > 0 {
+                        self.closed.push(Segment {
+                            path: a.path,
+                            last_seq: a.last_seq,
+                        });
+                    } else {
+                        self.active = Some(a);
+                    }
                 }
             }
             if let Some(upto) = self.closed.last().map(|s| s.last_seq) {
@@ -234,6 +240,14 @@ impl Writer {
                     }
                 }
             }
+            // The next segment is created ahead, so that the first write after a roll is one
+            // write and one fdatasync like every other.
+            if self.active.is_none() && (retire_asked || !bytes_were_empty) {
+                let first = self.shared.lock().next_seq;
+                if let Err(e) = self.create(first) {
+                    tracing::warn!(error = %e, "Creating the next log segment failed; it is retried at the next write.");
+                }
+            }
             if retire_asked {
                 let mut st = self.shared.lock();
                 st.retire_asked = false;
@@ -247,22 +261,7 @@ impl Writer {
     /// Writes one group and makes it stable.
     fn write(&mut self, bytes: &[u8], upto: u64) -> std::io::Result<()> {
         if self.active.is_none() {
-            let first = bytes_first_seq(bytes).unwrap_or(upto);
-            let path = self.shared.dir.join(segment_name(first));
-            let file = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(&path)?;
-            // The new file's directory entry must be durable before a record in it counts.
-            file.sync_all()?;
-            fsync_dir(&self.shared.dir)?;
-            self.active = Some(Active {
-                file,
-                path,
-                last_seq: 0,
-                len: 0,
-                opened: Instant::now(),
-            });
+            self.create(bytes_first_seq(bytes).unwrap_or(upto))?;
         }
         let Some(a) = self.active.as_mut() else {
             return Err(std::io::Error::other("no active segment"));
@@ -271,6 +270,28 @@ impl Writer {
         a.file.sync_data()?;
         a.len += u64::try_from(bytes.len()).unwrap_or(u64::MAX);
         a.last_seq = upto;
+        a.opened.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Creates the active segment, named by the first seq it may hold (every record written
+    /// into it has a seq at least this).
+    fn create(&mut self, first_seq: u64) -> std::io::Result<()> {
+        let path = self.shared.dir.join(segment_name(first_seq));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        // The new file's directory entry must be durable before a record in it counts.
+        file.sync_all()?;
+        fsync_dir(&self.shared.dir)?;
+        self.active = Some(Active {
+            file,
+            path,
+            last_seq: 0,
+            len: 0,
+            opened: None,
+        });
         Ok(())
     }
 

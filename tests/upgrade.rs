@@ -1,0 +1,68 @@
+//! Upgrading: a data directory written by the release before the message log (queues and
+//! dedupe records in sled trees) opens with this build, and what was queued is delivered.
+//! The fixture was made with that release's binary by `tests/upgrade/make-fixture.sh`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{Relay, BIN};
+
+#[test]
+fn a_message_queued_by_the_release_before_the_log_is_delivered_after_the_upgrade() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/upgrade/v0.1-queued.tar.gz"
+    );
+    let relay = Relay::start_prepared("", |r| {
+        let out = Command::new("tar")
+            .arg("-xzf")
+            .arg(fixture)
+            .arg("-C")
+            .arg(r.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    let out = Command::new(BIN)
+        .arg("client")
+        .arg("--home")
+        .arg(relay.dir.path().join("bob"))
+        .args(["--relay", &relay.addr])
+        .args(["listen", "--json", "--count", "1", "--timeout", "20"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        relay.logs()
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(v["event"], "message");
+    assert_eq!(v["from"], "+14155550101");
+    assert_eq!(v["payload"]["body"], "queued before the upgrade");
+    // Acknowledged: the entry left sled's queue, and a new message goes through the log.
+    let out = Command::new(BIN)
+        .arg("client")
+        .arg("--home")
+        .arg(relay.dir.path().join("bob"))
+        .args(["--relay", &relay.addr])
+        .args(["send", "+14155550101", "after the upgrade"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
