@@ -11,8 +11,9 @@
 //!   its own workers, one per core, and the admin API on one more. An actor is started on the
 //!   thread that first looks it up through the `Directory`, which may be an HTTP worker.
 //! - The abuse monitor runs on an arbiter of its own.
-//! - The message log's writer thread does its writes and fdatasyncs, and moves what retiring
-//!   segments still hold into sled (`store::msglog`). Appends happen on the caller's thread.
+//! - The message log's writer thread does its writes and fdatasyncs; its retirement thread
+//!   moves what closed segments still hold into sled (`store::msglog`). Appends happen on the
+//!   caller's thread.
 //! - sled runs its own flusher thread; the barrier's fdatasync, push deliveries and verifier
 //!   commands run on tokio's blocking pool.
 

@@ -30,8 +30,8 @@
 //!
 //! The entries not yet removed and the dedupe records of the live segments are kept in memory
 //! (the *index*); delivery never reads the log back. The active segment is closed when it
-//! passes [`SEGMENT_BYTES`] or has been open [`ROLL_AFTER`]; then every older segment
-//! *retires*: the entries it still holds (devices that are offline) move to sled's queue tree
+//! passes [`SEGMENT_BYTES`] or its first record is [`ROLL_AFTER`] old; then, on a thread of
+//! its own (a retirement never holds up a commit), every closed segment *retires*: the entries it still holds (devices that are offline) move to sled's queue tree
 //! and its dedupe records to sled's dedupe trees, sled is made durable, the retired seq is
 //! recorded in sled (`log_retired_upto`), and only then are the files deleted. sled is thus
 //! the store-and-forward store for offline devices and the older dedupe records; the log holds
@@ -122,6 +122,8 @@ struct State {
     /// counts completed ones.
     retire_asked: bool,
     retired_generation: u64,
+    /// Why the last announced retirement left segments behind.
+    retire_error: Option<String>,
     failed: Option<Arc<str>>,
 }
 
@@ -216,6 +218,7 @@ impl MsgLog {
             shutdown: false,
             retire_asked: false,
             retired_generation: 0,
+            retire_error: None,
             failed: None,
         };
         let records = replay.records.len();
@@ -250,7 +253,7 @@ impl MsgLog {
             epoch: AtomicU64::new(0),
             dir: dir.to_owned(),
         });
-        let writer = writer::Writer::new(Arc::clone(&shared), replay.segments, retirer);
+        let writer = writer::Writer::new(Arc::clone(&shared), replay.segments, retirer)?;
         let handle = std::thread::Builder::new()
             .name("relaybox-log".into())
             .spawn(move || writer.run())?;
@@ -522,7 +525,10 @@ impl MsgLog {
                 return Err(failed(f));
             }
             if state.retired_generation > generation {
-                return Ok(());
+                return match &state.retire_error {
+                    None => Ok(()),
+                    Some(e) => Err(StoreError::Io(std::io::Error::other(e.clone()))),
+                };
             }
             state = self
                 .shared
@@ -567,6 +573,7 @@ pub fn recover_bytes(bytes: &[u8]) -> Result<(usize, usize, Option<Stop>), Store
         shutdown: false,
         retire_asked: false,
         retired_generation: 0,
+        retire_error: None,
         failed: None,
     };
     let n = records.len();

@@ -140,22 +140,45 @@ pub(super) fn replay(dir: &Path, retired_upto: u64) -> Result<Replay, StoreError
 
 pub(super) struct Writer {
     shared: Arc<Shared>,
-    /// Closed segments not yet retired, oldest first.
-    closed: Vec<Segment>,
     active: Option<Active>,
-    retirer: Retirer,
+    /// Closed segments go to the retirement thread, so that a retirement (sled writes and
+    /// fsyncs) never holds up a commit.
+    retire: Option<std::sync::mpsc::Sender<Job>>,
+    retirer: Option<std::thread::JoinHandle<()>>,
     spare: Vec<u8>,
 }
 
+/// Work for the retirement thread: segments to retire, then (if `announce`) a completed
+/// `retire_all` to announce.
+struct Job {
+    segments: Vec<Segment>,
+    announce: bool,
+}
+
 impl Writer {
-    pub(super) fn new(shared: Arc<Shared>, closed: Vec<Segment>, retirer: Retirer) -> Self {
-        Self {
-            shared,
-            closed,
-            active: None,
-            retirer,
-            spare: Vec::new(),
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        closed: Vec<Segment>,
+        retirer: Retirer,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let for_thread = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("relaybox-log-retire".into())
+            .spawn(move || retire_loop(&for_thread, &retirer, &rx))?;
+        if !closed.is_empty() {
+            let _ = tx.send(Job {
+                segments: closed,
+                announce: false,
+            });
         }
+        Ok(Self {
+            shared,
+            active: None,
+            retire: Some(tx),
+            retirer: Some(handle),
+            spare: Vec::new(),
+        })
     }
 
     fn roll_due(&self) -> bool {
@@ -165,17 +188,24 @@ impl Writer {
     }
 
     pub(super) fn run(mut self) {
+        self.commit_loop();
+        // Retirements already handed over finish; the thread then ends.
+        drop(self.retire.take());
+        if let Some(h) = self.retirer.take() {
+            if h.join().is_err() {
+                tracing::error!("The message log's retirement thread panicked.");
+            }
+        }
+    }
+
+    fn commit_loop(&mut self) {
         loop {
             let (bytes, upto, touched, retire_asked, shutdown) = {
                 let mut st = self.shared.lock();
                 loop {
                     let failed = st.failed.is_some();
                     if st.shutdown
-                        || (!failed
-                            && (!st.buf.is_empty()
-                                || st.retire_asked
-                                || self.roll_due()
-                                || !self.closed.is_empty()))
+                        || (!failed && (!st.buf.is_empty() || st.retire_asked || self.roll_due()))
                     {
                         break;
                     }
@@ -191,11 +221,12 @@ impl Writer {
                 }
                 let spare = std::mem::take(&mut self.spare);
                 let bytes = std::mem::replace(&mut st.buf, spare);
+                let asked = std::mem::take(&mut st.retire_asked);
                 (
                     bytes,
                     st.appended,
                     std::mem::take(&mut st.touched),
-                    st.retire_asked,
+                    asked,
                     st.shutdown,
                 )
             };
@@ -212,32 +243,22 @@ impl Writer {
             if shutdown {
                 return;
             }
-            if self.roll_due() || (retire_asked && self.active.is_some()) {
-                if let Some(a) = self.active.take() {
-                    if a.len > 0 {
-                        self.closed.push(Segment {
-                            path: a.path,
-                            last_seq: a.last_seq,
-                        });
-                    } else {
-                        self.active = Some(a);
-                    }
+            let mut segments = Vec::new();
+            if self.roll_due() || retire_asked {
+                match self.active.take() {
+                    Some(a) if a.len > 0 => segments.push(Segment {
+                        path: a.path,
+                        last_seq: a.last_seq,
+                    }),
+                    other => self.active = other,
                 }
             }
-            if let Some(upto) = self.closed.last().map(|s| s.last_seq) {
-                if let Err(e) = self.retirer.retire(&self.shared, upto) {
-                    tracing::error!(error = %e, upto, "Retiring message-log segments failed; they stay and are retried.");
-                    // Not a reason to stop accepting messages: the segments stay on disk.
-                    std::thread::sleep(Duration::from_secs(1));
-                } else {
-                    for s in self.closed.drain(..) {
-                        if let Err(e) = std::fs::remove_file(&s.path) {
-                            tracing::warn!(segment = %s.path.display(), error = %e, "Deleting a retired log segment failed.");
-                        }
-                    }
-                    if let Err(e) = fsync_dir(&self.shared.dir) {
-                        tracing::warn!(error = %e, "fsync of the log directory failed.");
-                    }
+            if !segments.is_empty() || retire_asked {
+                if let Some(tx) = &self.retire {
+                    let _ = tx.send(Job {
+                        segments,
+                        announce: retire_asked,
+                    });
                 }
             }
             // The next segment is created ahead, so that the first write after a roll is one
@@ -247,13 +268,6 @@ impl Writer {
                 if let Err(e) = self.create(first) {
                     tracing::warn!(error = %e, "Creating the next log segment failed; it is retried at the next write.");
                 }
-            }
-            if retire_asked {
-                let mut st = self.shared.lock();
-                st.retire_asked = false;
-                st.retired_generation += 1;
-                drop(st);
-                self.shared.done.notify_all();
             }
         }
     }
@@ -321,6 +335,41 @@ impl Writer {
             .progress
             .send_modify(|p| p.failed = Some(Arc::clone(&reason)));
         self.shared.done.notify_all();
+    }
+}
+
+/// The retirement thread: retires each job's segments (and any left from a failed attempt),
+/// deletes their files, announces completed `retire_all`s.
+fn retire_loop(shared: &Shared, retirer: &Retirer, jobs: &std::sync::mpsc::Receiver<Job>) {
+    let mut closed: Vec<Segment> = Vec::new();
+    while let Ok(job) = jobs.recv() {
+        closed.extend(job.segments);
+        if let Some(upto) = closed.iter().map(|s| s.last_seq).max() {
+            match retirer.retire(shared, upto) {
+                Ok(()) => {
+                    for s in closed.drain(..) {
+                        if let Err(e) = std::fs::remove_file(&s.path) {
+                            tracing::warn!(segment = %s.path.display(), error = %e, "Deleting a retired log segment failed.");
+                        }
+                    }
+                    if let Err(e) = fsync_dir(&shared.dir) {
+                        tracing::warn!(error = %e, "fsync of the log directory failed.");
+                    }
+                }
+                // Not a reason to stop accepting messages: the segments stay on disk and in
+                // memory, and are retried with the next job.
+                Err(e) => {
+                    tracing::error!(error = %e, upto, "Retiring message-log segments failed; they stay and are retried.");
+                }
+            }
+        }
+        if job.announce {
+            let mut st = shared.lock();
+            st.retired_generation += 1;
+            st.retire_error = (!closed.is_empty()).then(|| "a retirement failed (see the log)".into());
+            drop(st);
+            shared.done.notify_all();
+        }
     }
 }
 
