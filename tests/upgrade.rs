@@ -6,9 +6,22 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use common::{Relay, BIN};
+
+/// Runs `relaybox client` as bob, from the fixture's home.
+fn bob(relay: &Relay, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("client")
+        .arg("--home")
+        .arg(relay.dir.path().join("bob"))
+        .args(["--relay", &relay.addr])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
 
 #[test]
 fn a_message_queued_by_the_release_before_the_log_is_delivered_after_the_upgrade() {
@@ -30,15 +43,10 @@ fn a_message_queued_by_the_release_before_the_log_is_delivered_after_the_upgrade
             String::from_utf8_lossy(&out.stderr)
         );
     });
-    let out = Command::new(BIN)
-        .arg("client")
-        .arg("--home")
-        .arg(relay.dir.path().join("bob"))
-        .args(["--relay", &relay.addr])
-        .args(["listen", "--json", "--count", "1", "--timeout", "20"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = bob(
+        &relay,
+        &["listen", "--json", "--count", "1", "--timeout", "20"],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -50,16 +58,8 @@ fn a_message_queued_by_the_release_before_the_log_is_delivered_after_the_upgrade
     assert_eq!(v["event"], "message");
     assert_eq!(v["from"], "+14155550101");
     assert_eq!(v["payload"]["body"], "queued before the upgrade");
-    // Acknowledged: the entry left sled's queue, and a new message goes through the log.
-    let out = Command::new(BIN)
-        .arg("client")
-        .arg("--home")
-        .arg(relay.dir.path().join("bob"))
-        .args(["--relay", &relay.addr])
-        .args(["send", "+14155550101", "after the upgrade"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    // And a new message goes through the log.
+    let out = bob(&relay, &["send", "+14155550101", "after the upgrade"]);
     assert!(
         out.status.success(),
         "{}",

@@ -135,15 +135,7 @@ impl Store {
     /// Appends entries for several devices as one log record; returns its last seq.
     pub fn queue_append(&self, entries: Vec<(DeviceId, QueueRecord)>) -> Result<u64, StoreError> {
         let _gate = self.writing();
-        let ops = entries
-            .into_iter()
-            .map(|(d, record)| msglog::Op::Enqueue {
-                account: d.account.to_string(),
-                device: d.device,
-                record,
-            })
-            .collect();
-        match self.log.append(ops, None)? {
+        match self.log.append(enqueue_ops(entries), None)? {
             Appended::Written { last_seq, .. } => Ok(last_seq),
             Appended::Duplicate { seq, .. } => Ok(seq),
         }
@@ -161,14 +153,7 @@ impl Store {
         entries: Vec<(DeviceId, QueueRecord)>,
     ) -> Result<Appended, StoreError> {
         let _gate = self.writing();
-        let mut ops: Vec<msglog::Op> = entries
-            .into_iter()
-            .map(|(d, record)| msglog::Op::Enqueue {
-                account: d.account.to_string(),
-                device: d.device,
-                record,
-            })
-            .collect();
+        let mut ops = enqueue_ops(entries);
         ops.push(msglog::Op::Seen {
             sender: sender.to_string(),
             msg_id: msg.0,
@@ -337,6 +322,18 @@ impl Store {
             Some(rest) => Ok(Some(Some(decode("sendermsgid_timestamp", rest)?))),
         }
     }
+}
+
+/// The log ops that queue `entries`.
+fn enqueue_ops(entries: Vec<(DeviceId, QueueRecord)>) -> Vec<msglog::Op> {
+    entries
+        .into_iter()
+        .map(|(d, record)| msglog::Op::Enqueue {
+            account: d.account.to_string(),
+            device: d.device,
+            record,
+        })
+        .collect()
 }
 
 /// Writes a dedupe record into sled (a retiring log segment's): `id` orders the sender's

@@ -269,8 +269,26 @@ for n, u in re.findall(r"([0-9.]+)\s*([a-z]+)", sys.argv[1]): t += float(n) * m[
 print(int(t) + 1)' "$1"; }
 RUN_LIMIT=$(($(seconds "$WARMUP") + $(seconds "$DURATION") + 180))
 
-# --- the runs -------------------------------------------------------------------------------
+# --- the floor under a durable ack ----------------------------------------------------------
+# fdatasync latency of this filesystem (where every server's data directory lives), measured
+# in the same session: a 256-byte append and an fdatasync, 500 times, on the server's core.
 mkdir -p "$RESULTS"
+taskset -c "$SERVER_CPU" python3 - "$WORK/fsync-probe" "$RESULTS/fsync.json" <<'EOF'
+import json, os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+samples = []
+for _ in range(500):
+    t = time.perf_counter()
+    os.write(fd, b"x" * 256)
+    os.fdatasync(fd)
+    samples.append((time.perf_counter() - t) * 1000)
+os.close(fd)
+os.unlink(sys.argv[1])
+samples.sort()
+json.dump({"p50_ms": samples[len(samples) // 2], "p99_ms": samples[int(len(samples) * 0.99)]}, open(sys.argv[2], "w"))
+EOF
+
+# --- the runs -------------------------------------------------------------------------------
 for wl in $WORKLOADS; do
     read -r -a wargs <<<"$(workload_args "$wl")"
     for run in $(seq "$RUNS"); do

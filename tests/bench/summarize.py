@@ -117,6 +117,12 @@ def main():
             print(line(r))
     else:
         print("no results")
+    try:
+        f = json.load(open(os.path.join(results, "fsync.json")))
+        print(f"fsync: this filesystem's fdatasync of a 256-byte append takes p50 {f['p50_ms']:.2f} ms, "
+              f"p99 {f['p99_ms']:.2f} ms (the floor under any durable ack, measured in this session)")
+    except (OSError, ValueError, KeyError):
+        print("fsync: not measured")
     print("(medians; ratios are relaybox / peer: above 1x is better for 'higher' rows, below 1x for 'lower' rows;"
           " '!' = every run of that cell had the generator above 90% CPU, so it does not count;"
           " 'no ack' = sends went out but none was acknowledged within the window)")

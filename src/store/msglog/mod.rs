@@ -127,6 +127,25 @@ struct State {
     failed: Option<Arc<str>>,
 }
 
+impl State {
+    fn new(next_seq: u64) -> Self {
+        Self {
+            buf: Vec::new(),
+            next_seq,
+            appended: 0,
+            touched: Vec::new(),
+            pending: HashMap::new(),
+            pending_count: 0,
+            seen: HashMap::new(),
+            shutdown: false,
+            retire_asked: false,
+            retired_generation: 0,
+            retire_error: None,
+            failed: None,
+        }
+    }
+}
+
 /// Durable progress, as the waiters see it.
 #[derive(Clone, Debug, Default)]
 struct Progress {
@@ -207,20 +226,7 @@ impl MsgLog {
             .mode(0o700)
             .create(dir)?;
         let replay = writer::replay(dir, retired_upto)?;
-        let mut state = State {
-            buf: Vec::new(),
-            next_seq: replay.last_seq.saturating_add(1).max(seq_floor).max(1),
-            appended: 0,
-            touched: Vec::new(),
-            pending: HashMap::new(),
-            pending_count: 0,
-            seen: HashMap::new(),
-            shutdown: false,
-            retire_asked: false,
-            retired_generation: 0,
-            retire_error: None,
-            failed: None,
-        };
+        let mut state = State::new(replay.last_seq.saturating_add(1).max(seq_floor).max(1));
         let records = replay.records.len();
         for record in replay.records {
             apply(&mut state, record, None)?;
@@ -562,20 +568,7 @@ impl MsgLog {
 /// target and tests: [`MsgLog::open`] does the same over every segment file.
 pub fn recover_bytes(bytes: &[u8]) -> Result<(usize, usize, Option<Stop>), StoreError> {
     let (records, _, stop) = scan(bytes);
-    let mut state = State {
-        buf: Vec::new(),
-        next_seq: 1,
-        appended: 0,
-        touched: Vec::new(),
-        pending: HashMap::new(),
-        pending_count: 0,
-        seen: HashMap::new(),
-        shutdown: false,
-        retire_asked: false,
-        retired_generation: 0,
-        retire_error: None,
-        failed: None,
-    };
+    let mut state = State::new(1);
     let n = records.len();
     for record in records {
         apply(&mut state, record, None)?;

@@ -27,9 +27,10 @@ impl Retirer {
     /// sled and makes sled durable; the caller then deletes the segments.
     pub(super) fn retire(&self, shared: &Shared, upto: u64) -> Result<(), StoreError> {
         type Entry = (DeviceId, u64, Arc<QueueRecord>);
+        type SeenRecord = (String, [u8; 16], super::Seen);
         // Copied under the lock, written to sled without it (appends and acks go on), removed
         // from memory under it again: in between, both hold them, and readers take sled's.
-        let (entries, seen): (Vec<Entry>, Vec<(String, [u8; 16], super::Seen)>) = {
+        let (entries, seen): (Vec<Entry>, Vec<SeenRecord>) = {
             let st = shared.lock();
             let entries = st
                 .pending

@@ -366,7 +366,8 @@ fn retire_loop(shared: &Shared, retirer: &Retirer, jobs: &std::sync::mpsc::Recei
         if job.announce {
             let mut st = shared.lock();
             st.retired_generation += 1;
-            st.retire_error = (!closed.is_empty()).then(|| "a retirement failed (see the log)".into());
+            st.retire_error =
+                (!closed.is_empty()).then(|| "a retirement failed (see the log)".into());
             drop(st);
             shared.done.notify_all();
         }
