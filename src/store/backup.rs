@@ -290,14 +290,17 @@ mod tests {
                 })
                 .collect();
             let mut seen = 0;
-            for kv in restored.t.sendermsgid_timestamp.iter() {
-                let (k, _) = kv.unwrap();
-                let msg = MsgId::from_slice(&k[k.len() - 16..]).unwrap();
-                assert!(
-                    queued.contains(&msg.to_string()),
-                    "seen {msg} without its entry"
-                );
-                seen += 1;
+            for v in restored.t.senderseq_seenbatch.iter().values() {
+                let batch: Vec<crate::store::seen::SeenRecord> =
+                    crate::store::decode("t", &v.unwrap()).unwrap();
+                for r in batch {
+                    let msg = MsgId(r.msg_id);
+                    assert!(
+                        queued.contains(&msg.to_string()),
+                        "seen {msg} without its entry"
+                    );
+                    seen += 1;
+                }
             }
             assert!(seen > 0);
         }

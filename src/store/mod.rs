@@ -26,12 +26,13 @@
 //! - **Memory follows the data.** sled 0.34 keeps the records of a tree that only grows in
 //!   memory whatever `cache_capacity` says (measured: about 150 bytes per dedupe record with a
 //!   1 MiB cache). So nothing that grows with traffic stays: queue entries leave on ack, and the
-//!   dedupe records are capped per sender ([`SEEN_PER_SENDER`], `queue.rs`), in the message
-//!   log's memory and in sled alike.
+//!   dedupe records are capped per sender ([`SEEN_PER_SENDER`]), in memory, where every dedupe
+//!   question is answered, and in sled, where they are kept for a restart (`seen.rs`).
 //! - **Messages do not go through sled on their way.** Queue entries, acks and dedupe records
 //!   are written to the message log (`msglog`); sled holds the relay's state (accounts,
 //!   devices, keys, groups, entities, contacts, mutes, blocks, bans), and the queue entries and
-//!   dedupe records older than the log's last seconds, moved there when a segment retires.
+//!   dedupe records older than the log's last seconds, moved there when a segment retires
+//!   (the dedupe records as one sled write per sender and segment, not one per message).
 //! - **One process.** sled takes a file lock on the directory, so a second relay on the same
 //!   data directory fails to start instead of corrupting it.
 //! - **The on-disk format is tied to sled 0.34** (hence the exact pin in Cargo.toml).
@@ -54,6 +55,7 @@ mod mqtt;
 pub mod msglog;
 mod mutes;
 mod queue;
+mod seen;
 mod space;
 mod stats;
 mod tokens;
@@ -75,8 +77,8 @@ pub use meta::SCHEMA_VERSION;
 
 /// How many of a sender account's newest message ids the store remembers to deduplicate
 /// retries (within `messaging.retention`). A client retries the messages it has in flight,
-/// which is far fewer; the bound keeps the records, which sled holds in memory whatever its
-/// cache size, from growing with the traffic.
+/// which is far fewer; the bound keeps the records, which are held in memory, from growing
+/// with the traffic.
 pub const SEEN_PER_SENDER: usize = 1024;
 
 /// The store's page cache unless `relay.store_cache_bytes` says otherwise (16 MiB).
@@ -153,6 +155,8 @@ pub struct Store {
     mutes: mutes::MuteCache,
     /// Queue entries and dedupe records (`msglog`).
     log: msglog::MsgLog,
+    /// sled's dedupe batches per sender (`seen.rs`), for the retention sweep.
+    seen_batches: std::sync::Arc<std::sync::Mutex<seen::Batches>>,
 }
 
 impl Store {
@@ -189,8 +193,7 @@ impl Store {
         let bans = abuse::BanCache::load(&t.account_abuserecord)?;
         let blocks = abuse::BlockCache::load(&t.blockeraccount_)?;
         let mutes = mutes::MuteCache::load(&t.accountthread_muteuntil)?;
-        let seen_since_prune = queue::SeenCounts::default();
-        let log = open_log(dir, &db, &t, &path, &seen_since_prune, id_offset)?;
+        let (log, seen_batches) = open_log(dir, &db, &t, &path, id_offset)?;
         Ok(Self {
             id_offset,
             db,
@@ -203,6 +206,7 @@ impl Store {
             blocks,
             mutes,
             log,
+            seen_batches,
         })
     }
 
@@ -242,9 +246,14 @@ fn open_log(
     db: &sled::Db,
     t: &Trees,
     db_dir: &Path,
-    seen_counts: &queue::SeenCounts,
     id_offset: u64,
-) -> Result<msglog::MsgLog, StoreError> {
+) -> Result<
+    (
+        msglog::MsgLog,
+        std::sync::Arc<std::sync::Mutex<seen::Batches>>,
+    ),
+    StoreError,
+> {
     let retired_upto = match t.meta_value.get(msglog::RETIRED_UPTO_KEY)? {
         None => 0,
         Some(v) => <[u8; 8]>::try_from(v.as_ref())
@@ -258,24 +267,27 @@ fn open_log(
         .checked_add(id_offset)
         .ok_or_else(|| corrupt("meta_value", "id space exhausted"))?;
     let queue = t.deviceseq_queuerecord.clone();
+    let (preloaded, batches) = seen::load(t)?;
+    let batches = std::sync::Arc::new(std::sync::Mutex::new(batches));
     let retirer = msglog::Retirer {
         db: db.clone(),
         t: t.clone(),
         db_dir: db_dir.to_owned(),
-        seen_counts: seen_counts.clone(),
+        batches: batches.clone(),
     };
     let recovered = msglog::MsgLog::open(
         &dir.join("log"),
         retired_upto,
         floor,
         |d, seq| Ok(queue.contains_key(keys::queue(d, seq))?),
+        preloaded,
         retirer,
     )?;
     if let Some((path, stop)) = &recovered.truncated {
         tracing::warn!(segment = %path.display(), reason = %stop, "Message log: a torn record at the end was cut off.");
     }
     tracing::debug!(records = recovered.records, "Message log replayed.");
-    Ok(recovered.log)
+    Ok((recovered.log, batches))
 }
 
 /// fsyncs every file under `dir`, every directory in it and `dir` itself (after a restore).

@@ -8,50 +8,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::msglog::{self, Appended};
-use super::trees::Trees;
-use super::{decode, encode, keys, Store, StoreError};
+use super::{decode, keys, Store, StoreError};
 use crate::ids::{AccountId, DeviceId, MsgId};
 
 const TREE: &str = "deviceseq_queuerecord";
-
-/// A sender's dedupe records are pruned to its newest ones every PRUNE_EVERY records.
-const PRUNE_EVERY: u32 = 64;
-
-/// Per sender (key prefix), dedupe records written since its last prune. In memory: one
-/// small entry per account that sent since the start.
-#[derive(Clone, Default)]
-pub(super) struct SeenCounts(
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, u32>>>,
-);
-
-impl SeenCounts {
-    /// Counts one record for `prefix`; true when it is time to prune that sender.
-    pub(super) fn bump(&self, prefix: &[u8]) -> bool {
-        // A poisoned lock only means another thread panicked mid-count; the counts are hints.
-        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(prefix.to_vec()).or_insert(0);
-        *n += 1;
-        if *n >= PRUNE_EVERY {
-            *n = 0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// A dedupe record's value: its timestamp and, unless it predates the order tree, its id.
-fn seen_value(v: &[u8]) -> (u64, Option<u64>) {
-    let ts = v
-        .get(..8)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(0, u64::from_be_bytes);
-    let id = v
-        .get(8..16)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(u64::from_be_bytes);
-    (ts, id)
-}
 
 /// Something waiting for a device. The relay never sees plaintext: a message is the
 /// ciphertext of one envelope.
@@ -276,31 +236,15 @@ impl Store {
                 n += 1;
             }
         }
-        for kv in self.t.sendermsgid_timestamp.iter() {
-            let (k, v) = kv?;
-            let (ts, id) = seen_value(&v);
-            if ts < cutoff_ms {
-                self.t.sendermsgid_timestamp.remove(&k)?;
-                if let Some(id) = id {
-                    let sender = &k[..k.len().saturating_sub(16)];
-                    self.t.senderid_msgid.remove(keys::seen_order(sender, id))?;
-                }
-            }
-        }
+        let mut batches = self.seen_batches.lock().unwrap_or_else(|p| p.into_inner());
+        super::seen::sweep(&self.t, &mut batches, cutoff_ms)?;
         Ok(n)
     }
 
-    /// The timestamp given to a message already accepted from `sender` with `msg`, if any:
-    /// from the log's dedupe records, then sled's older ones.
+    /// The timestamp given to a message already accepted from `sender` with `msg`, if the
+    /// relay remembers it (from memory: see `seen.rs`).
     pub fn seen_get(&self, sender: &AccountId, msg: &MsgId) -> Result<Option<u64>, StoreError> {
-        if let Some(s) = self.log.seen(sender, &msg.0) {
-            return Ok(Some(s.timestamp_ms));
-        }
-        Ok(self
-            .t
-            .sendermsgid_timestamp
-            .get(keys::seen(sender, msg))?
-            .map(|v| seen_value(&v).0))
+        Ok(self.log.seen(sender, &msg.0).map(|s| s.timestamp_ms))
     }
 
     /// Who may send receipts for `msg` from `sender`: `None` if the relay has no record of it
@@ -311,16 +255,7 @@ impl Store {
         sender: &AccountId,
         msg: &MsgId,
     ) -> Result<Option<Option<Vec<String>>>, StoreError> {
-        if let Some(s) = self.log.seen(sender, &msg.0) {
-            return Ok(Some(Some(s.recipients)));
-        }
-        let Some(v) = self.t.sendermsgid_timestamp.get(keys::seen(sender, msg))? else {
-            return Ok(None);
-        };
-        match v.get(16..) {
-            None | Some([]) => Ok(Some(None)),
-            Some(rest) => Ok(Some(Some(decode("sendermsgid_timestamp", rest)?))),
-        }
+        Ok(self.log.seen(sender, &msg.0).map(|s| s.recipients))
     }
 }
 
@@ -334,54 +269,4 @@ fn enqueue_ops(entries: Vec<(DeviceId, QueueRecord)>) -> Vec<msglog::Op> {
             record,
         })
         .collect()
-}
-
-/// Writes a dedupe record into sled (a retiring log segment's): `id` orders the sender's
-/// records for the per-sender bound. Every PRUNE_EVERY-th record of a sender, its records
-/// beyond its newest SEEN_PER_SENDER are forgotten; a sender exceeds the bound by fewer than
-/// PRUNE_EVERY records (plus PRUNE_EVERY after a restart, which forgets the counts).
-pub(super) fn seen_insert(
-    t: &Trees,
-    counts: &SeenCounts,
-    sender: &AccountId,
-    msg: &[u8; 16],
-    timestamp_ms: u64,
-    id: u64,
-    recipients: &[String],
-) -> Result<(), StoreError> {
-    let prefix = keys::account_prefix(sender);
-    t.senderid_msgid
-        .insert(keys::seen_order(&prefix, id), msg)?;
-    let mut value = Vec::with_capacity(32);
-    value.extend_from_slice(&timestamp_ms.to_be_bytes());
-    value.extend_from_slice(&id.to_be_bytes());
-    value.extend_from_slice(&encode(&recipients));
-    t.sendermsgid_timestamp
-        .insert(keys::seen(sender, &MsgId(*msg)), value)?;
-    if counts.bump(&prefix) {
-        seen_prune(t, &prefix)?;
-    }
-    Ok(())
-}
-
-/// Deletes the dedupe records of the sender with key prefix `prefix` beyond its newest
-/// [`super::SEEN_PER_SENDER`].
-fn seen_prune(t: &Trees, prefix: &[u8]) -> Result<(), StoreError> {
-    // The order tree sorts a sender's records oldest first: count them, drop the front.
-    let count = t.senderid_msgid.scan_prefix(prefix).keys().count();
-    let excess = count.saturating_sub(super::SEEN_PER_SENDER);
-    let mut n = 0;
-    for kv in t.senderid_msgid.scan_prefix(prefix).take(excess) {
-        let (k, msg) = kv?;
-        let mut seen = prefix.to_vec();
-        seen.extend_from_slice(&msg);
-        t.sendermsgid_timestamp.remove(seen)?;
-        t.senderid_msgid.remove(k)?;
-        n += 1;
-    }
-    tracing::trace!(
-        pruned = n,
-        "Dedupe records beyond the per-sender bound forgotten."
-    );
-    Ok(())
 }

@@ -100,47 +100,54 @@ fn reregistering_with_a_new_key_drops_the_old_primarys_queue() {
 }
 
 #[test]
-fn a_sender_keeps_only_its_newest_dedupe_records_in_the_log_and_in_sled_and_the_sweep_removes_them()
-{
+fn a_sender_keeps_only_its_newest_dedupe_records_across_retirements_and_reopens_and_the_sweep_removes_them(
+) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path()).unwrap();
     let busy = AccountId::parse("+14155550100").unwrap();
     let quiet = AccountId::parse("+14155550101").unwrap();
     let id = |n: u32| {
-        crate::ids::MsgId([
-            (n % 251) as u8,
-            (n / 251) as u8,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-        ])
+        let mut m = [7u8; 16];
+        m[..4].copy_from_slice(&n.to_be_bytes());
+        crate::ids::MsgId(m)
     };
-    s.send_append(&quiet, &id(0), 5, vec![], vec![]).unwrap();
     let total = SEEN_PER_SENDER as u32 + 300;
-    for n in 0..total {
-        s.send_append(&busy, &id(n), 10 + u64::from(n), vec![], vec![])
-            .unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.send_append(&quiet, &id(0), 5, vec![], vec![]).unwrap();
+        // In three retirements: the older batches fall out of the bound.
+        for n in 0..total {
+            s.send_append(&busy, &id(n), 10 + u64::from(n), vec![], vec![])
+                .unwrap();
+            if n % 500 == 499 {
+                s.log().retire_all().unwrap();
+            }
+        }
+        s.log().retire_all().unwrap();
+        assert_eq!(s.seen_get(&busy, &id(0)).unwrap(), None, "past the bound");
+        s.flush().unwrap();
     }
-    // The log's records move to sled's trees.
-    s.log().retire_all().unwrap();
-    let kept =
-        s.t.senderid_msgid
+    // A record written before the log (timestamp only) is loaded too.
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.t.sendermsgid_timestamp
+            .insert(keys::seen(&quiet, &id(1)), &3u64.to_be_bytes())
+            .unwrap();
+        s.flush().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    let stored: usize =
+        s.t.senderseq_seenbatch
             .scan_prefix(keys::account_prefix(&busy))
-            .count();
+            .values()
+            .map(|v| {
+                decode::<Vec<super::seen::SeenRecord>>("t", &v.unwrap())
+                    .unwrap()
+                    .len()
+            })
+            .sum();
     assert!(
-        (SEEN_PER_SENDER..SEEN_PER_SENDER + 64).contains(&kept),
-        "kept {kept}"
+        (SEEN_PER_SENDER..SEEN_PER_SENDER + 500).contains(&stored),
+        "stored {stored}"
     );
     assert_eq!(
         s.seen_get(&busy, &id(0)).unwrap(),
@@ -156,23 +163,13 @@ fn a_sender_keeps_only_its_newest_dedupe_records_in_the_log_and_in_sled_and_the_
         Some(5),
         "another sender keeps its own"
     );
-    assert_eq!(
-        s.t.sendermsgid_timestamp
-            .scan_prefix(keys::account_prefix(&busy))
-            .count(),
-        kept
-    );
-    // Retention ran out for everything: both trees empty.
-    s.queue_sweep(u64::MAX).unwrap();
-    assert_eq!(s.t.sendermsgid_timestamp.len(), 0);
-    assert_eq!(s.t.senderid_msgid.len(), 0);
-    // A record written before the order tree existed (timestamp only) still reads and sweeps.
-    s.t.sendermsgid_timestamp
-        .insert(keys::seen(&quiet, &id(1)), &3u64.to_be_bytes())
-        .unwrap();
     assert_eq!(s.seen_get(&quiet, &id(1)).unwrap(), Some(3));
-    s.queue_sweep(4).unwrap();
-    assert_eq!(s.seen_get(&quiet, &id(1)).unwrap(), None);
+    assert_eq!(s.seen_recipients(&quiet, &id(1)).unwrap(), Some(None));
+    // Retention ran out for everything: sled and memory forget all.
+    s.queue_sweep(u64::MAX).unwrap();
+    assert_eq!(s.t.senderseq_seenbatch.len(), 0);
+    assert_eq!(s.t.sendermsgid_timestamp.len(), 0);
+    assert_eq!(s.seen_get(&quiet, &id(0)).unwrap(), None);
 }
 
 #[test]

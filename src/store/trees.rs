@@ -72,11 +72,15 @@ pub(super) struct Trees {
     /// sender account ‖ 0x00 ‖ msg_id[16] → timestamp_ms:u64-be ‖ id:u64-be ‖ recipients
     /// (dedupe of retries; `id` orders it in `senderid_msgid`; `recipients` is the postcard
     /// list of the accounts the message was queued for, so only they may send receipts for
-    /// it). Older records lack the recipients, or hold the timestamp only.
+    /// it). Older records lack the recipients, or hold the timestamp only. Written by releases
+    /// before the message log; read at open, and emptied by the retention sweep.
     pub sendermsgid_timestamp: sled::Tree,
     /// sender account ‖ 0x00 ‖ id:u64-be → msg_id[16]: the dedupe records of a sender, oldest
     /// first, so only its newest [`super::SEEN_PER_SENDER`] are kept.
     pub senderid_msgid: sled::Tree,
+    /// sender account ‖ 0x00 ‖ seq:u64-be → postcard Vec<SeenRecord>: a sender's dedupe
+    /// records of one retired log segment (`seen.rs`), keyed by the first one's seq.
+    pub senderseq_seenbatch: sled::Tree,
     /// seq:u64-be → OutboxRecord: MQTT down messages awaiting the broker's PubAck.
     pub seq_mqttoutbox: sled::Tree,
 }
@@ -117,6 +121,7 @@ impl Trees {
             phone_entity: db.open_tree("phone_entity")?,
             sendermsgid_timestamp: db.open_tree("sendermsgid_timestamp")?,
             senderid_msgid: db.open_tree("senderid_msgid")?,
+            senderseq_seenbatch: db.open_tree("senderseq_seenbatch")?,
             seq_mqttoutbox: db.open_tree("seq_mqttoutbox")?,
         })
     }

@@ -75,6 +75,8 @@ pub const ROLL_AFTER: Duration = Duration::from_secs(2);
 /// retired (where `store::SEEN_PER_SENDER` bounds them).
 const SEEN_IN_MEMORY_PER_SENDER: usize = super::SEEN_PER_SENDER;
 
+use super::seen::SeenRecord;
+
 /// A commit: every seq up to `upto` is durable; `devices` got entries in it.
 #[derive(Debug)]
 pub struct Commit {
@@ -91,18 +93,26 @@ pub enum Appended {
     Duplicate { timestamp_ms: u64, seq: u64 },
 }
 
-/// A dedupe record in memory.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub timestamp_ms: u64,
-    pub seq: u64,
-    pub recipients: Vec<String>,
-}
-
+/// A sender's newest dedupe records, oldest first.
 #[derive(Default)]
 struct SenderSeen {
     order: VecDeque<[u8; 16]>,
-    map: HashMap<[u8; 16], Seen>,
+    map: HashMap<[u8; 16], SeenRecord>,
+}
+
+impl SenderSeen {
+    /// Adds a record, forgetting the oldest beyond the per-sender bound.
+    fn insert(&mut self, r: SeenRecord) {
+        let msg_id = r.msg_id;
+        if self.map.insert(msg_id, r).is_none() {
+            self.order.push_back(msg_id);
+        }
+        while self.order.len() > SEEN_IN_MEMORY_PER_SENDER {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
 }
 
 /// Everything the appenders and the writer share, behind one mutex.
@@ -116,7 +126,12 @@ struct State {
     touched: Vec<DeviceId>,
     pending: HashMap<DeviceId, BTreeMap<u64, Arc<QueueRecord>>>,
     pending_count: usize,
+    /// Every sender's newest dedupe records: the only place dedupe questions are answered
+    /// from (sled's are loaded at open).
     seen: HashMap<String, SenderSeen>,
+    /// Dedupe records of the live segments, by seq: written to sled when their segment
+    /// retires.
+    unpersisted: BTreeMap<u64, (String, [u8; 16])>,
     shutdown: bool,
     /// A retirement of every closed segment was asked for (`retire_all`); the generation
     /// counts completed ones.
@@ -137,6 +152,7 @@ impl State {
             pending: HashMap::new(),
             pending_count: 0,
             seen: HashMap::new(),
+            unpersisted: BTreeMap::new(),
             shutdown: false,
             retire_asked: false,
             retired_generation: 0,
@@ -218,6 +234,7 @@ impl MsgLog {
         retired_upto: u64,
         seq_floor: u64,
         in_sled: impl Fn(&DeviceId, u64) -> Result<bool, StoreError>,
+        preloaded: Vec<(String, SeenRecord)>,
         retirer: Retirer,
     ) -> Result<Recovered, StoreError> {
         use std::os::unix::fs::DirBuilderExt;
@@ -227,6 +244,10 @@ impl MsgLog {
             .create(dir)?;
         let replay = writer::replay(dir, retired_upto)?;
         let mut state = State::new(replay.last_seq.saturating_add(1).max(seq_floor).max(1));
+        // sled's dedupe records (older), then the log's.
+        for (sender, r) in preloaded {
+            state.seen.entry(sender).or_default().insert(r);
+        }
         let records = replay.records.len();
         for record in replay.records {
             apply(&mut state, record, None)?;
@@ -421,7 +442,8 @@ impl MsgLog {
         self.shared.lock().pending_count
     }
 
-    /// Every device's entries enqueued before `cutoff_ms`, removed (retention ran out).
+    /// Every device's entries enqueued before `cutoff_ms`, and the dedupe records older than
+    /// it, removed (retention ran out).
     pub fn sweep(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
         let expired: Vec<(DeviceId, Vec<u64>)> = {
             let state = self.shared.lock();
@@ -442,6 +464,12 @@ impl MsgLog {
         for (d, seqs) in expired {
             n += self.remove(&d, &seqs)?.len();
         }
+        let mut state = self.shared.lock();
+        state.seen.retain(|_, s| {
+            s.map.retain(|_, r| r.timestamp_ms >= cutoff_ms);
+            s.order.retain(|m| s.map.contains_key(m));
+            !s.order.is_empty()
+        });
         Ok(n)
     }
 
@@ -457,8 +485,8 @@ impl MsgLog {
         self.remove(d, &seqs).map(|_| ())
     }
 
-    /// The dedupe record of `msg_id` from `sender`, if it is in the log.
-    pub fn seen(&self, sender: &AccountId, msg_id: &[u8; 16]) -> Option<Seen> {
+    /// The dedupe record of `msg_id` from `sender`, if the relay remembers it.
+    pub fn seen(&self, sender: &AccountId, msg_id: &[u8; 16]) -> Option<SeenRecord> {
         self.shared
             .lock()
             .seen
@@ -613,25 +641,15 @@ fn apply(state: &mut State, record: Record, touched: Option<()>) -> Result<(), S
                 timestamp_ms,
                 recipients,
             } => {
-                let s = state.seen.entry(sender).or_default();
-                if s.map
-                    .insert(
-                        msg_id,
-                        Seen {
-                            timestamp_ms,
-                            seq: record.first_seq,
-                            recipients,
-                        },
-                    )
-                    .is_none()
-                {
-                    s.order.push_back(msg_id);
-                }
-                while s.order.len() > SEEN_IN_MEMORY_PER_SENDER {
-                    if let Some(old) = s.order.pop_front() {
-                        s.map.remove(&old);
-                    }
-                }
+                state
+                    .unpersisted
+                    .insert(record.first_seq, (sender.clone(), msg_id));
+                state.seen.entry(sender).or_default().insert(SeenRecord {
+                    msg_id,
+                    timestamp_ms,
+                    seq: record.first_seq,
+                    recipients: Some(recipients),
+                });
             }
             Op::Remove {
                 account,

@@ -1,14 +1,17 @@
 //! Retirement: what closed segments still hold moves to sled, durably, before the segments
-//! are deleted (see the module docs of `msglog`).
+//! are deleted (see the module docs of `msglog`): queue entries not yet removed, and the
+//! dedupe records as one batch per sender (`store::seen`), which stay in memory too.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{remove_pending, Shared};
-use crate::ids::{AccountId, DeviceId};
+use crate::ids::DeviceId;
+use crate::store::seen::{self, SeenRecord};
 use crate::store::trees::Trees;
-use crate::store::{encode, keys, queue, QueueRecord, StoreError};
+use crate::store::{encode, keys, QueueRecord, StoreError};
 
 /// sled's key for the last retired seq.
 pub(in crate::store) const RETIRED_UPTO_KEY: &str = "log_retired_upto";
@@ -19,7 +22,8 @@ pub(in crate::store) struct Retirer {
     pub t: Trees,
     /// sled's directory (its data files are fsynced after the copy).
     pub db_dir: PathBuf,
-    pub seen_counts: queue::SeenCounts,
+    /// sled's dedupe batches per sender (shared with the retention sweep).
+    pub batches: Arc<std::sync::Mutex<seen::Batches>>,
 }
 
 impl Retirer {
@@ -27,10 +31,9 @@ impl Retirer {
     /// sled and makes sled durable; the caller then deletes the segments.
     pub(super) fn retire(&self, shared: &Shared, upto: u64) -> Result<(), StoreError> {
         type Entry = (DeviceId, u64, Arc<QueueRecord>);
-        type SeenRecord = (String, [u8; 16], super::Seen);
         // Copied under the lock, written to sled without it (appends and acks go on), removed
         // from memory under it again: in between, both hold them, and readers take sled's.
-        let (entries, seen): (Vec<Entry>, Vec<SeenRecord>) = {
+        let (entries, seen): (Vec<Entry>, Vec<(String, Vec<SeenRecord>)>) = {
             let st = shared.lock();
             let entries = st
                 .pending
@@ -40,16 +43,17 @@ impl Retirer {
                         .map(|(&s, r)| (d.clone(), s, Arc::clone(r)))
                 })
                 .collect();
-            let seen = st
-                .seen
-                .iter()
-                .flat_map(|(sender, s)| {
-                    s.order
-                        .iter()
-                        .filter_map(|m| s.map.get(m).map(|v| (m, v)))
-                        .filter(|(_, v)| v.seq <= upto)
-                        .map(|(m, v)| (sender.clone(), *m, v.clone()))
-                })
+            // One batch per sender, oldest first; records the bound already forgot are not
+            // written.
+            let mut per_sender: BTreeMap<&str, Vec<SeenRecord>> = BTreeMap::new();
+            for (sender, msg_id) in st.unpersisted.range(..=upto).map(|(_, v)| v) {
+                if let Some(r) = st.seen.get(sender).and_then(|s| s.map.get(msg_id)) {
+                    per_sender.entry(sender).or_default().push(r.clone());
+                }
+            }
+            let seen = per_sender
+                .into_iter()
+                .map(|(s, r)| (s.to_owned(), r))
                 .collect();
             (entries, seen)
         };
@@ -58,19 +62,9 @@ impl Retirer {
             batch.insert(keys::queue(d, *seq), encode(&**rec));
         }
         self.t.deviceseq_queuerecord.apply_batch(batch)?;
-        for (sender, msg_id, s) in &seen {
-            let Ok(sender) = AccountId::parse(sender) else {
-                continue;
-            };
-            queue::seen_insert(
-                &self.t,
-                &self.seen_counts,
-                &sender,
-                msg_id,
-                s.timestamp_ms,
-                s.seq,
-                &s.recipients,
-            )?;
+        {
+            let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+            seen::write_batches(&self.t, &mut batches, seen)?;
         }
         self.t
             .meta_value
@@ -84,21 +78,8 @@ impl Retirer {
                 .filter(|(d, seq, _)| remove_pending(&mut st, d, *seq).is_none())
                 .map(|(d, seq, _)| (d, seq))
                 .collect();
-            for (sender, _, _) in &seen {
-                if let Some(s) = st.seen.get_mut(sender) {
-                    while let Some(front) = s.order.front() {
-                        if s.map.get(front).is_some_and(|v| v.seq > upto) {
-                            break;
-                        }
-                        if let Some(m) = s.order.pop_front() {
-                            s.map.remove(&m);
-                        }
-                    }
-                    if s.order.is_empty() {
-                        st.seen.remove(sender);
-                    }
-                }
-            }
+            let kept = st.unpersisted.split_off(&upto.saturating_add(1));
+            st.unpersisted = kept;
             shared.epoch.fetch_add(1, Ordering::AcqRel);
             gone
         };
