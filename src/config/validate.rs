@@ -353,6 +353,23 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
             ),
         );
     }
+    let audit = &config.audit;
+    if audit.max_file_bytes < super::MIN_AUDIT_FILE_BYTES {
+        c.reject(
+            "audit.max_file_bytes",
+            format!(
+                "must be at least {} (4 KiB), got {}",
+                super::MIN_AUDIT_FILE_BYTES,
+                audit.max_file_bytes
+            ),
+        );
+    }
+    c.in_range(
+        "audit.keep_files",
+        audit.keep_files,
+        1..=super::MAX_AUDIT_KEEP_FILES,
+    );
+
     c.positive("blobs.retention", blobs.retention);
     c.positive("blobs.url_ttl", blobs.url_ttl);
     c.positive("blobs.gc_interval", blobs.gc_interval);
