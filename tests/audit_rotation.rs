@@ -55,7 +55,11 @@ fn the_audit_log_rotates_by_size_keeps_the_configured_files_and_backups_carry_th
     for name in audit_files(&data) {
         let path = data.join(&name);
         let meta = std::fs::metadata(&path).unwrap();
-        assert!(meta.len() <= MAX_FILE_BYTES, "{name} is {} bytes", meta.len());
+        assert!(
+            meta.len() <= MAX_FILE_BYTES,
+            "{name} is {} bytes",
+            meta.len()
+        );
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
             0o600,
@@ -107,7 +111,10 @@ fn the_audit_log_rotates_by_size_keeps_the_configured_files_and_backups_carry_th
     let listing = Command::new("tar").arg("-tf").arg(&file).output().unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
     for name in ["audit.log", "audit.log.1", "audit.log.2"] {
-        assert!(listing.lines().any(|l| l == name), "{name} not in:\n{listing}");
+        assert!(
+            listing.lines().any(|l| l == name),
+            "{name} not in:\n{listing}"
+        );
     }
     let restored = work.path().join("restored");
     let out = Command::new(BIN)
@@ -117,7 +124,11 @@ fn the_audit_log_rotates_by_size_keeps_the_configured_files_and_backups_carry_th
         .arg(&restored)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for name in ["audit.log.1", "audit.log.2"] {
         assert_eq!(
             std::fs::read(restored.join(name)).unwrap(),
@@ -126,7 +137,10 @@ fn the_audit_log_rotates_by_size_keeps_the_configured_files_and_backups_carry_th
         );
     }
     let live = std::fs::read_to_string(restored.join("audit.log")).unwrap();
-    assert!(live.lines().last().unwrap().contains("\"restore "), "{live}");
+    assert!(
+        live.lines().last().unwrap().contains("\"restore "),
+        "{live}"
+    );
 }
 
 #[test]

@@ -388,6 +388,10 @@ pub struct BlobsConfig {
     /// How often expired blobs are removed.
     #[serde(with = "humantime_serde")]
     pub gc_interval: Duration,
+    /// How long an expired or purged blob's id keeps answering 410 Gone (so that a recipient
+    /// asks the sender to send it again) before the relay forgets it.
+    #[serde(with = "humantime_serde")]
+    pub tombstone_retention: Duration,
 }
 
 impl Default for BlobsConfig {
@@ -399,6 +403,7 @@ impl Default for BlobsConfig {
             retention: Duration::from_secs(30 * 24 * 60 * 60),
             url_ttl: Duration::from_secs(15 * 60),
             gc_interval: Duration::from_secs(10 * 60),
+            tombstone_retention: Duration::from_secs(30 * 24 * 60 * 60),
         }
     }
 }
