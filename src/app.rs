@@ -60,12 +60,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding the admin API on {}", cfg.listen.admin))?;
     let admin_addr = admin_listener.local_addr()?;
     let admin_token = admin::AdminToken::load_or_create(&data_dir.join(admin::token::TOKEN_FILE))?;
-    let audit = Arc::new(admin::AuditLog::open(&data_dir).with_context(|| {
-        format!(
-            "opening {}",
-            data_dir.join(admin::audit::AUDIT_FILE).display()
-        )
-    })?);
+    let audit = Arc::new(
+        admin::AuditLog::open(&data_dir, (&cfg.audit).into()).with_context(|| {
+            format!(
+                "opening {}",
+                data_dir.join(admin::audit::AUDIT_FILE).display()
+            )
+        })?,
+    );
     crate::telemetry::metrics::started();
 
     store.set_min_free_disk_bytes(cfg.relay.min_free_disk_bytes);

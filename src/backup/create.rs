@@ -3,7 +3,7 @@
 use std::io::{Read, Seek, Write};
 use std::path::Path;
 
-use super::{BackupError, FileEntry, Hashing, Manifest, AUDIT_LOG, MANIFEST, STORE_IMAGE};
+use super::{BackupError, FileEntry, Hashing, Manifest, MANIFEST, STORE_IMAGE};
 use crate::store::Store;
 
 /// Writes a backup of `store` and the files of `data_dir` to `out`. Blocking; the store
@@ -32,11 +32,15 @@ pub fn create(store: &Store, data_dir: &Path, out: impl Write) -> Result<Manifes
         mtime,
     )?);
 
-    // The audit log keeps growing while requests arrive: copy what it holds now.
-    match std::fs::read(data_dir.join(AUDIT_LOG)) {
-        Ok(bytes) => files.push(append_bytes(&mut tar, AUDIT_LOG, &bytes, mtime)?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e.into()),
+    // The audit log keeps growing while requests arrive: copy what its files hold now, the
+    // live file first. A rotation between two reads then repeats a file's lines under the
+    // next name rather than losing them.
+    for (name, path) in crate::edge::admin::audit::files(data_dir).into_iter().rev() {
+        match std::fs::read(&path) {
+            Ok(bytes) => files.push(append_bytes(&mut tar, &name, &bytes, mtime)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 
     // Blob files are immutable once renamed into place; one the collector removes after the

@@ -8,7 +8,7 @@
 //! ```text
 //! store.rbx        a consistent image of the store (store::backup docs give its format)
 //! relay.key        the relay's Noise static key, so clients' pinned key stays valid
-//! audit.log        the admin audit log, if any
+//! audit.log        the admin audit log, if any, and its rotated files (audit.log.1 …)
 //! blobs/…          every blob file (not blobs/tmp/: unfinished uploads)
 //! MANIFEST.json    last: format, versions, creation time, and the size and SHA-256 of
 //!                  every file above
@@ -36,7 +36,6 @@ pub const FORMAT: &str = "relaybox-backup";
 pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST: &str = "MANIFEST.json";
 pub const STORE_IMAGE: &str = "store.rbx";
-pub const AUDIT_LOG: &str = crate::edge::admin::audit::AUDIT_FILE;
 /// The blob directory inside the data directory, and its temporary uploads.
 pub const BLOBS_DIR: &str = "blobs";
 pub const BLOBS_TMP: &str = "tmp";

@@ -10,8 +10,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path};
 
 use super::{
-    BackupError, FileEntry, Hashing, Manifest, AUDIT_LOG, BLOBS_DIR, BLOBS_TMP, MANIFEST,
-    MAX_MANIFEST_BYTES, STORE_IMAGE,
+    BackupError, FileEntry, Hashing, Manifest, BLOBS_DIR, BLOBS_TMP, MANIFEST, MAX_MANIFEST_BYTES,
+    STORE_IMAGE,
 };
 use crate::store::Store;
 
@@ -162,7 +162,7 @@ fn target_path(data_dir: &Path, name: &str) -> Result<std::path::PathBuf, Backup
             "unexpected entry {name:?} (not written by relaybox, or tampered with)"
         ))
     };
-    if name == crate::app::RELAY_KEY_FILE || name == AUDIT_LOG {
+    if name == crate::app::RELAY_KEY_FILE || crate::edge::admin::audit::is_audit_file(name) {
         return Ok(data_dir.join(name));
     }
     let path = Path::new(name);
@@ -240,7 +240,11 @@ mod tests {
         let d = Path::new("data");
         assert!(target_path(d, "relay.key").is_ok());
         assert!(target_path(d, "blobs/ab/cdef").is_ok());
+        assert!(target_path(d, "audit.log").is_ok());
+        assert!(target_path(d, "audit.log.3").is_ok());
         for bad in [
+            "audit.log.0",
+            "audit.log.1/x",
             "../etc/passwd",
             "/etc/passwd",
             "blobs/../../x",

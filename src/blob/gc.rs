@@ -1,6 +1,7 @@
 //! The blob garbage collector: every `blobs.gc_interval`, expired blobs lose their file and
-//! their bytes leave the owner's quota (a tombstone stays, so their id answers 410 Gone), and
-//! lapsed upload URLs leave no record. [`purge`] does the same to one blob at once (operators).
+//! their bytes leave the owner's quota (a tombstone stays for `blobs.tombstone_retention`, so
+//! their id answers 410 Gone; then the id is forgotten), and lapsed upload URLs give back
+//! their reserved quota and leave no record. [`purge`] ends one blob at once (operators).
 
 use std::sync::Arc;
 
@@ -24,10 +25,19 @@ pub enum GcError {
 
 /// Runs until shutdown. The first pass also removes orphan files (see [`reconcile`]).
 pub async fn run(ctx: Arc<RelayCtx>, mut stop: Shutdown) {
+    let tombstone_ms = tombstone_ms(&ctx);
     match reconcile(&ctx.store, &ctx.blobs.files).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "Orphan blob files removed."),
         Err(e) => tracing::error!(error = %e, "Checking blob files against the store failed."),
+    }
+    match ctx.store.blob_bound_tombstones(tombstone_ms) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            bounded = n,
+            "Blob tombstones kept forever by an older relay now end."
+        ),
+        Err(e) => tracing::error!(error = %e, "Bounding old blob tombstones failed."),
     }
     let mut every = tokio::time::interval(ctx.cfg.blobs.gc_interval);
     loop {
@@ -35,7 +45,14 @@ pub async fn run(ctx: Arc<RelayCtx>, mut stop: Shutdown) {
             _ = every.tick() => {}
             _ = stop.recv() => return,
         }
-        match collect(&ctx.store, &ctx.blobs.files, crate::clock::now_ms()).await {
+        match collect(
+            &ctx.store,
+            &ctx.blobs.files,
+            crate::clock::now_ms(),
+            tombstone_ms,
+        )
+        .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "Expired blobs removed."),
             Err(e) => tracing::error!(error = %e, "Blob garbage collection failed."),
@@ -43,13 +60,24 @@ pub async fn run(ctx: Arc<RelayCtx>, mut stop: Shutdown) {
     }
 }
 
-/// One pass: returns how many blob files were removed.
-pub async fn collect(store: &Store, files: &BlobFiles, now_ms: u64) -> Result<usize, GcError> {
+/// How long a tombstone is kept, in milliseconds.
+pub fn tombstone_ms(ctx: &RelayCtx) -> u64 {
+    u64::try_from(ctx.cfg.blobs.tombstone_retention.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One pass: returns how many blob files were removed. Tombstones made now are kept for
+/// `tombstone_ms`; those whose time has come are dropped.
+pub async fn collect(
+    store: &Store,
+    files: &BlobFiles,
+    now_ms: u64,
+    tombstone_ms: u64,
+) -> Result<usize, GcError> {
     let mut removed = 0;
     for (at, id) in store.blob_due(now_ms, GC_BATCH)? {
         // The record becomes a tombstone before the file goes: a crash in between leaves an
         // orphan file (wasted space), never a record pointing at nothing.
-        if store.blob_expire(&id, Some(at), now_ms, false)? {
+        if store.blob_expire(&id, Some(at), now_ms, false, tombstone_ms)? {
             files.remove(&id).await?;
             removed += 1;
         }
@@ -58,8 +86,13 @@ pub async fn collect(store: &Store, files: &BlobFiles, now_ms: u64) -> Result<us
 }
 
 /// Removes one blob now, leaving its tombstone. Returns whether it was stored.
-pub async fn purge(store: &Store, files: &BlobFiles, id: &BlobId) -> Result<bool, GcError> {
-    let was_stored = store.blob_expire(id, None, crate::clock::now_ms(), true)?;
+pub async fn purge(
+    store: &Store,
+    files: &BlobFiles,
+    id: &BlobId,
+    tombstone_ms: u64,
+) -> Result<bool, GcError> {
+    let was_stored = store.blob_expire(id, None, crate::clock::now_ms(), true, tombstone_ms)?;
     if was_stored {
         files.remove(id).await?;
     }
@@ -103,17 +136,24 @@ mod tests {
         files.write(&kept, 4, body(b"kept")).await.unwrap();
         files.write(&orphan, 6, body(b"orphan")).await.unwrap();
         let owner = DeviceId::new(AccountId::parse("+14155550100").unwrap(), 0);
-        store.blob_pending(&kept, 4, &[], 100).unwrap();
+        store
+            .blob_pending(&kept, &owner.account, 4, &[], 100, 100)
+            .unwrap();
         store.blob_commit(&kept, &owner, 4, 1, 1000, 100).unwrap();
         assert_eq!(reconcile(&store, &files).await.unwrap(), 1);
         assert_eq!(files.len(&kept).await, Some(4));
         assert_eq!(files.len(&orphan).await, None);
         // Expiry through the collector: the file goes, the tombstone stays.
-        assert_eq!(collect(&store, &files, 1000).await.unwrap(), 1);
+        assert_eq!(collect(&store, &files, 1000, 500).await.unwrap(), 1);
         assert_eq!(files.len(&kept).await, None);
         assert!(matches!(
             store.blob(&kept).unwrap().unwrap().state,
             crate::store::BlobState::Gone { .. }
         ));
+        // The tombstone is dropped `tombstone_ms` later.
+        assert_eq!(collect(&store, &files, 1499, 500).await.unwrap(), 0);
+        assert!(store.blob(&kept).unwrap().is_some());
+        assert_eq!(collect(&store, &files, 1500, 500).await.unwrap(), 0);
+        assert_eq!(store.blob(&kept).unwrap(), None);
     }
 }

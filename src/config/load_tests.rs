@@ -274,6 +274,26 @@ fn ping_interval_must_be_shorter_than_idle_timeout() {
 }
 
 #[test]
+fn audit_rotation_keys_are_bounded_with_specific_errors() {
+    let errors = load_err("[audit]\nmax_file_bytes = 100\nkeep_files = 0\n", &[], &[]);
+    assert_eq!(
+        errors,
+        [
+            "audit.max_file_bytes (<config text>:2): must be at least 4096 (4 KiB), got 100",
+            "audit.keep_files (<config text>:3): must be between 1 and 100, got 0",
+        ]
+    );
+    let errors = load_err("", &[("RELAYBOX_AUDIT_KEEP_FILES", "101")], &[]);
+    assert_eq!(
+        errors,
+        ["audit.keep_files (environment variable RELAYBOX_AUDIT_KEEP_FILES): must be between 1 and 100, got 101"]
+    );
+    let ok = load_ok("[audit]\nmax_file_bytes = 4096\nkeep_files = 1\n", &[], &[]);
+    assert_eq!(ok.audit.max_file_bytes, 4096);
+    assert_eq!(ok.audit.keep_files, 1);
+}
+
+#[test]
 fn a_missing_file_is_reported_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("absent.toml");

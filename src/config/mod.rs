@@ -54,6 +54,7 @@ pub struct Config {
     pub blobs: BlobsConfig,
     pub mqtt: MqttConfig,
     pub abuse: AbuseConfig,
+    pub audit: AuditConfig,
     pub log: LogConfig,
 }
 
@@ -387,6 +388,10 @@ pub struct BlobsConfig {
     /// How often expired blobs are removed.
     #[serde(with = "humantime_serde")]
     pub gc_interval: Duration,
+    /// How long an expired or purged blob's id keeps answering 410 Gone (so that a recipient
+    /// asks the sender to send it again) before the relay forgets it.
+    #[serde(with = "humantime_serde")]
+    pub tombstone_retention: Duration,
 }
 
 impl Default for BlobsConfig {
@@ -398,6 +403,7 @@ impl Default for BlobsConfig {
             retention: Duration::from_secs(30 * 24 * 60 * 60),
             url_ttl: Duration::from_secs(15 * 60),
             gc_interval: Duration::from_secs(10 * 60),
+            tombstone_retention: Duration::from_secs(30 * 24 * 60 * 60),
         }
     }
 }
@@ -491,6 +497,31 @@ impl Default for MqttConfig {
         }
     }
 }
+
+/// `[audit]`: the operator audit log (`<data_dir>/audit.log`) and its rotation by size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The live file is rotated before a line would take it past this many bytes.
+    pub max_file_bytes: u64,
+    /// Rotated files kept beside the live one (`audit.log.1` newest); older ones are deleted.
+    pub keep_files: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 10 * 1024 * 1024,
+            keep_files: 5,
+        }
+    }
+}
+
+/// Smallest `audit.max_file_bytes`: a file must hold a good number of entries (a line is a
+/// few hundred bytes), or rotation would churn.
+pub const MIN_AUDIT_FILE_BYTES: u64 = 4096;
+/// Most rotated audit files kept: backups carry them all.
+pub const MAX_AUDIT_KEEP_FILES: u32 = 100;
 
 /// `[log]`: what is logged and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -353,9 +353,39 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
             ),
         );
     }
+    let audit = &config.audit;
+    if audit.max_file_bytes < super::MIN_AUDIT_FILE_BYTES {
+        c.reject(
+            "audit.max_file_bytes",
+            format!(
+                "must be at least {} (4 KiB), got {}",
+                super::MIN_AUDIT_FILE_BYTES,
+                audit.max_file_bytes
+            ),
+        );
+    }
+    c.in_range(
+        "audit.keep_files",
+        audit.keep_files,
+        1..=super::MAX_AUDIT_KEEP_FILES,
+    );
+
     c.positive("blobs.retention", blobs.retention);
     c.positive("blobs.url_ttl", blobs.url_ttl);
     c.positive("blobs.gc_interval", blobs.gc_interval);
+    // A message naming a blob may wait in a queue for messaging.retention; its recipient must
+    // then still be told 410 (and recall it), not meet an id the relay forgot.
+    if blobs.tombstone_retention < config.messaging.retention {
+        let other = c.describe("messaging.retention");
+        c.reject(
+            "blobs.tombstone_retention",
+            format!(
+                "must be at least {other} ({} < {}), so that a recipient of a message still queued learns its blob is gone",
+                humantime::format_duration(blobs.tombstone_retention),
+                humantime::format_duration(config.messaging.retention)
+            ),
+        );
+    }
 
     let mqtt = &config.mqtt;
     if mqtt.enabled {

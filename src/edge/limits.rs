@@ -59,6 +59,7 @@ impl Admission {
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refused> {
         let mut inner = self.lock();
         if inner.total >= self.max_total {
+            crate::telemetry::metrics::connection_refused("relay_limit");
             return Err(Refused {
                 code: ErrorCode::TooManyConnections,
                 reason: "relay connection limit reached".into(),
@@ -66,6 +67,7 @@ impl Admission {
         }
         let mine = inner.per_ip.get(&ip).copied().unwrap_or(0);
         if mine >= self.max_per_ip {
+            crate::telemetry::metrics::connection_refused("address_limit");
             return Err(Refused {
                 code: ErrorCode::TooManyConnections,
                 reason: "too many connections from this address".into(),
@@ -75,6 +77,7 @@ impl Admission {
             .handshakes
             .check(&ip.to_string(), crate::clock::now_ms())
         {
+            crate::telemetry::metrics::connection_refused("handshake_rate");
             return Err(Refused {
                 code: ErrorCode::RateLimited,
                 reason: format!(

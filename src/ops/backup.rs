@@ -78,7 +78,12 @@ pub fn restore(file: &Path, data_dir: Option<&Path>, cfg: &Config) -> Result<(),
     let action = format!("restore {}", file.display());
     match manifest {
         Ok(m) => {
-            if let Err(e) = crate::edge::admin::audit::record_offline(data_dir, &action, "ok") {
+            if let Err(e) = crate::edge::admin::audit::record_offline(
+                data_dir,
+                (&cfg.audit).into(),
+                &action,
+                "ok",
+            ) {
                 eprintln!("warning: writing the audit log failed: {e}");
             }
             println!(

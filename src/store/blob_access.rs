@@ -66,6 +66,16 @@ fn key(id: &BlobId, scope: BlobScope<'_>) -> Vec<u8> {
 }
 
 impl Store {
+    /// Forgets every right to fetch `id` (its tombstone is dropped: the id is forgotten).
+    pub(super) fn blob_revoke_all(&self, id: &BlobId) -> Result<(), StoreError> {
+        let mut all = id.as_str().as_bytes().to_vec();
+        all.push(SEP);
+        for k in self.t.blobscope_.scan_prefix(all).keys() {
+            self.t.blobscope_.remove(k?)?;
+        }
+        Ok(())
+    }
+
     /// Gives `scope` the right to fetch `id`. Idempotent.
     pub fn blob_grant(&self, id: &BlobId, scope: BlobScope<'_>) -> Result<(), StoreError> {
         self.t.blobscope_.insert(key(id, scope), &[])?;

@@ -5,7 +5,8 @@ use super::StoreError;
 
 #[derive(Clone)]
 pub(super) struct Trees {
-    /// account → bytes:u64-be of stored blobs the account owns (its quota usage).
+    /// account → bytes:u64-be counted against the account's quota: the stored blobs it owns
+    /// plus what its pending uploads reserved (`blobaccount_reservedbytes`).
     pub account_blobbytes: sled::Tree,
     /// account → AbuseRecord: ban, watch list entry, punishment history.
     pub account_abuserecord: sled::Tree,
@@ -30,6 +31,9 @@ pub(super) struct Trees {
     pub blockeraccount_: sled::Tree,
     /// blob id (64 lowercase hex characters) → BlobRecord (pending, stored or tombstone).
     pub blob_record: sled::Tree,
+    /// blob id ‖ 0x00 ‖ account → bytes:u64-be: quota an account reserved for its pending
+    /// upload of the blob (counted in `account_blobbytes` until the upload completes or lapses).
+    pub blobaccount_reservedbytes: sled::Tree,
     /// blob id ‖ 0x00 ‖ tag ‖ scope → (): who may fetch a blob (`a` account, `g` group, `e`
     /// entity; see `blob_access`).
     pub blobscope_: sled::Tree,
@@ -100,6 +104,7 @@ impl Trees {
             accountthread_muteuntil: db.open_tree("accountthread_muteuntil")?,
             blockeraccount_: db.open_tree("blockeraccount_")?,
             blob_record: db.open_tree("blob_record")?,
+            blobaccount_reservedbytes: db.open_tree("blobaccount_reservedbytes")?,
             blobscope_: db.open_tree("blobscope_")?,
             contactaccount_: db.open_tree("contactaccount_")?,
             device_fallbackkey: db.open_tree("device_fallbackkey")?,

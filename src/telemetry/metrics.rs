@@ -36,6 +36,9 @@ struct Metrics {
     accepted: Counter,
     delivered: Counter,
     barrier: Histogram,
+    send_ack: Histogram,
+    request_errors: Family<Labels1, Counter>,
+    connections_refused: Family<Labels1, Counter>,
     queue_depth: Gauge,
     accounts: Gauge,
     devices: Gauge,
@@ -89,6 +92,26 @@ impl Metrics {
             "Time a writer waits at the durability barrier (group commit) before it may acknowledge",
             prometheus_client::registry::Unit::Seconds,
             barrier.clone(),
+        );
+        // The same range: an ack waits for the barrier plus the actor hops around it.
+        let send_ack = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register_with_unit(
+            "send_ack_latency",
+            "Time from a Send's arrival to its ServerAck (durable and acknowledged)",
+            prometheus_client::registry::Unit::Seconds,
+            send_ack.clone(),
+        );
+        let request_errors = Family::<Labels1, Counter>::default();
+        registry.register(
+            "request_errors",
+            "Requests answered with an error, by wire error code (ERROR_CODE_RATE_LIMITED, ERROR_CODE_BANNED, …)",
+            request_errors.clone(),
+        );
+        let connections_refused = Family::<Labels1, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused before their handshake, by limit (relay_limit, address_limit, handshake_rate)",
+            connections_refused.clone(),
         );
         let queue_depth = Gauge::default();
         registry.register(
@@ -185,6 +208,9 @@ impl Metrics {
             accepted,
             delivered,
             barrier,
+            send_ack,
+            request_errors,
+            connections_refused,
             queue_depth,
             accounts,
             devices,
@@ -216,7 +242,71 @@ pub fn started() {
             );
         }
     }
+    for code in COUNTED_ERROR_CODES {
+        drop(METRICS.request_errors.get_or_create(&[("code", code)]));
+    }
+    for reason in REFUSAL_REASONS {
+        drop(
+            METRICS
+                .connections_refused
+                .get_or_create(&[("reason", reason)]),
+        );
+    }
+    for (direction, outcome) in MQTT_MESSAGE_KINDS {
+        drop(
+            METRICS
+                .mqtt_messages
+                .get_or_create(&[("direction", direction), ("outcome", outcome)]),
+        );
+    }
+    for reason in MQTT_DROP_REASONS {
+        drop(METRICS.mqtt_dropped.get_or_create(&[("reason", reason)]));
+    }
+    for verdict in ABUSE_VERDICTS {
+        drop(
+            METRICS
+                .abuse_verdicts
+                .get_or_create(&[("verdict", verdict)]),
+        );
+    }
 }
+
+/// Error codes whose series exist from the start (the dashboard's rate-limit and ban panels
+/// query them); any other code gets its series when it first happens.
+pub const COUNTED_ERROR_CODES: [&str; 4] = [
+    "ERROR_CODE_RATE_LIMITED",
+    "ERROR_CODE_BANNED",
+    "ERROR_CODE_QUOTA_EXCEEDED",
+    "ERROR_CODE_STORAGE_FULL",
+];
+
+/// Why [`connection_refused`] refused a connection.
+pub const REFUSAL_REASONS: [&str; 3] = ["relay_limit", "address_limit", "handshake_rate"];
+
+/// The (direction, outcome) pairs [`mqtt_message`] is called with.
+pub const MQTT_MESSAGE_KINDS: [(&str, &str); 5] = [
+    ("up", "accepted"),
+    ("up", "duplicate"),
+    ("up", "deferred"),
+    ("down", "published"),
+    ("down", "acked"),
+];
+
+/// The reasons [`mqtt_dropped`] is called with (`edge::mqtt::stats::DropReason`, whose test
+/// keeps the two lists equal).
+pub const MQTT_DROP_REASONS: [&str; 8] = [
+    "malformed",
+    "oversize",
+    "unknown_device",
+    "thread_not_allowed",
+    "bad_id",
+    "impersonation",
+    "relay_refused",
+    "foreign_topic",
+];
+
+/// The verdicts [`abuse_verdict`] is called with.
+pub const ABUSE_VERDICTS: [&str; 2] = ["ban", "watch"];
 
 /// The handshake patterns and outcomes [`handshake`] is called with.
 pub const HANDSHAKE_PATTERNS: [&str; 2] = ["XX", "IK"];
@@ -275,6 +365,27 @@ pub fn message_delivered() {
 /// A writer waited `took` at the durability barrier.
 pub fn barrier_latency(took: Duration) {
     METRICS.barrier.observe(took.as_secs_f64());
+}
+
+/// A `Send` was answered with its `ServerAck` `took` after it arrived.
+pub fn send_acked(took: Duration) {
+    METRICS.send_ack.observe(took.as_secs_f64());
+}
+
+/// A request was answered with the error `code` (the wire name, e.g. `ERROR_CODE_BANNED`).
+pub fn request_error(code: &'static str) {
+    METRICS
+        .request_errors
+        .get_or_create(&[("code", code)])
+        .inc();
+}
+
+/// A connection was refused by the admission limit `reason` (one of [`REFUSAL_REASONS`]).
+pub fn connection_refused(reason: &'static str) {
+    METRICS
+        .connections_refused
+        .get_or_create(&[("reason", reason)])
+        .inc();
 }
 
 /// A blob of `bytes` was stored.

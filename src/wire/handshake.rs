@@ -15,7 +15,8 @@ use super::frame::MAX_FRAME_BYTES;
 use super::messages::{ErrorCode, Login, LoginResult};
 use super::ProtocolError;
 
-/// Protocol version byte that opens the client's first frame.
+/// Protocol version byte that opens the client's first frame. (The refusal of another
+/// version in [`accept`] names it; a test keeps the two in step.)
 pub const VERSION: u8 = 1;
 /// Pattern byte for first contact.
 pub const PATTERN_XX: u8 = 1;
@@ -240,7 +241,9 @@ pub fn accept(relay: &RelayIdentity, first: &[u8]) -> Result<Accepted, ProtocolE
         .split_first()
         .ok_or(ProtocolError::BadPreamble("empty frame"))?;
     if version != VERSION {
-        return Err(ProtocolError::BadPreamble("unsupported protocol version"));
+        return Err(ProtocolError::BadPreamble(
+            "unsupported protocol version (this relay speaks version 1)",
+        ));
     }
     let (&pattern, msg) = rest
         .split_first()

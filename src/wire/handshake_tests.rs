@@ -228,3 +228,20 @@ fn transport_messages_are_bounded() {
         Err(ProtocolError::FrameTooLarge { .. })
     ));
 }
+
+#[test]
+fn another_protocol_version_is_refused_naming_the_one_this_relay_speaks() {
+    let relay = StaticKeypair::generate();
+    let device = StaticKeypair::generate();
+    let (_, mut first) = ClientXx::start(&device).unwrap();
+    first[0] = VERSION + 1;
+    let Err(e) = accept(&relay, &first) else {
+        panic!("a first frame of version {} was accepted", VERSION + 1)
+    };
+    assert_eq!(e.code(), ErrorCode::HandshakeFailed);
+    assert!(
+        e.to_string()
+            .contains(&format!("this relay speaks version {VERSION}")),
+        "{e}"
+    );
+}

@@ -45,6 +45,19 @@ impl Frames {
         Self { stream }
     }
 
+    /// Connects from `source`, another loopback address such as 127.0.0.2, so that the
+    /// relay sees a client at another address (per-address limits).
+    pub async fn connect_from(addr: &str, source: std::net::IpAddr) -> Self {
+        let target: std::net::SocketAddr = addr.parse().expect("relay address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::new(source, 0))
+            .expect("bind the source address");
+        let stream = socket.connect(target).await.expect("connect to the relay");
+        stream.set_nodelay(true).unwrap();
+        Self { stream }
+    }
+
     /// Writes one frame: `len:u16-be` then the payload.
     pub async fn write(&mut self, payload: &[u8]) {
         let len = u16::try_from(payload.len()).expect("frame fits u16");
@@ -89,6 +102,11 @@ pub struct HalfOpen {
 impl HalfOpen {
     /// Sends XX message 1 with `key` (a device's X25519 private key) and reads message 2.
     pub async fn start(addr: &str, key: &[u8; 32]) -> Self {
+        Self::start_on(Frames::connect(addr).await, key).await
+    }
+
+    /// [`HalfOpen::start`] over a connection already made (e.g. [`Frames::connect_from`]).
+    pub async fn start_on(mut frames: Frames, key: &[u8; 32]) -> Self {
         let mut hs = snow::Builder::new(XX.parse().unwrap())
             .prologue(PROLOGUE)
             .unwrap()
@@ -96,7 +114,6 @@ impl HalfOpen {
             .unwrap()
             .build_initiator()
             .unwrap();
-        let mut frames = Frames::connect(addr).await;
         let mut buf = vec![0u8; 65535];
         let n = hs.write_message(&[], &mut buf).unwrap();
         let mut first = vec![VERSION, PATTERN_XX];

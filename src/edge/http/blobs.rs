@@ -254,13 +254,20 @@ async fn upload(
             )));
         }
     }
-    let used = ctx.store.blob_usage(&cap.device.account)?;
-    if used.saturating_add(declared) > cfg.account_quota_bytes {
-        return Err(BlobHttpError::Quota {
-            used,
-            quota: cfg.account_quota_bytes,
-            size: declared,
-        });
+    // The upload's URL reserved its quota (RequestUpload); a URL whose reservation is gone
+    // (another account completed the same content meanwhile, then it expired) is checked
+    // against what the account has now.
+    let reserved = ctx.store.blob_reservation(&id, &cap.device.account)?;
+    if reserved.is_none_or(|r| r < declared) {
+        let used = ctx.store.blob_usage(&cap.device.account)?;
+        let extra = declared - reserved.unwrap_or(0);
+        if used.saturating_add(extra) > cfg.account_quota_bytes {
+            return Err(BlobHttpError::Quota {
+                used,
+                quota: cfg.account_quota_bytes,
+                size: declared,
+            });
+        }
     }
     let size = ctx.blobs.files.write(&id, declared, body).await?;
     let now = crate::clock::now_ms();
@@ -419,5 +426,5 @@ struct SegQuery {
 
 /// Operator purge of one blob (its id then answers 410); for the admin API.
 pub async fn purge(ctx: &RelayCtx, id: &BlobId) -> Result<bool, gc::GcError> {
-    gc::purge(&ctx.store, &ctx.blobs.files, id).await
+    gc::purge(&ctx.store, &ctx.blobs.files, id, gc::tombstone_ms(ctx)).await
 }

@@ -158,3 +158,14 @@ impl BridgeStats {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_drop_reason_has_its_metric_series_from_the_start() {
+        let labels: Vec<&str> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels, metrics::MQTT_DROP_REASONS);
+    }
+}

@@ -22,7 +22,7 @@ pub enum BlobRefusal {
     Disabled,
     #[error("blob of {size} bytes is larger than the relay's limit of {max} bytes")]
     TooLarge { size: u64, max: u64 },
-    #[error("account quota exceeded: {used} of {quota} bytes used, {size} more requested")]
+    #[error("account quota exceeded: {used} of {quota} bytes used or reserved by uploads in progress, {size} more requested")]
     Quota { used: u64, quota: u64, size: u64 },
 }
 
@@ -120,8 +120,21 @@ pub(super) fn request_upload(
         }
     }
     ctx.store.ensure_space_for(r.size)?;
-    let used = ctx.store.blob_usage(&me.account)?;
-    if used.saturating_add(r.size) > cfg.account_quota_bytes {
+    let expires_ms = crate::clock::now_ms().saturating_add(ms(cfg.url_ttl));
+    // The pending record outlives the URL by one more TTL, so that an upload started just
+    // before the URL expired is not orphaned while it streams.
+    let lapses_ms = expires_ms.saturating_add(ms(cfg.url_ttl));
+    // The upload reserves its bytes of the quota now, so that uploads running at once cannot
+    // together pass it; the reservation lapses with the pending record.
+    let outcome = ctx.store.blob_pending(
+        &id,
+        &me.account,
+        r.size,
+        &r.segments,
+        lapses_ms,
+        cfg.account_quota_bytes,
+    )?;
+    if let PendingOutcome::QuotaExceeded { used } = outcome {
         return Err(BlobRefusal::Quota {
             used,
             quota: cfg.account_quota_bytes,
@@ -129,13 +142,6 @@ pub(super) fn request_upload(
         }
         .into());
     }
-    let expires_ms = crate::clock::now_ms().saturating_add(ms(cfg.url_ttl));
-    // The pending record outlives the URL by one more TTL, so that an upload started just
-    // before the URL expired is not orphaned while it streams.
-    let lapses_ms = expires_ms.saturating_add(ms(cfg.url_ttl));
-    let outcome = ctx
-        .store
-        .blob_pending(&id, r.size, &r.segments, lapses_ms)?;
     // Stored for this account (it uploaded it, or was sent it), unless its file was lost:
     // then the upload puts it back. Anyone else uploads it too, so the answer never says
     // whether someone else stored the content.

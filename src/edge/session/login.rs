@@ -115,6 +115,8 @@ fn login_result(outcome: &Result<(Auth, Vec<u8>), Error>) -> LoginResult {
                 Auth::Device(d) => d.device,
                 Auth::Anonymous { .. } => 0,
             },
+            relay_version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol_version: u32::from(crate::wire::handshake::VERSION),
         }),
         Err(e) => login_result::Result::Error(e.clone()),
     };

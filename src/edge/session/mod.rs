@@ -318,7 +318,15 @@ impl<T: FrameIo> Session<T> {
             }
         }
         self.throttled = false;
-        Ok(requests::dispatch(&self.ctx, &self.caller, self.id, cf))
+        let is_send = matches!(
+            cf.body,
+            Some(crate::wire::messages::client_frame::Body::Send(_))
+        );
+        let answer = requests::dispatch(&self.ctx, &self.caller, self.id, cf);
+        Ok(match answer {
+            Some(fut) if is_send => Some(timed_send(fut)),
+            other => other,
+        })
     }
 
     /// Closes the session for a control push from the device actor (replaced, revoked). The
@@ -447,6 +455,9 @@ impl<T: FrameIo> Session<T> {
         }
         let mut payloads = Vec::with_capacity(frames.len());
         for f in frames {
+            if let Some(server_frame::Body::Error(e)) = &f.body {
+                crate::telemetry::metrics::request_error(e.code().as_str_name());
+            }
             payloads.push(self.transport.encrypt(f)?);
         }
         match tokio::time::timeout(
@@ -469,6 +480,19 @@ impl<T: FrameIo> Session<T> {
             })
             .await;
     }
+}
+
+/// Measures a Send from its arrival to its `ServerAck` (the ack latency a sender sees, less
+/// the network); a Send answered with an error is not an ack and is not measured.
+fn timed_send(fut: AnswerFuture) -> AnswerFuture {
+    let arrived = Instant::now();
+    Box::pin(async move {
+        let answer = fut.await;
+        if matches!(answer.frame.body, Some(server_frame::Body::ServerAck(_))) {
+            crate::telemetry::metrics::send_acked(arrived.elapsed());
+        }
+        answer
+    })
 }
 
 /// The closing error for a frame after the handshake that is not a transport message of this
