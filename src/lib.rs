@@ -5,7 +5,8 @@
 //! ```text
 //! wire/          the protocol, sans I/O: frames, Noise handshake states, protobuf messages, tokens
 //! backup/        backup archives (tar + manifest) and restore
-//! store/         the only code that touches sled: typed domain operations + the durability barrier
+//! store/         the only code that knows how bytes reach the disk: sled (typed domain operations,
+//!                the durability barrier) and the message log (`store::msglog`)
 //! actors/        actix actors owning serialised state: one Device actor per device, a Thread per
 //!                group, an Entity per business (administrator, agents, assignment), the directory
 //! blob/          blob files on disk (content addressed, atomic writes), signed URLs, the GC
