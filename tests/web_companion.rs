@@ -8,6 +8,9 @@
 //! `tests/run.sh` installs what it needs; without it the test fails and says what is missing.
 //! A screenshot of the chat view is saved under `target/web-artifacts/`.
 
+// A panic is the failure report here.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
