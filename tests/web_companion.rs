@@ -1,7 +1,8 @@
 //! The browser companion in a real headless Chromium against the real relay binary: the page
 //! the relay serves shows a pairing code, the CLI primary links it, history appears, text goes
-//! both ways with ticks, the device survives a reload and a relay restart, a bad frame is shown
-//! and survived, and log out unlinks it on both sides.
+//! both ways with ticks, the device survives a reload and a relay restart, a malformed frame
+//! (sent by the relay's `FAILPOINTS` test hook) is shown and survived, and log out unlinks it
+//! on both sides.
 //!
 //! The browser is operated by `tests/web/driver.mjs` (playwright-core from npm, locked, with
 //! Debian's `/usr/bin/chromium`); this test decides every step and every expectation.
@@ -255,8 +256,14 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     b.click(&format!("#chats li[data-thread='{BOB}']"));
     b.send("typed while offline");
     assert_eq!(b.status_of(BOB, "typed while offline"), "queued");
+    // The restarted relay sends every companion a frame it cannot decode (a test hook):
+    // the page says so and carries on.
+    relay
+        .envs
+        .push(("FAILPOINTS".into(), "malformed-frame-to-companions".into()));
     relay.restart();
     b.wait("relaybox.ready() && document.getElementById('banner').hidden");
+    b.wait("document.getElementById('notices').textContent.includes('could not be read')");
     b.wait(&format!(
         "(relaybox.chats()[{BOB:?}].messages.find(m => m.body === 'typed while offline') || {{}}).status !== 'queued'"
     ));
@@ -266,6 +273,12 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
         &["listen", "--count", "1", "--timeout", "20", "--json"],
     ));
     assert!(got.contains("typed while offline"), "{got}");
+    ok(client(
+        &relay,
+        "bob",
+        &["send", ALICE, "after the bad frame"],
+    ));
+    b.wait(&thread_has(BOB, "after the bad frame"));
 
     // Log out on the page: the page forgets the device, and the relay unlinked it.
     b.click("#logout");

@@ -385,14 +385,19 @@ impl Transport {
 
     /// Encrypts one message into one frame payload.
     pub fn encrypt<M: Message>(&mut self, msg: &M) -> Result<Vec<u8>, ProtocolError> {
-        let plain = msg.encode_to_vec();
+        self.encrypt_bytes(&msg.encode_to_vec())
+    }
+
+    /// Encrypts bytes that need not be a message: the relay's test hook uses it to send a
+    /// frame a client cannot decode (see `edge::session`, `FAILPOINTS`).
+    pub fn encrypt_bytes(&mut self, plain: &[u8]) -> Result<Vec<u8>, ProtocolError> {
         if plain.len() > MAX_PLAINTEXT_BYTES {
             return Err(ProtocolError::FrameTooLarge {
                 len: plain.len() + TAG_BYTES,
             });
         }
         let mut out = vec![0u8; plain.len() + TAG_BYTES];
-        let n = self.state.write_message(&plain, &mut out)?;
+        let n = self.state.write_message(plain, &mut out)?;
         out.truncate(n);
         Ok(out)
     }
