@@ -289,3 +289,33 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
         "device 1 still listed: {devices}"
     );
 }
+
+#[test]
+fn the_shipped_wasm_core_links_and_logs_in_over_noise_tcp_from_node_without_a_browser() {
+    let relay = Relay::start();
+    user(&relay, "alice", ALICE);
+    user(&relay, "bob", BOB);
+    ok(client(&relay, "alice", &["send", BOB, "before the link"]));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut node = Command::new("node")
+        .arg(root.join("tests/web/handshake.mjs"))
+        .env("RELAY_TCP", &relay.addr)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node is missing: install Node.js (tests/run.sh does)");
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut next = || -> Value {
+        let line = lines.next().expect("node ended early").unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    let first = next();
+    let code = first["code"].as_str().unwrap_or_else(|| panic!("{first}"));
+    let out = ok(client(&relay, "alice", &["link", code]));
+    assert!(out.contains("Linked device 1"), "{out}");
+    let ready = next();
+    assert_eq!(ready["ready"]["account"], json!(ALICE), "{ready}");
+    assert_eq!(ready["ready"]["device"], json!(1), "{ready}");
+    let history = next();
+    assert!(history["history"].as_u64().unwrap_or(0) >= 1, "{history}");
+    assert!(node.wait().unwrap().success());
+}

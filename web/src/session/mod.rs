@@ -525,7 +525,10 @@ impl Companion {
     }
 
     fn relay_error(&mut self, e: Error) {
-        if e.code() == ErrorCode::UnknownDevice && self.account.is_some() {
+        if e.code() == ErrorCode::UnknownDevice {
+            if self.account.is_none() {
+                return self.events.push(Event::WaitingForLink);
+            }
             return self.logged_out(format!("this browser was unlinked ({})", e.message));
         }
         self.events.push(Event::RelayError {

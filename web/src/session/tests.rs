@@ -74,3 +74,15 @@ fn the_qr_code_is_an_svg() {
     let svg = crate::qr_svg("rbx1:abc").unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("<path d=\"M"));
 }
+
+#[test]
+fn an_unknown_device_login_result_while_pairing_means_wait_and_once_linked_means_logged_out() {
+    let mut c = Companion::new();
+    let e = Error::new(ErrorCode::UnknownDevice, "not linked yet");
+    c.relay_error(e.clone());
+    assert_eq!(c.take_events(), vec![Event::WaitingForLink]);
+    c.account = Some("+14155550100".into());
+    c.relay_error(e);
+    assert!(matches!(c.take_events()[..], [Event::LoggedOut { .. }]));
+    assert_eq!(c.account(), None);
+}
