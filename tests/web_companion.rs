@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 const ALICE: &str = "+14155550101";
 const BOB: &str = "+14155550102";
+const CAROL: &str = "+14155550103";
 
 /// The Chromium puppet.
 struct Browser {
@@ -237,6 +238,49 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
         b.eval("document.querySelector('#messages li.mine:last-child .ticks').dataset.status"),
         json!("read")
     );
+    // A group with a third person: Bob creates it, everyone talks.
+    user(&relay, "carol", CAROL);
+    let created = ok(client(
+        &relay,
+        "bob",
+        &["group", "create", "Shop floor", ALICE, CAROL],
+    ));
+    let group = created
+        .lines()
+        .find_map(|l| l.strip_prefix("group:"))
+        .map(|g| g.trim().to_owned())
+        .unwrap_or_else(|| panic!("no group id in {created}"));
+    ok(client(
+        &relay,
+        "bob",
+        &["group", "send", &group, "hello team"],
+    ));
+    b.wait(&thread_has(&group, "hello team"));
+    b.wait(&format!(
+        "relaybox.chats()[{group:?}].name === 'Shop floor'"
+    ));
+    b.click(&format!("#chats li[data-thread='{group}']"));
+    b.send("hi team from the browser");
+    b.wait(&format!(
+        "(relaybox.chats()[{group:?}].messages.find(m => m.body === 'hi team from the browser') || {{}}).status === 'sent'"
+    ));
+    let got = ok(client(
+        &relay,
+        "carol",
+        &["listen", "--count", "2", "--timeout", "20", "--json"],
+    ));
+    assert!(
+        got.contains("hello team") && got.contains("hi team from the browser"),
+        "{got}"
+    );
+    b.click(&format!("#chats li[data-thread='{BOB}']"));
+
+    assert_eq!(
+        b.eval("document.getElementById('banner').hidden"),
+        json!(true),
+        "{}",
+        b.eval("document.getElementById('banner').textContent")
+    );
     let shot = b.screenshot("web-companion-chat.png");
     println!("web: screenshot {}", shot.display());
 
@@ -267,10 +311,11 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     b.wait(&format!(
         "(relaybox.chats()[{BOB:?}].messages.find(m => m.body === 'typed while offline') || {{}}).status !== 'queued'"
     ));
+    // Bob first reads the browser's group message, then this.
     let got = ok(client(
         &relay,
         "bob",
-        &["listen", "--count", "1", "--timeout", "20", "--json"],
+        &["listen", "--count", "2", "--timeout", "20", "--json"],
     ));
     assert!(got.contains("typed while offline"), "{got}");
     ok(client(

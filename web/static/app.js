@@ -181,7 +181,12 @@ async function handle(events) {
         presence[e.account] = e;
         if (active === e.account) drawHeader();
         break;
+      case 'group_info':
+        chat(e.group).name = e.subject;
+        chat(e.group).members = e.members;
+        break;
       case 'group':
+        if (e.subject) chat(e.group).name = e.subject;
         addMessage(e.group, { id: `g:${Date.now()}:${Math.random()}`, system: true, body: `${e.actor} ${e.op} ${e.accounts.join(', ')} ${e.subject}`.trim() }, false);
         break;
       case 'undecryptable':
@@ -234,6 +239,8 @@ async function loggedOut(reason) {
 
 const presence = {};
 
+const isGroup = (thread) => /^g[0-9a-zA-Z]{1,64}$/.test(thread);
+
 function chat(thread) {
   if (!chats[thread]) chats[thread] = { messages: [], unread: 0, last_at: 0 };
   return chats[thread];
@@ -270,11 +277,13 @@ function markRead(thread) {
   if (!c) return;
   const ids = c.messages.filter((m) => !m.mine && !m.system && !m.read && /^[0-9a-f]{32}$/.test(m.id));
   c.unread = 0;
-  if (ids.length && dev.is_ready()) {
-    dev.mark_read(thread, JSON.stringify(ids.map((m) => m.id)));
-    ids.forEach((m) => { m.read = true; });
-    flush(ws);
-  }
+  if (!ids.length || !dev.is_ready()) return;
+  // Receipts go to each message's sender (in a group too).
+  const bySender = {};
+  for (const m of ids) (bySender[m.from || thread] = bySender[m.from || thread] || []).push(m.id);
+  for (const [to, list] of Object.entries(bySender)) dev.mark_read(to, JSON.stringify(list));
+  ids.forEach((m) => { m.read = true; });
+  flush(ws);
 }
 
 function typing(thread, from, state) {
@@ -303,7 +312,7 @@ function drawChats() {
   for (const [thread, c] of order) {
     const li = el('li', thread === active ? 'active' : '');
     li.dataset.thread = thread;
-    li.append(el('span', 'name', thread));
+    li.append(el('span', 'name', c.name || thread));
     if (c.unread) li.append(el('span', 'unread', String(c.unread)));
     const last = c.messages[c.messages.length - 1];
     li.append(el('span', 'last', c.state || (last ? last.body : '')));
@@ -334,6 +343,7 @@ function drawMessages() {
       const [, q] = find(m.reply_to);
       li.append(el('div', 'quoted', q ? q.body : 'a message'));
     }
+    if (isGroup(active) && !m.mine && !m.system && m.from) li.append(el('div', 'from', m.from));
     li.append(el('div', 'body', m.body));
     const meta = el('div', 'meta', m.at ? new Date(m.at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '');
     const t = ticks(m);
@@ -348,10 +358,11 @@ function drawMessages() {
 
 function drawHeader() {
   if (!active) return;
-  $('conv-title').textContent = active;
+  $('conv-title').textContent = chat(active).name || active;
   const c = chat(active);
   const p = presence[active];
   let state = c.state || '';
+  if (!state && isGroup(active)) state = (chat(active).members || []).join(', ');
   if (!state && p) state = p.available ? 'online' : p.last_seen_ms ? `last seen ${new Date(p.last_seen_ms).toLocaleString()}` : '';
   $('conv-state').textContent = state;
 }
@@ -439,7 +450,7 @@ $('text').oninput = () => {
 $('new-chat').onsubmit = (ev) => {
   ev.preventDefault();
   const to = $('new-chat-to').value.trim();
-  if (!/^(\+[1-9][0-9]{7,14}|@[a-z0-9.-]{1,32})$/.test(to)) { notice('A chat needs a number in international form, e.g. +14155550100.'); return; }
+  if (!/^(\+[1-9][0-9]{7,14}|@[a-z0-9.-]{1,32})$/.test(to) && !isGroup(to)) { notice('A chat needs a number in international form, e.g. +14155550100, or a group id.'); return; }
   $('new-chat-to').value = '';
   open(to);
 };

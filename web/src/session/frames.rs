@@ -76,6 +76,7 @@ impl Companion {
                             .to_lowercase()
                     })
                     .unwrap_or_else(|_| "unknown".into());
+                self.groups.remove(&g.group);
                 self.events.push(Event::Group {
                     group: g.group,
                     actor: g.actor,
@@ -107,7 +108,24 @@ impl Companion {
             (Some(Pending::Send { msg_id }), Some(B::Error(e)))
                 if e.code() == ErrorCode::MismatchedDevices =>
             {
-                let to = self.op(msg_id).map(|o| o.to.clone()).unwrap_or_default();
+                let (to, group) = self
+                    .op(msg_id)
+                    .map(|o| (o.to.clone(), o.group))
+                    .unwrap_or_default();
+                if group {
+                    for m in e.members {
+                        self.set_devices(&m.account, m.devices);
+                    }
+                    self.groups.remove(&to);
+                    let n = self.op_mut(msg_id).map(|o| {
+                        o.attempts += 1;
+                        o.attempts
+                    });
+                    return match n {
+                        Some(n) if n <= MISMATCH_RETRIES => self.start_send(msg_id),
+                        _ => self.fail(msg_id, "the group's devices kept changing"),
+                    };
+                }
                 let mut devices = e.devices;
                 if Some(to.as_str()) == self.account.as_deref() {
                     devices.push(self.device);
@@ -130,7 +148,11 @@ impl Companion {
             (Some(p), Some(B::Error(e))) => {
                 if let Pending::Devices { msg_id }
                 | Pending::Claim { msg_id }
-                | Pending::Send { msg_id } = p
+                | Pending::Send { msg_id }
+                | Pending::GroupClaim { msg_id, .. }
+                | Pending::Group {
+                    msg_id: Some(msg_id),
+                } = p
                 {
                     // Kept for the next login when the relay may do better later.
                     let transient = matches!(
@@ -162,6 +184,10 @@ impl Companion {
                     msg_id: hex::encode(msg_id),
                     timestamp_ms: a.timestamp_ms,
                 });
+            }
+            (Some(Pending::Group { msg_id }), Some(B::GroupInfo(g))) => self.group_info(g, msg_id),
+            (Some(Pending::GroupClaim { msg_id, rest }), Some(B::ClaimedKeys(c))) => {
+                self.group_claimed(msg_id, c, rest)
             }
             (Some(Pending::LogOut), _) => self.logged_out("you logged out on this page".into()),
             (Some(Pending::Other), _) => {}
@@ -212,6 +238,13 @@ impl Companion {
         };
         let mine = Some(d.from.as_str()) == self.account.as_deref();
         let group = (!d.group.is_empty()).then(|| d.group.clone());
+        if let Some(g) = &group {
+            if !self.groups.contains_key(g) {
+                // Learn its subject and members (shown in the chat list).
+                self.groups.insert(g.clone(), Vec::new());
+                self.ask_group(g, None);
+            }
+        }
         let (kind, body) = match inner.payload {
             Payload::History { entries, .. } if mine => {
                 return self.events.push(Event::History { entries });
@@ -260,7 +293,10 @@ impl Companion {
         now_ms: u64,
         reply_to: Option<String>,
     ) -> Result<String, WebError> {
-        relaybox_core::ids::AccountId::parse(to).map_err(|e| WebError(e.to_string()))?;
+        let group = super::groups::is_group_id(to);
+        if !group {
+            relaybox_core::ids::AccountId::parse(to).map_err(|e| WebError(e.to_string()))?;
+        }
         if text.is_empty() || text.len() > MAX_TEXT_BYTES {
             return Err(WebError(format!(
                 "a message has 1 to {MAX_TEXT_BYTES} bytes"
@@ -279,6 +315,7 @@ impl Companion {
             to: to.to_owned(),
             inner: inner.encode(),
             attempts: 0,
+            group,
         });
         if self.is_ready() {
             self.start_send(msg_id);
@@ -288,10 +325,12 @@ impl Companion {
 
     /// First step of a send: the recipient's device list, from memory or the relay.
     pub(super) fn start_send(&mut self, msg_id: [u8; 16]) {
-        let Some(to) = self.op(msg_id).map(|o| o.to.clone()) else {
+        let Some((to, group)) = self.op(msg_id).map(|o| (o.to.clone(), o.group)) else {
             return;
         };
-        if self.peers.contains_key(&to) {
+        if group {
+            self.group_claim(msg_id);
+        } else if self.peers.contains_key(&to) {
             self.claim_and_send(msg_id);
         } else {
             self.send_frame(
@@ -302,7 +341,7 @@ impl Companion {
     }
 
     /// The recipient's devices (without this one), in order.
-    fn targets(&self, to: &str) -> Vec<u32> {
+    pub(super) fn targets(&self, to: &str) -> Vec<u32> {
         let mut devices = self.peers.get(to).cloned().unwrap_or_default();
         if Some(to) == self.account.as_deref() {
             devices.retain(|&d| d != self.device);
@@ -368,7 +407,7 @@ impl Companion {
         );
     }
 
-    fn fail(&mut self, msg_id: [u8; 16], error: &str) {
+    pub(super) fn fail(&mut self, msg_id: [u8; 16], error: &str) {
         self.outbox.retain(|o| o.msg_id != msg_id);
         self.events.push(Event::SendFailed {
             msg_id: hex::encode(msg_id),
@@ -376,7 +415,7 @@ impl Companion {
         });
     }
 
-    fn op(&self, msg_id: [u8; 16]) -> Option<&Outgoing> {
+    pub(super) fn op(&self, msg_id: [u8; 16]) -> Option<&Outgoing> {
         self.outbox.iter().find(|o| o.msg_id == msg_id)
     }
 
@@ -396,7 +435,8 @@ impl Companion {
         self.peers.insert(account.to_owned(), devices);
     }
 
-    /// Tells `to` that the user has read `msg_ids` (lowercase hex).
+    /// Tells `to` (the sender's account, also for a group message) that the user has read
+    /// `msg_ids` (lowercase hex).
     pub fn mark_read(&mut self, to: &str, msg_ids: &[String]) {
         let ids: Vec<Vec<u8>> = msg_ids
             .iter()
@@ -421,9 +461,14 @@ impl Companion {
             "recording" => ChatState::Recording,
             _ => ChatState::Paused,
         };
+        let (group, to) = if super::groups::is_group_id(to) {
+            (to.to_owned(), String::new())
+        } else {
+            (String::new(), to.to_owned())
+        };
         let s = SendChatState {
-            group: String::new(),
-            to: to.to_owned(),
+            group,
+            to,
             state: state as i32,
         };
         self.send_frame(client_frame::Body::ChatState(s), None);

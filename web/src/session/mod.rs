@@ -20,13 +20,14 @@ use relaybox_core::e2e::payload::HistoryEntry;
 use relaybox_core::e2e::{E2e, E2ePickle};
 use relaybox_core::wire::handshake::{self, ClientIk, ClientXx, Crypto, StaticKeypair, Transport};
 use relaybox_core::wire::messages::{
-    client_frame, login, login_result, Ack, ClientFrame, CompanionLogin, DeviceLogin, Error,
-    ErrorCode, Login, LoginOk, LoginResult, ServerFrame,
+    client_frame, login, login_result, Ack, ClientFrame, CompanionLogin, DeviceKeys, DeviceLogin,
+    Error, ErrorCode, Login, LoginOk, LoginResult, ServerFrame,
 };
 use relaybox_core::wire::ProtocolError;
 use serde::{Deserialize, Serialize};
 
 mod frames;
+mod groups;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
@@ -88,6 +89,12 @@ pub enum Event {
         kind: &'static str,
         msg_ids: Vec<String>,
     },
+    /// A group's subject and members (after the page or a send asked the relay).
+    GroupInfo {
+        group: String,
+        subject: String,
+        members: Vec<String>,
+    },
     /// Typing, recording, stopped.
     ChatState {
         from: String,
@@ -136,7 +143,13 @@ struct Outgoing {
     inner: Vec<u8>,
     #[serde(default)]
     attempts: u32,
+    /// `to` is a group id: one envelope per device of every member.
+    #[serde(default)]
+    group: bool,
 }
+
+/// Prefix of group ids (accounts start with `+` or `@`).
+pub const GROUP_ID_PREFIX: char = 'g';
 
 /// What the page stores, encrypted, between visits.
 #[derive(Serialize, Deserialize)]
@@ -189,6 +202,15 @@ enum Pending {
     Send {
         msg_id: [u8; 16],
     },
+    /// A group's members and their devices, for a send (`msg_id`) or just to show it.
+    Group {
+        msg_id: Option<[u8; 16]>,
+    },
+    /// Key claims for a group send, one member account at a time: the ones still to claim.
+    GroupClaim {
+        msg_id: [u8; 16],
+        rest: Vec<(String, Vec<u32>)>,
+    },
     /// This device's own unlink ("log out").
     LogOut,
     /// Receipts and the like: only an error is worth showing.
@@ -224,6 +246,10 @@ pub struct Companion {
     peers: HashMap<String, Vec<u32>>,
     outbox: Vec<Outgoing>,
     seen: VecDeque<[u8; 16]>,
+    /// Members of groups this device sent to, by group id (asked again after a change).
+    groups: HashMap<String, Vec<String>>,
+    /// Keys claimed for a group send in progress, by msg_id.
+    claimed: HashMap<[u8; 16], HashMap<(String, u32), DeviceKeys>>,
     /// The next connection skips IK (it was refused).
     force_xx: bool,
     conn: Conn,
@@ -256,6 +282,8 @@ impl Companion {
             peers: HashMap::new(),
             outbox: Vec::new(),
             seen: VecDeque::new(),
+            groups: HashMap::new(),
+            claimed: HashMap::new(),
             force_xx: false,
             conn: Conn::Closed,
             next_req_id: 1,
@@ -377,6 +405,7 @@ impl Companion {
     pub fn on_close(&mut self) {
         self.conn = Conn::Closed;
         self.pending.clear();
+        self.claimed.clear();
         self.unacked.clear();
         self.out.clear();
     }
