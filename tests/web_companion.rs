@@ -238,6 +238,37 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
         b.eval("document.querySelector('#messages li.mine:last-child .ticks').dataset.status"),
         json!("read")
     );
+    // An image: the thumbnail shows first, then the full image, both decrypted in the wasm.
+    let png = relay.dir.path().join("shelf.png");
+    image::RgbImage::from_fn(1200, 800, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    })
+    .save(&png)
+    .unwrap();
+    let http = format!("http://{}", relay.http_addr);
+    ok(client(
+        &relay,
+        "bob",
+        &[
+            "--http",
+            &http,
+            "send",
+            ALICE,
+            "--image",
+            png.to_str().unwrap(),
+        ],
+    ));
+    b.wait(&format!(
+        "(relaybox.chats()[{BOB:?}].messages.find(m => m.media) || {{media: {{stages: []}}}}).media.stages.length === 2"
+    ));
+    assert_eq!(
+        b.eval(&format!(
+            "relaybox.chats()[{BOB:?}].messages.find(m => m.media).media.stages"
+        )),
+        json!(["thumb", "full"])
+    );
+    b.wait("document.querySelector('#messages img.photo[data-stage=full]') !== null");
+
     // A group with a third person: Bob creates it, everyone talks.
     user(&relay, "carol", CAROL);
     let created = ok(client(

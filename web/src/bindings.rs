@@ -103,6 +103,22 @@ impl Companion {
         self.0.mark_read(to, &ids)
     }
 
+    /// Asks for the download URL of a media message (a `media_url` event follows).
+    pub fn request_media(&mut self, msg_id: &str) -> Result<(), JsError> {
+        self.0.request_media(msg_id).map_err(js)
+    }
+
+    /// Decrypts segment `index` of a media message's blob.
+    pub fn open_segment(
+        &self,
+        msg_id: &str,
+        index: u32,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, JsError> {
+        let index = usize::try_from(index).unwrap_or(usize::MAX);
+        self.0.open_segment(msg_id, index, sealed).map_err(js)
+    }
+
     /// Unlinks this device (an `logged_out` event follows).
     pub fn log_out(&mut self) {
         self.0.log_out()

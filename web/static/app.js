@@ -147,6 +147,10 @@ async function handle(events) {
         break;
       case 'ready':
         backoff = BACKOFF_MIN_MS;
+        // Images are decrypted into memory only: fetch again after a reload.
+        for (const c of Object.values(chats)) {
+          for (const m of c.messages) if (m.media && !m.media.url) dev.request_media(m.id);
+        }
         banner(null);
         showMain();
         log(`ready (${e.resumed ? 'IK resumption' : 'XX'})`);
@@ -161,9 +165,16 @@ async function handle(events) {
       case 'message':
         addMessage(e.thread, {
           id: e.msg_id, from: e.from, at: e.at_ms, reply_to: e.reply_to,
-          body: e.kind === 'text' ? e.body : e.kind === 'media' ? `[media: ${e.body}]` : '[a message this page cannot show yet]',
+          body: e.kind === 'text' ? e.body : e.kind === 'media' ? 'Photo' : '[a message this page cannot show yet]',
         }, !e.muted);
+        if (e.kind === 'media') {
+          const [, m] = find(e.msg_id);
+          if (m) { m.media = { segments: e.segments, stages: [] }; dev.request_media(e.msg_id); }
+        }
         if (e.thread === active && document.visibilityState === 'visible') markRead(active);
+        break;
+      case 'media_url':
+        loadMedia(e.msg_id, e.url);
         break;
       case 'sent':
         setStatus(e.msg_id, 'sent');
@@ -294,6 +305,29 @@ function typing(thread, from, state) {
   drawHeader();
 }
 
+// Progressive image: the thumbnail (segment 0) first, then the full image (the last).
+async function loadMedia(msgId, url) {
+  const [, m] = find(msgId);
+  if (!m || !m.media) return;
+  const segs = m.media.segments;
+  const order = segs.length > 1 ? [0, segs.length - 1] : [0];
+  for (const i of order) {
+    const r = await fetch(`${url}&seg=${i}`);
+    if (r.status === 410) { m.media.error = 'This image is gone from the relay.'; break; }
+    if (!r.ok) { m.media.error = `The image could not be fetched (HTTP ${r.status}).`; break; }
+    const sealed = new Uint8Array(await r.arrayBuffer());
+    let plain;
+    try { plain = dev.open_segment(msgId, i, sealed); } catch (e) { m.media.error = `The image could not be read: ${e.message}`; break; }
+    if (m.media.url) URL.revokeObjectURL(m.media.url);
+    m.media.url = URL.createObjectURL(new Blob([plain], { type: segs[i].mime }));
+    m.media.stages.push(i === 0 && segs.length > 1 ? 'thumb' : 'full');
+    m.media.width = segs[i].width;
+    m.media.height = segs[i].height;
+    drawMessages();
+  }
+  drawMessages();
+}
+
 // ---------------------------------------------------------------------------------------
 // Drawing (textContent only: nothing from the network is ever parsed as HTML).
 // ---------------------------------------------------------------------------------------
@@ -344,7 +378,17 @@ function drawMessages() {
       li.append(el('div', 'quoted', q ? q.body : 'a message'));
     }
     if (isGroup(active) && !m.mine && !m.system && m.from) li.append(el('div', 'from', m.from));
-    li.append(el('div', 'body', m.body));
+    if (m.media && m.media.url) {
+      const img = el('img', 'photo');
+      img.src = m.media.url;
+      img.alt = 'image';
+      img.dataset.stage = m.media.stages[m.media.stages.length - 1];
+      li.append(img);
+    } else if (m.media && m.media.error) {
+      li.append(el('div', 'body', m.media.error));
+    } else {
+      li.append(el('div', 'body', m.body));
+    }
     const meta = el('div', 'meta', m.at ? new Date(m.at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '');
     const t = ticks(m);
     if (t) meta.append(t);
@@ -495,6 +539,8 @@ async function main() {
   }
   if (!dev) dev = new Companion();
   if (dev.account()) showMain(); else showPair();
+  // Decrypted images live in memory only.
+  for (const c of Object.values(chats)) for (const m of c.messages) if (m.media) { m.media.url = null; m.media.stages = []; }
   await persist();
   connect();
 }

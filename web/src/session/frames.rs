@@ -189,6 +189,7 @@ impl Companion {
             (Some(Pending::GroupClaim { msg_id, rest }), Some(B::ClaimedKeys(c))) => {
                 self.group_claimed(msg_id, c, rest)
             }
+            (Some(Pending::Download { msg_id }), Some(B::BlobUrl(u))) => self.media_url(msg_id, u),
             (Some(Pending::LogOut), _) => self.logged_out("you logged out on this page".into()),
             (Some(Pending::Other), _) => {}
             (Some(_), other) => self.events.push(Event::BadFrame {
@@ -245,6 +246,7 @@ impl Companion {
                 self.ask_group(g, None);
             }
         }
+        let mut segments = Vec::new();
         let (kind, body) = match inner.payload {
             Payload::History { entries, .. } if mine => {
                 return self.events.push(Event::History { entries });
@@ -266,7 +268,11 @@ impl Companion {
                 });
             }
             Payload::Text { body } => ("text", body),
-            Payload::Media(m) => ("media", format!("{} segment(s)", m.segments.len())),
+            Payload::Media(m) => {
+                let n = m.segments.len();
+                segments = self.keep_media(&msg_id, m);
+                ("media", format!("image ({n} sizes)"))
+            }
             Payload::Recall { .. } => return,
             _ => ("unknown", String::new()),
         };
@@ -281,6 +287,7 @@ impl Companion {
             group,
             muted: d.muted,
             reply_to: inner.reply_to,
+            segments,
         });
     }
 
@@ -487,6 +494,7 @@ fn push_name(body: &server_frame::Body) -> &'static str {
         B::ServerAck(_) => "server ack",
         B::ClaimedKeys(_) => "claimed keys",
         B::KeysUploaded(_) => "keys uploaded",
+        B::BlobUrl(_) => "blob url",
         _ => "other",
     }
 }

@@ -16,7 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use base64::Engine as _;
-use relaybox_core::e2e::payload::HistoryEntry;
+use relaybox_core::e2e::payload::{HistoryEntry, Media};
 use relaybox_core::e2e::{E2e, E2ePickle};
 use relaybox_core::wire::handshake::{self, ClientIk, ClientXx, Crypto, StaticKeypair, Transport};
 use relaybox_core::wire::messages::{
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 mod frames;
 mod groups;
+mod media;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
@@ -76,6 +77,8 @@ pub enum Event {
         group: Option<String>,
         muted: bool,
         reply_to: Option<String>,
+        /// For `kind` "media": its segments, thumbnail first.
+        segments: Vec<media::SegmentInfo>,
     },
     /// Recent history from the account's primary.
     History { entries: Vec<HistoryEntry> },
@@ -89,6 +92,8 @@ pub enum Event {
         kind: &'static str,
         msg_ids: Vec<String>,
     },
+    /// Where to fetch the media of `msg_id` (path and query on this origin; add `&seg=N`).
+    MediaUrl { msg_id: String, url: String },
     /// A group's subject and members (after the page or a send asked the relay).
     GroupInfo {
         group: String,
@@ -166,6 +171,8 @@ struct Stored {
     peers: HashMap<String, Vec<u32>>,
     outbox: Vec<Outgoing>,
     seen: VecDeque<[u8; 16]>,
+    #[serde(default)]
+    media: Vec<(String, Media)>,
 }
 
 /// The connection's protocol state.
@@ -211,6 +218,10 @@ enum Pending {
         msg_id: [u8; 16],
         rest: Vec<(String, Vec<u32>)>,
     },
+    /// A media download URL.
+    Download {
+        msg_id: String,
+    },
     /// This device's own unlink ("log out").
     LogOut,
     /// Receipts and the like: only an error is worth showing.
@@ -246,6 +257,8 @@ pub struct Companion {
     peers: HashMap<String, Vec<u32>>,
     outbox: Vec<Outgoing>,
     seen: VecDeque<[u8; 16]>,
+    /// Media pointers and keys of received messages, oldest first.
+    media: Vec<(String, Media)>,
     /// Members of groups this device sent to, by group id (asked again after a change).
     groups: HashMap<String, Vec<String>>,
     /// Keys claimed for a group send in progress, by msg_id.
@@ -282,6 +295,7 @@ impl Companion {
             peers: HashMap::new(),
             outbox: Vec::new(),
             seen: VecDeque::new(),
+            media: Vec::new(),
             groups: HashMap::new(),
             claimed: HashMap::new(),
             force_xx: false,
@@ -318,6 +332,7 @@ impl Companion {
             peers: s.peers,
             outbox: s.outbox,
             seen: s.seen,
+            media: s.media,
             ..Self::new()
         })
     }
@@ -337,6 +352,7 @@ impl Companion {
             peers: self.peers.clone(),
             outbox: self.outbox.clone(),
             seen: self.seen.clone(),
+            media: self.media.clone(),
         };
         // Plain structs, strings, integers and byte arrays always serialise.
         serde_json::to_vec(&s).unwrap_or_default()
