@@ -196,7 +196,10 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
 
     // The phone links it, as a person would: `relaybox client link CODE`.
     let t = Instant::now();
-    let out = ok(client(&relay, "alice", &["link", &code]));
+    // With the relay's HTTP address known, the phone sends history as an encrypted blob (the
+    // Node test below covers history sent inline).
+    let http = format!("http://{}", relay.http_addr);
+    let out = ok(client(&relay, "alice", &["--http", &http, "link", &code]));
     assert!(out.contains("Linked device 1"), "{out}");
     b.wait("relaybox.ready()");
     let linked_ms = t.elapsed().as_millis();
@@ -245,7 +248,6 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     })
     .save(&png)
     .unwrap();
-    let http = format!("http://{}", relay.http_addr);
     ok(client(
         &relay,
         "bob",

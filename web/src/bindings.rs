@@ -119,6 +119,12 @@ impl Companion {
         self.0.open_segment(msg_id, index, sealed).map_err(js)
     }
 
+    /// Decrypts a history blob; returns its entries as a JSON array.
+    pub fn open_history(&self, msg_id: &str, sealed: &[u8]) -> Result<String, JsError> {
+        let entries = self.0.open_history(msg_id, sealed).map_err(js)?;
+        serde_json::to_string(&entries).map_err(|e| JsError::new(&e.to_string()))
+    }
+
     /// Unlinks this device (an `logged_out` event follows).
     pub fn log_out(&mut self) {
         self.0.log_out()

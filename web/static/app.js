@@ -173,8 +173,12 @@ async function handle(events) {
         }
         if (e.thread === active && document.visibilityState === 'visible') markRead(active);
         break;
+      case 'history_blob':
+        historyBlobs.add(e.msg_id);
+        dev.request_media(e.msg_id);
+        break;
       case 'media_url':
-        loadMedia(e.msg_id, e.url);
+        if (historyBlobs.has(e.msg_id)) loadHistory(e.msg_id, e.url); else loadMedia(e.msg_id, e.url);
         break;
       case 'sent':
         setStatus(e.msg_id, 'sent');
@@ -303,6 +307,20 @@ function typing(thread, from, state) {
   clearTimeout(typingTimers[thread]);
   if (c.state) typingTimers[thread] = setTimeout(() => { c.state = null; drawHeader(); drawChats(); }, 10000);
   drawHeader();
+}
+
+// History from the phone in an encrypted blob: fetched, decrypted in the wasm, merged.
+const historyBlobs = new Set();
+async function loadHistory(msgId, url) {
+  historyBlobs.delete(msgId);
+  try {
+    const r = await fetch(url);   // one sealed blob, no segment index
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    const entries = JSON.parse(dev.open_history(msgId, new Uint8Array(await r.arrayBuffer())));
+    run(() => handle([{ type: 'history', entries }]).then(persist));
+  } catch (e) {
+    notice(`The history from your phone could not be read (${e.message}); new messages still arrive.`);
+  }
 }
 
 // Progressive image: the thumbnail (segment 0) first, then the full image (the last).

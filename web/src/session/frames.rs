@@ -258,14 +258,11 @@ impl Companion {
                     error: "history from another account ignored".into(),
                 });
             }
-            Payload::HistoryBlob { entries, .. } => {
-                return self.events.push(Event::Undecryptable {
-                    from: d.from,
-                    msg_id,
-                    error: format!(
-                        "{entries} history entries in a blob; this page takes history inline"
-                    ),
-                });
+            Payload::HistoryBlob {
+                blob, size, key, ..
+            } => {
+                self.keep_history_blob(&msg_id, blob, size, key);
+                return self.events.push(Event::HistoryBlob { msg_id });
             }
             Payload::Text { body } => ("text", body),
             Payload::Media(m) => {

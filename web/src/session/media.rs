@@ -5,12 +5,14 @@
 //! the wasm; the relay only ever serves ciphertext.
 
 use relaybox_core::e2e::media;
-use relaybox_core::e2e::payload::Media;
+use relaybox_core::e2e::payload::{HistoryEntry, Media, MediaSegment};
 use relaybox_core::wire::messages::{client_frame, BlobUrl, RequestDownload};
 use serde::Serialize;
 
 use super::{Companion, Event, Pending, WebError};
 
+/// Most entries accepted from a history blob (as the CLI).
+pub const MAX_HISTORY_BLOB_ENTRIES: usize = 10_000;
 /// Most media pointers kept (oldest forgotten first).
 pub const MAX_KEPT_MEDIA: usize = 500;
 
@@ -42,6 +44,37 @@ impl Companion {
         }
         self.media.push((msg_id.to_owned(), m));
         info
+    }
+
+    /// Keeps the pointer and key of a history blob from our primary (one sealed segment).
+    pub(super) fn keep_history_blob(&mut self, msg_id: &str, blob: String, size: u64, key: String) {
+        let m = Media {
+            blob,
+            segments: vec![MediaSegment {
+                size,
+                key,
+                mime: "application/json".into(),
+                width: 0,
+                height: 0,
+            }],
+            resend_of: None,
+        };
+        self.keep_media(msg_id, m);
+    }
+
+    /// Decrypts and reads a history blob; a damaged one is an error saying what is wrong,
+    /// and the page carries on without it.
+    pub fn open_history(&self, msg_id: &str, sealed: &[u8]) -> Result<Vec<HistoryEntry>, WebError> {
+        let plain = self.open_segment(msg_id, 0, sealed)?;
+        let entries: Vec<HistoryEntry> = serde_json::from_slice(&plain)
+            .map_err(|e| WebError(format!("the history is malformed: {e}")))?;
+        if entries.len() > MAX_HISTORY_BLOB_ENTRIES {
+            return Err(WebError(format!(
+                "a history of {} entries is too long",
+                entries.len()
+            )));
+        }
+        Ok(entries)
     }
 
     /// Asks the relay for a download URL of the media of `msg_id` (an

@@ -92,6 +92,9 @@ pub enum Event {
         kind: &'static str,
         msg_ids: Vec<String>,
     },
+    /// Recent history from the account's primary waits in an encrypted blob: fetch it like
+    /// media (`request_media`, then `open_history`).
+    HistoryBlob { msg_id: String },
     /// Where to fetch the media of `msg_id` (path and query on this origin; add `&seg=N`).
     MediaUrl { msg_id: String, url: String },
     /// A group's subject and members (after the page or a send asked the relay).

@@ -86,3 +86,33 @@ fn an_unknown_device_login_result_while_pairing_means_wait_and_once_linked_means
     assert!(matches!(c.take_events()[..], [Event::LoggedOut { .. }]));
     assert_eq!(c.account(), None);
 }
+
+#[test]
+fn a_history_blob_opens_and_a_corrupt_one_is_a_clear_error() {
+    let mut c = Companion::new();
+    let entries = vec![HistoryEntry {
+        thread: "+14155550101".into(),
+        from: "+14155550100".into(),
+        at_ms: 1,
+        body: "hi".into(),
+    }];
+    let plain = serde_json::to_vec(&entries).unwrap();
+    let (key, sealed) = relaybox_core::e2e::media::seal(&plain).unwrap();
+    c.keep_history_blob("m1", "b".into(), sealed.len() as u64, hex::encode(key));
+    assert_eq!(c.open_history("m1", &sealed).unwrap(), entries);
+    let mut bad = sealed.clone();
+    bad[20] ^= 1;
+    assert!(c
+        .open_history("m1", &bad)
+        .unwrap_err()
+        .0
+        .contains("does not decrypt"));
+    let (key, sealed) = relaybox_core::e2e::media::seal(b"not json").unwrap();
+    c.keep_history_blob("m2", "b".into(), sealed.len() as u64, hex::encode(key));
+    assert!(c
+        .open_history("m2", &sealed)
+        .unwrap_err()
+        .0
+        .contains("malformed"));
+    assert!(c.open_history("m3", &sealed).is_err());
+}
