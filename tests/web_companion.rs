@@ -213,6 +213,12 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     ok(client(&relay, "bob", &["send", ALICE, "hello browser"]));
     b.wait(&thread_has(BOB, "hello browser"));
 
+    // Bob types: the browser shows it.
+    ok(client(&relay, "bob", &["state", ALICE, "composing"]));
+    b.wait(&format!(
+        "(relaybox.chats()[{BOB:?}].state || '').includes('typing')"
+    ));
+
     // Browser → CLI, with one, two and blue ticks.
     b.click(&format!("#chats li[data-thread='{BOB}']"));
     b.send("hello from chromium");
@@ -395,5 +401,15 @@ fn the_shipped_wasm_core_links_and_logs_in_over_noise_tcp_from_node_without_a_br
     assert_eq!(ready["ready"]["device"], json!(1), "{ready}");
     let history = next();
     assert!(history["history"].as_u64().unwrap_or(0) >= 1, "{history}");
+    // Unlinking from the primary ends it on the companion too.
+    ok(client(&relay, "alice", &["unlink", "1"]));
+    let out = next();
+    assert!(
+        out["logged_out"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unlinked"),
+        "{out}"
+    );
     assert!(node.wait().unwrap().success());
 }

@@ -3,7 +3,8 @@
 // the relay shows here even where Chromium is not installed. Run by tests/web_companion.rs.
 //
 // Prints one JSON line per milestone on stdout: {"code": …} (link it), {"ready": …},
-// {"history": n}; exits 0 after history arrives, 1 on an error or after TIMEOUT_MS.
+// {"history": n}, then (after the primary unlinked it) {"logged_out": reason} and exits 0;
+// exits 1 on an error or after TIMEOUT_MS.
 import { gunzipSync } from 'node:zlib';
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -47,17 +48,23 @@ function session() {
       for (const e of JSON.parse(dev.take_events())) {
         if (process.env.VERBOSE) console.error(JSON.stringify(e));
         if (e.type === 'waiting_for_link' || e.type === 'reconnect') {
+          sock.retried = true;
           sock.destroy();
           setTimeout(session, 300);
           return;
         }
         if (e.type === 'ready') say({ ready: e });
-        if (e.type === 'history') { say({ history: e.entries.length }); process.exit(0); }
+        if (e.type === 'history') say({ history: e.entries.length });
+        if (e.type === 'logged_out') { say({ logged_out: e.reason }); process.exit(0); }
         if (e.type === 'relay_error' || e.type === 'bad_frame') { say({ error: e }); process.exit(1); }
       }
     }
   });
   sock.on('error', (e) => { say({ error: String(e) }); process.exit(1); });
-  sock.on('close', () => { if (process.env.VERBOSE) console.error('closed'); });
+  // The relay ends a revoked device's session: reconnect, and learn why.
+  sock.on('close', () => {
+    if (process.env.VERBOSE) console.error('closed');
+    if (!sock.retried) setTimeout(session, 200);
+  });
 }
 session();
