@@ -230,7 +230,9 @@ function relayMessage(e) {
     case 'ERROR_CODE_BANNED': return `This account is banned: ${e.message}`;
     case 'ERROR_CODE_RATE_LIMITED': return `Slow down: the relay is rate limiting this device.${wait}`;
     case 'ERROR_CODE_SHUTTING_DOWN': return 'The relay is restarting; reconnecting…';
-    case 'ERROR_CODE_UNSUPPORTED_VERSION': return `This page and the relay speak different versions: reload the page. (${e.message})`;
+    case 'ERROR_CODE_HANDSHAKE_FAILED': return `The relay refused this page's connection (${e.message}); if the relay was upgraded, reload the page.`;
+    case 'ERROR_CODE_SESSION_REPLACED': return 'This device connected from another tab or window; reload to use it here.';
+    case 'ERROR_CODE_TOO_MANY_CONNECTIONS': return `The relay has too many connections; retrying.${wait}`;
     default: return `The relay said: ${e.message || e.code}${wait}`;
   }
 }
