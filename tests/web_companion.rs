@@ -277,6 +277,51 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     );
     b.wait("document.querySelector('#messages img.photo[data-stage=full]') !== null");
 
+    // The operator purges the image: after the reload the page finds it gone (410), recalls
+    // it from Bob's phone, which uploads and sends it again, and shows it again.
+    let blob = b.eval(&format!(
+        "relaybox.chats()[{BOB:?}].messages.find(m => m.media).media.blob"
+    ));
+    let (url, data) = (
+        relay.admin_url(),
+        relay.data_dir().to_string_lossy().into_owned(),
+    );
+    let (code, out, err) = relay.cli(&[
+        "admin",
+        "--admin",
+        &url,
+        "--data-dir",
+        &data,
+        "blobs",
+        "purge",
+        blob.as_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let bob_answers = Command::new(BIN)
+        .args(["client", "--home"])
+        .arg(relay.dir.path().join("bob"))
+        .args([
+            "--relay",
+            &relay.addr,
+            "listen",
+            "--count",
+            "1",
+            "--timeout",
+            "30",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    b.cmd(json!({"cmd": "reload"}));
+    b.wait(&format!(
+        "(m => m && m.media.recalled && m.media.stages.join() === 'thumb,full')(relaybox.chats()[{BOB:?}]?.messages.find(m => m.media))"
+    ));
+    let answered = bob_answers.wait_with_output().unwrap();
+    assert!(answered.status.success(), "{answered:?}");
+
     // A group with a third person: Bob creates it, everyone talks.
     user(&relay, "carol", CAROL);
     let created = ok(client(

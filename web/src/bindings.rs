@@ -125,6 +125,16 @@ impl Companion {
         serde_json::to_string(&entries).map_err(|e| JsError::new(&e.to_string()))
     }
 
+    /// The media of `msg_id` is gone (410): asks its sender `from` to send it again.
+    pub fn recall(&mut self, from: &str, msg_id: &str, now_ms: f64) -> Result<String, JsError> {
+        let now = if now_ms.is_finite() && now_ms >= 0.0 {
+            now_ms as u64
+        } else {
+            0
+        };
+        self.0.recall(from, msg_id, now).map_err(js)
+    }
+
     /// Unlinks this device (an `logged_out` event follows).
     pub fn log_out(&mut self) {
         self.0.log_out()

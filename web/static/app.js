@@ -149,7 +149,9 @@ async function handle(events) {
         backoff = BACKOFF_MIN_MS;
         // Images are decrypted into memory only: fetch again after a reload.
         for (const c of Object.values(chats)) {
-          for (const m of c.messages) if (m.media && !m.media.url) dev.request_media(m.id);
+          for (const m of c.messages) {
+            if (m.media && !m.media.url) { const id = m.media.id || m.id; mediaOf[id] = m; dev.request_media(id); }
+          }
         }
         banner(null);
         showMain();
@@ -168,8 +170,15 @@ async function handle(events) {
           body: e.kind === 'text' ? e.body : e.kind === 'media' ? 'Photo' : '[a message this page cannot show yet]',
         }, !e.muted);
         if (e.kind === 'media') {
-          const [, m] = find(e.msg_id);
-          if (m) { m.media = { segments: e.segments, stages: [] }; dev.request_media(e.msg_id); }
+          // A re-send after a recall replaces the original's image.
+          const [, orig] = e.resend_of ? find(e.resend_of) : [null, null];
+          const [, m] = orig ? [null, orig] : find(e.msg_id);
+          if (orig) removeMessage(e.thread, e.msg_id);
+          if (m) {
+            m.media = { segments: e.segments, stages: [], blob: e.blob, id: e.msg_id, recalled: !!orig };
+            mediaOf[e.msg_id] = m;
+            dev.request_media(e.msg_id);
+          }
         }
         if (e.thread === active && document.visibilityState === 'visible') markRead(active);
         break;
@@ -326,18 +335,28 @@ async function loadHistory(msgId, url) {
 }
 
 // Progressive image: the thumbnail (segment 0) first, then the full image (the last).
+const mediaOf = {};   // media msg_id -> the message showing it (differs after a recall)
+function removeMessage(thread, id) {
+  const c = chats[thread];
+  if (c) c.messages = c.messages.filter((x) => x.id !== id);
+}
 async function loadMedia(msgId, url) {
-  const [, m] = find(msgId);
+  const m = mediaOf[msgId] || find(msgId)[1];
   if (!m || !m.media) return;
   const segs = m.media.segments;
   const order = segs.length > 1 ? [0, segs.length - 1] : [0];
   for (const i of order) {
     const r = await fetch(`${url}&seg=${i}`);
-    if (r.status === 410) { m.media.error = 'This image is gone from the relay.'; break; }
+    if (r.status === 410) {
+      // Gone (expired or purged): ask the sender's phone to send it again.
+      m.media.error = 'This image is gone from the relay; asking the sender for it again…';
+      if (!m.media.recalled) run(async () => { m.media.recalled = true; dev.recall(m.from, m.id, Date.now()); await persist(); flush(ws); });
+      break;
+    }
     if (!r.ok) { m.media.error = `The image could not be fetched (HTTP ${r.status}).`; break; }
     const sealed = new Uint8Array(await r.arrayBuffer());
     let plain;
-    try { plain = dev.open_segment(msgId, i, sealed); } catch (e) { m.media.error = `The image could not be read: ${e.message}`; break; }
+    try { plain = dev.open_segment(msgId, i, sealed); m.media.error = null; } catch (e) { m.media.error = `The image could not be read: ${e.message}`; break; }
     if (m.media.url) URL.revokeObjectURL(m.media.url);
     m.media.url = URL.createObjectURL(new Blob([plain], { type: segs[i].mime }));
     m.media.stages.push(i === 0 && segs.length > 1 ? 'thumb' : 'full');

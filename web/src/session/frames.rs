@@ -247,6 +247,7 @@ impl Companion {
             }
         }
         let mut segments = Vec::new();
+        let (mut blob, mut resend_of) = (None, None);
         let (kind, body) = match inner.payload {
             Payload::History { entries, .. } if mine => {
                 return self.events.push(Event::History { entries });
@@ -267,6 +268,8 @@ impl Companion {
             Payload::Text { body } => ("text", body),
             Payload::Media(m) => {
                 let n = m.segments.len();
+                blob = Some(m.blob.clone());
+                resend_of = m.resend_of.clone().filter(|r| r.len() == 32);
                 segments = self.keep_media(&msg_id, m);
                 ("media", format!("image ({n} sizes)"))
             }
@@ -285,11 +288,14 @@ impl Companion {
             muted: d.muted,
             reply_to: inner.reply_to,
             segments,
+            blob,
+            resend_of,
         });
     }
 
-    /// Queues a text to `to` (an account) and, if connected, sends it. Returns its msg_id.
-    /// While offline it waits in the outbox and goes with the same id after the next login.
+    /// Queues a text to `to` (an account or a group) and, if connected, sends it. Returns its
+    /// msg_id. While offline it waits in the outbox and goes with the same id after the next
+    /// login.
     pub fn send_text(
         &mut self,
         to: &str,
@@ -297,10 +303,6 @@ impl Companion {
         now_ms: u64,
         reply_to: Option<String>,
     ) -> Result<String, WebError> {
-        let group = super::groups::is_group_id(to);
-        if !group {
-            relaybox_core::ids::AccountId::parse(to).map_err(|e| WebError(e.to_string()))?;
-        }
         if text.is_empty() || text.len() > MAX_TEXT_BYTES {
             return Err(WebError(format!(
                 "a message has 1 to {MAX_TEXT_BYTES} bytes"
@@ -313,6 +315,16 @@ impl Companion {
             },
         );
         inner.reply_to = reply_to.filter(|r| r.len() == 32 && hex::decode(r).is_ok());
+        self.queue(to, inner)
+    }
+
+    /// Puts `inner` for `to` (an account or a group) in the outbox under a new msg_id and, if
+    /// connected, starts sending it.
+    pub(super) fn queue(&mut self, to: &str, inner: Inner) -> Result<String, WebError> {
+        let group = super::groups::is_group_id(to);
+        if !group {
+            relaybox_core::ids::AccountId::parse(to).map_err(|e| WebError(e.to_string()))?;
+        }
         let msg_id = MsgId::random().0;
         self.outbox.push(Outgoing {
             msg_id,

@@ -5,7 +5,7 @@
 //! the wasm; the relay only ever serves ciphertext.
 
 use relaybox_core::e2e::media;
-use relaybox_core::e2e::payload::{HistoryEntry, Media, MediaSegment};
+use relaybox_core::e2e::payload::{HistoryEntry, Inner, Media, MediaSegment, Payload};
 use relaybox_core::wire::messages::{client_frame, BlobUrl, RequestDownload};
 use serde::Serialize;
 
@@ -103,6 +103,21 @@ impl Companion {
             });
         }
         self.events.push(Event::MediaUrl { msg_id, url: u.url });
+    }
+
+    /// The media of `msg_id` is gone from the relay (410): asks `from`, who sent it, to upload
+    /// and send it again (it comes back as a new message whose `resend_of` is `msg_id`).
+    pub fn recall(&mut self, from: &str, msg_id: &str, now_ms: u64) -> Result<String, WebError> {
+        if msg_id.len() != 32 || hex::decode(msg_id).is_err() {
+            return Err(WebError(format!("{msg_id:?} is not a message id")));
+        }
+        let inner = Inner::new(
+            now_ms,
+            Payload::Recall {
+                msg_id: msg_id.to_owned(),
+            },
+        );
+        self.queue(from, inner)
     }
 
     /// Decrypts segment `index` of the media of `msg_id`.

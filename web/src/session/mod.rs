@@ -77,8 +77,11 @@ pub enum Event {
         group: Option<String>,
         muted: bool,
         reply_to: Option<String>,
-        /// For `kind` "media": its segments, thumbnail first.
+        /// For `kind` "media": its segments, thumbnail first, its blob id, and the original
+        /// message this re-sends after a recall.
         segments: Vec<media::SegmentInfo>,
+        blob: Option<String>,
+        resend_of: Option<String>,
     },
     /// Recent history from the account's primary.
     History { entries: Vec<HistoryEntry> },
