@@ -213,6 +213,14 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     ok(client(&relay, "bob", &["send", ALICE, "hello browser"]));
     b.wait(&thread_has(BOB, "hello browser"));
 
+    // Muting Bob's chat from the page, and unmuting it: each takes effect when the relay
+    // confirms it.
+    b.click(&format!("#chats li[data-thread='{BOB}']"));
+    b.click("#mute");
+    b.wait(&format!("relaybox.chats()[{BOB:?}].muted === true"));
+    b.click("#mute");
+    b.wait(&format!("relaybox.chats()[{BOB:?}].muted === false"));
+
     // Bob types: the browser shows it.
     ok(client(&relay, "bob", &["state", ALICE, "composing"]));
     b.wait(&format!(

@@ -135,6 +135,11 @@ impl Companion {
         self.0.recall(from, msg_id, now).map_err(js)
     }
 
+    /// Mutes (or unmutes) a thread; a `muted` event follows.
+    pub fn mute(&mut self, thread: &str, mute: bool) {
+        self.0.mute(thread, mute)
+    }
+
     /// Unlinks this device (an `logged_out` event follows).
     pub fn log_out(&mut self) {
         self.0.log_out()

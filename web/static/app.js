@@ -205,6 +205,10 @@ async function handle(events) {
         presence[e.account] = e;
         if (active === e.account) drawHeader();
         break;
+      case 'muted':
+        chat(e.thread).muted = e.forever || e.until_ms > Date.now();
+        if (e.thread === active) drawHeader();
+        break;
       case 'group_info':
         chat(e.group).name = e.subject;
         chat(e.group).members = e.members;
@@ -386,7 +390,7 @@ function drawChats() {
     const li = el('li', thread === active ? 'active' : '');
     li.dataset.thread = thread;
     li.append(el('span', 'name', c.name || thread));
-    if (c.unread) li.append(el('span', 'unread', String(c.unread)));
+    if (c.unread) li.append(el('span', c.muted ? 'unread quiet' : 'unread', String(c.unread)));
     const last = c.messages[c.messages.length - 1];
     li.append(el('span', 'last', c.state || (last ? last.body : '')));
     li.onclick = () => open(thread);
@@ -441,7 +445,9 @@ function drawMessages() {
 
 function drawHeader() {
   if (!active) return;
-  $('conv-title').textContent = chat(active).name || active;
+  $('conv-title').textContent = `${chat(active).name || active}${chat(active).muted ? ' 🔕' : ''}`;
+  $('mute').hidden = false;
+  $('mute').textContent = chat(active).muted ? 'Unmute' : 'Mute';
   const c = chat(active);
   const p = presence[active];
   let state = c.state || '';
@@ -529,6 +535,12 @@ $('text').oninput = () => {
     flush(ws);
   }
 };
+
+$('mute').onclick = () => run(async () => {
+  if (!active || !dev.is_ready()) { notice('Muting needs a connection to the relay.'); return; }
+  dev.mute(active, !chat(active).muted);
+  flush(ws);
+});
 
 $('new-chat').onsubmit = (ev) => {
   ev.preventDefault();

@@ -190,6 +190,11 @@ impl Companion {
                 self.group_claimed(msg_id, c, rest)
             }
             (Some(Pending::Download { msg_id }), Some(B::BlobUrl(u))) => self.media_url(msg_id, u),
+            (Some(Pending::Other), Some(B::Muted(m))) => self.events.push(Event::Muted {
+                thread: m.thread,
+                until_ms: m.until_ms,
+                forever: m.forever,
+            }),
             (Some(Pending::LogOut), _) => self.logged_out("you logged out on this page".into()),
             (Some(Pending::Other), _) => {}
             (Some(_), other) => self.events.push(Event::BadFrame {
@@ -468,6 +473,18 @@ impl Companion {
             msg_ids: ids,
         };
         self.send_frame(client_frame::Body::Receipt(r), Some(Pending::Other));
+    }
+
+    /// Mutes `thread` (an account or a group) forever, or unmutes it. The relay then marks its
+    /// deliveries muted and keeps push notifications for it silent.
+    pub fn mute(&mut self, thread: &str, mute: bool) {
+        let m = relaybox_core::wire::messages::Mute {
+            thread: thread.to_owned(),
+            until_ms: 0,
+            forever: mute,
+            unmute: !mute,
+        };
+        self.send_frame(client_frame::Body::Mute(m), Some(Pending::Other));
     }
 
     /// Shows `to` that the user is typing (`composing`), recording, or stopped (`paused`).

@@ -100,6 +100,12 @@ pub enum Event {
     HistoryBlob { msg_id: String },
     /// Where to fetch the media of `msg_id` (path and query on this origin; add `&seg=N`).
     MediaUrl { msg_id: String, url: String },
+    /// A thread's mute changed (`until_ms` 0 and not `forever`: unmuted).
+    Muted {
+        thread: String,
+        until_ms: u64,
+        forever: bool,
+    },
     /// A group's subject and members (after the page or a send asked the relay).
     GroupInfo {
         group: String,
