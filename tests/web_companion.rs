@@ -209,13 +209,19 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     assert_eq!(b.eval("relaybox.account()"), json!(ALICE));
     b.wait(&thread_has(BOB, "history from the phone"));
 
-    // CLI → browser.
+    // CLI → browser. Alice and Bob have each other in their contacts (the default privacy
+    // shows presence to mutual contacts), so Bob coming online and going away is pushed to
+    // Alice's devices, the browser too, and shown in the chat's header.
+    ok(client(&relay, "alice", &["contacts", BOB]));
+    ok(client(&relay, "bob", &["contacts", ALICE]));
     ok(client(&relay, "bob", &["send", ALICE, "hello browser"]));
     b.wait(&thread_has(BOB, "hello browser"));
+    b.wait(&format!("relaybox.presence()[{BOB:?}] !== undefined"));
 
     // Muting Bob's chat from the page, and unmuting it: each takes effect when the relay
     // confirms it.
     b.click(&format!("#chats li[data-thread='{BOB}']"));
+    b.wait("/online|last seen/.test(document.getElementById('conv-state').textContent)");
     b.click("#mute");
     b.wait(&format!("relaybox.chats()[{BOB:?}].muted === true"));
     b.click("#mute");

@@ -605,4 +605,5 @@ window.relaybox = {
   chats: () => JSON.parse(JSON.stringify(chats)),
   account: () => dev && dev.account(),
   ready: () => !!dev && dev.is_ready(),
+  presence: () => JSON.parse(JSON.stringify(presence)),
 };
