@@ -239,21 +239,36 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     b.wait(&format!(
         "['sent','delivered','read'].includes((relaybox.chats()[{BOB:?}].messages.find(m => m.body === 'hello from chromium') || {{}}).status)"
     ));
+    // A quoted reply: double-click Bob's message, answer it.
+    let quoted = b
+        .eval("document.querySelector('#messages li.msg:not(.mine)').dataset.id")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.cmd(json!({"cmd": "dblclick", "selector": format!("#messages li[data-id='{quoted}']")}));
+    b.send("quoting you");
+    b.wait(
+        "[...document.querySelectorAll('#messages li.mine')].some(li => li.querySelector('.quoted')?.textContent === 'hello browser')",
+    );
     let got = ok(client(
         &relay,
         "bob",
-        // Bob first reads the phone's earlier message, then the browser's.
+        // Bob reads the phone's earlier message, then the browser's two.
         &[
             "listen",
             "--read",
             "--count",
-            "2",
+            "3",
             "--timeout",
             "20",
             "--json",
         ],
     ));
     assert!(got.contains("hello from chromium"), "{got}");
+    assert!(
+        got.contains(&quoted),
+        "the reply does not name {quoted}: {got}"
+    );
     b.wait(&format!(
         "(relaybox.chats()[{BOB:?}].messages.find(m => m.body === 'hello from chromium') || {{}}).status === 'read'"
     ));

@@ -52,6 +52,7 @@ const commands = {
   },
   fill: async (c) => { await page.fill(c.selector, c.text); return null; },
   click: async (c) => { await page.click(c.selector); return null; },
+  dblclick: async (c) => { await page.dblclick(c.selector); return null; },
   press: async (c) => { await page.press(c.selector, c.key); return null; },
   reload: async () => { const t = Date.now(); await page.reload(); return Date.now() - t; },
   screenshot: async (c) => { await page.screenshot({ path: c.path }); return null; },
