@@ -1,6 +1,7 @@
 //! The session against itself and against bad input, without a relay.
 
 use super::*;
+use relaybox_core::wire::messages::{Error, ErrorCode};
 
 #[test]
 fn a_new_device_shows_a_pairing_code_that_the_cli_format_accepts() {
