@@ -3,8 +3,6 @@
 //! one (sender-driven fan-out; the relay cannot read any of them). A device without usable
 //! keys is left out rather than stopping the message to everyone else, as the CLI does.
 
-use std::collections::HashMap;
-
 use relaybox_core::wire::messages::{
     client_frame, ClaimKeys, ClaimedKeys, GetGroup, GroupInfo, MessageKind, Send,
 };
@@ -92,7 +90,7 @@ impl Companion {
         let Some(op) = self.op(msg_id).cloned() else {
             return;
         };
-        let bundles = self.claimed.remove(&msg_id).unwrap_or_else(HashMap::new);
+        let bundles = self.claimed.remove(&msg_id).unwrap_or_default();
         let members = self.groups.get(&op.to).cloned().unwrap_or_default();
         let mut envelopes = Vec::new();
         for m in members {
