@@ -193,6 +193,7 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
         csp.as_str().unwrap().starts_with("default-src 'self'"),
         "{csp}"
     );
+    assert_published_hash_matches_what_is_served(&relay);
 
     // The phone links it, as a person would: `relaybox client link CODE`.
     let t = Instant::now();
@@ -486,4 +487,41 @@ fn the_shipped_wasm_core_links_and_logs_in_over_noise_tcp_from_node_without_a_br
         "{out}"
     );
     assert!(node.wait().unwrap().success());
+}
+
+/// What `relaybox --version` publishes is the SHA-256 of the sha256sum list of the files the
+/// relay serves, fetched as a user would check them (curl, decompressed).
+fn assert_published_hash_matches_what_is_served(relay: &Relay) {
+    use sha2::{Digest, Sha256};
+    let version = Command::new(BIN).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    let published = version
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    let mut list = String::new();
+    for f in [
+        "app.js",
+        "index.html",
+        "relaybox_web.js",
+        "relaybox_web_bg.wasm",
+        "style.css",
+    ] {
+        let out = Command::new("curl")
+            .args(["-sf", "--compressed"])
+            .arg(format!("http://{}/{f}", relay.http_addr))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "GET /{f} failed");
+        list.push_str(&format!(
+            "{}  {f}\n",
+            hex::encode(Sha256::digest(&out.stdout))
+        ));
+    }
+    assert_eq!(
+        hex::encode(Sha256::digest(list.as_bytes())),
+        published,
+        "relaybox --version says {version}"
+    );
 }
