@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the browser companion into web/dist/ (committed; the relay embeds it):
 #   1. the relaybox-web crate for wasm32-unknown-unknown (profile `wasm`, paths remapped so
-#      the output does not depend on where the repository or cargo's registry live);
+#      the output does not depend on where the repository, cargo's registry or the target
+#      directory live);
 #   2. wasm-bindgen --target web (the CLI must be exactly the wasm-bindgen version of
 #      Cargo.lock);
 #   3. the page's own files from web/static/;
@@ -29,7 +30,11 @@ check=0
 [ "${1:-}" = "--check" ] && check=1
 target="${CARGO_TARGET_DIR:-$root/target}"
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
-RUSTFLAGS="--remap-path-prefix=$root=/relaybox --remap-path-prefix=$cargo_home=/cargo" \
+mkdir -p "$target"
+target="$(cd "$target" && pwd)"
+# The target directory last: rustc applies the last matching prefix, and the target directory
+# (with the generated protobuf code) may sit inside the repository or anywhere else.
+RUSTFLAGS="--remap-path-prefix=$root=/relaybox --remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=$target=/target" \
     cargo build --locked -p relaybox-web --target wasm32-unknown-unknown --profile wasm
 
 stage="$(mktemp -d)"
