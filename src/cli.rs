@@ -13,6 +13,11 @@ use crate::config::{self, Config, Sources, EXIT_BAD_CONFIG};
 #[command(
     name = "relaybox",
     version,
+    long_version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        "\nweb client bundle sha256 ",
+        env!("WEB_BUNDLE_SHA256")
+    ),
     about = "An on-premise, end-to-end encrypted messaging relay."
 )]
 pub struct Cli {

@@ -3,7 +3,7 @@
 //! # Crate map
 //!
 //! ```text
-//! wire/          the protocol, sans I/O: frames, Noise handshake states, protobuf messages, tokens
+//! wire/          (crates/core) the protocol, sans I/O: frames, Noise states, protobuf messages
 //! backup/        backup archives (tar + manifest) and restore
 //! store/         the only code that knows how bytes reach the disk: sled (typed domain operations,
 //!                the durability barrier) and the message log (`store::msglog`)
@@ -12,7 +12,9 @@
 //! blob/          blob files on disk (content addressed, atomic writes), signed URLs, the GC
 //! edge/          transports: the Noise/TCP listener, admission limits, the shared session logic
 //! registration/  phone normalisation, verification codes, rate limits, verifiers
-//! e2e/           the end-to-end layer (vodozemac Olm) used by clients
+//! e2e/           (crates/core) the end-to-end layer (vodozemac Olm) used by clients
+//! ids            (crates/core) account, device and message ids
+//! web            the browser companion's files, embedded, and their SHA-256
 //! client/        client SDK and the `relaybox client …` commands
 //! telemetry/     tracing setup
 //! config.rs      the config tree, its layers (defaults < file < env < flags) and validation
@@ -36,13 +38,15 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
-pub mod e2e;
 pub mod edge;
-pub mod ids;
 pub mod names;
 pub mod ops;
 pub mod registration;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
-pub mod wire;
+pub mod web;
+
+// The client core lives in `crates/core` (it also builds for wasm32); these keep the paths
+// `crate::wire`, `crate::e2e` and `crate::ids` of the rest of the relay unchanged.
+pub use relaybox_core::{e2e, ids, wire};

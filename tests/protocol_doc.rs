@@ -14,7 +14,7 @@ use prost::Message;
 use relaybox::wire::messages::{login, login_result, ErrorCode, Login, Register};
 
 const DOC: &str = include_str!("../docs/protocol.md");
-const PROTO: &str = include_str!("../src/wire/proto/relaybox.proto");
+const PROTO: &str = include_str!("../crates/core/src/wire/proto/relaybox.proto");
 const README: &str = include_str!("../README.md");
 
 /// The message types of the `oneof` in `message NAME { … }` of the `.proto`.

@@ -18,8 +18,11 @@ fi
 # Debian installs the broker in /usr/sbin, which may be missing from a user's PATH.
 export PATH="$PATH:/usr/sbin"
 packages=()
+# The browser companion test (tests/web_companion.rs) needs Debian's Chromium and Node.js with
+# npm (for playwright-core, below).
 for pair in sh:dash kill:procps curl:curl tar:tar mosquitto:mosquitto \
-    mosquitto_pub:mosquitto-clients mosquitto_sub:mosquitto-clients openssl:openssl; do
+    mosquitto_pub:mosquitto-clients mosquitto_sub:mosquitto-clients openssl:openssl \
+    chromium:chromium node:nodejs npm:npm; do
     need "${pair%%:*}" || packages+=("${pair#*:}")
 done
 # The power-loss test mounts a FUSE filesystem: as root directly, otherwise via fusermount3.
@@ -79,6 +82,28 @@ if ! "$venv/bin/python" -c 'import noise' >/dev/null 2>&1; then
     "$venv/bin/pip" install --quiet noiseprotocol || { echo "error: pip install noiseprotocol failed" >&2; exit 1; }
 fi
 export NOISE_INTEROP_PYTHON="$venv/bin/python"
+
+# The browser companion (web/): the wasm32 target and wasm-bindgen-cli at exactly the
+# wasm-bindgen version of Cargo.lock build it; web/build.sh --check rebuilds it and fails if the
+# committed web/dist/ (what the relay embeds) is not what this source builds. The test drives
+# Debian's /usr/bin/chromium with playwright-core from npm, locked by tests/web/package-lock.json
+# (never `npx playwright install`: it downloads a browser).
+web_started=$SECONDS
+rustup target add wasm32-unknown-unknown >/dev/null \
+    || { echo "error: rustup target add wasm32-unknown-unknown failed (the web client cannot be built)" >&2; exit 1; }
+wasm_bindgen="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)"
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }')" != "$wasm_bindgen" ]; then
+    echo "Installing wasm-bindgen-cli $wasm_bindgen (the version of wasm-bindgen in Cargo.lock)"
+    cargo install wasm-bindgen-cli --version "=$wasm_bindgen" --no-default-features --force \
+        || { echo "error: could not install wasm-bindgen-cli $wasm_bindgen" >&2; exit 1; }
+fi
+[ "$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }')" = "$wasm_bindgen" ] \
+    || { echo "error: wasm-bindgen $wasm_bindgen is not on PATH (is ~/.cargo/bin on PATH?)" >&2; exit 1; }
+(cd tests/web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) \
+    || { echo "error: npm ci in tests/web failed (playwright-core is needed for the browser test)" >&2; exit 1; }
+[ -x /usr/bin/chromium ] || { echo "error: /usr/bin/chromium is missing (apt-get install chromium)" >&2; exit 1; }
+bash web/build.sh --check
+echo "web client toolchain and bundle check: $((SECONDS - web_started)) s"
 
 # The slowloris test holds 5,000 connections open (see tests/slow_peers.rs).
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

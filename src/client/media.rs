@@ -16,8 +16,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use chacha20poly1305::aead::{Aead, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use serde::{Deserialize, Serialize};
 
 use super::Client;
@@ -41,8 +39,6 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_KEPT_SENT: usize = 200;
 /// Recalls of one message answered; more are ignored (a peer cannot make us upload forever).
 pub const MAX_RECALLS_ANSWERED: u32 = 3;
-/// Bytes of nonce before each encrypted segment.
-const NONCE_BYTES: usize = 12;
 
 /// The relay answered 410 Gone: the blob expired or was purged.
 #[derive(Debug, thiserror::Error)]
@@ -103,27 +99,14 @@ pub fn image_tiers(original: &[u8]) -> anyhow::Result<Vec<Tier>> {
 }
 
 /// Encrypts one segment under a fresh key: `nonce ‖ ciphertext ‖ tag`. Returns the key.
+/// (The shared implementation in `e2e::media`, which the browser companion uses too.)
 pub fn seal(plain: &[u8]) -> anyhow::Result<([u8; 32], Vec<u8>)> {
-    let key: [u8; 32] = rand::random();
-    let nonce: [u8; NONCE_BYTES] = rand::random();
-    let ct = ChaCha20Poly1305::new(Key::from_slice(&key))
-        .encrypt(Nonce::from_slice(&nonce), plain)
-        .map_err(|_| anyhow::anyhow!("encrypting media failed"))?;
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&ct);
-    Ok((key, out))
+    Ok(crate::e2e::media::seal(plain)?)
 }
 
 /// Inverse of [`seal`].
 pub fn open(key_hex: &str, sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let key = hex::decode(key_hex).context("media key is not hex")?;
-    if key.len() != 32 || sealed.len() < NONCE_BYTES {
-        bail!("media key or segment is malformed");
-    }
-    let (nonce, ct) = sealed.split_at(NONCE_BYTES);
-    ChaCha20Poly1305::new(Key::from_slice(&key))
-        .decrypt(Nonce::from_slice(nonce), ct)
-        .map_err(|_| anyhow::anyhow!("media does not decrypt (damaged, or not for this key)"))
+    Ok(crate::e2e::media::open(key_hex, sealed)?)
 }
 
 fn ext_of(mime: &str) -> &'static str {

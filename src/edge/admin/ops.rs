@@ -30,7 +30,19 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/blobs", web::get().to(blobs))
         .route("/blobs/{id}", web::delete().to(purge_blob))
         .route("/audit", web::get().to(audit))
-        .route("/backup", web::post().to(backup));
+        .route("/backup", web::post().to(backup))
+        .route("/web", web::get().to(web_bundle));
+}
+
+/// GET /v1/web: the embedded browser companion: its bundle SHA-256 (to publish, so users can
+/// check the page they are served), its files' hashes and the bytes it adds to the binary.
+async fn web_bundle() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "sha256": crate::web::BUNDLE_SHA256,
+        "files": crate::web::SHA256SUMS,
+        "embedded_bytes": crate::web::embedded_bytes(),
+    }))
 }
 
 /// GET /healthz: the process is alive and answering.

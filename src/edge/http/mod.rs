@@ -125,6 +125,7 @@ pub fn bind(
             .app_data(web::Data::new(shared.clone()))
             .configure(routes)
             .configure(blobs::configure)
+            .configure(crate::web::configure)
             .default_service(web::to(not_found))
     };
     let server = HttpServer::new(factory)

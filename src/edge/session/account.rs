@@ -92,13 +92,19 @@ pub(super) async fn link(
     Ok(Body::Linked(Linked { device: d.device }))
 }
 
-/// UnlinkDevice: the primary removes a companion, its keys and its queue.
+/// UnlinkDevice: the primary removes a companion, its keys and its queue; or a companion
+/// removes itself ("log out" on a linked browser or terminal).
 pub(super) async fn unlink(
     ctx: &RelayCtx,
     caller: &Caller,
     u: UnlinkDevice,
 ) -> Result<Body, RequestError> {
-    let me = primary(caller)?.clone();
+    let caller_device = super::requests::device_of(caller)?;
+    let me = if u.device != 0 && u.device == caller_device.device {
+        caller_device.clone()
+    } else {
+        primary(caller)?.clone()
+    };
     if u.device == 0 {
         return Err(RequestError::invalid(
             "the primary cannot unlink itself; register again instead",

@@ -391,6 +391,7 @@ impl<T: FrameIo> Session<T> {
                 .attached(&self.ctx.store, &self.ctx.directory, &d.account);
         }
         self.warn_keys_low(&d).await;
+        self.failpoint_malformed_frame(&d).await;
         match self.ctx.presence.snapshot_for(&self.ctx.store, &d.account) {
             Ok(events) => {
                 for p in events {
@@ -403,6 +404,21 @@ impl<T: FrameIo> Session<T> {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "Reading presence for a new session failed."),
+        }
+    }
+
+    /// Test support (as in sled's failpoints): with `FAILPOINTS=malformed-frame-to-companions`
+    /// a companion (device > 0) gets, on attach, a transport message that is not a
+    /// `ServerFrame`, so a test can show the client survives one (tests/web_companion.rs).
+    async fn failpoint_malformed_frame(&mut self, d: &DeviceId) {
+        if d.device == 0
+            || std::env::var("FAILPOINTS").as_deref() != Ok("malformed-frame-to-companions")
+        {
+            return;
+        }
+        tracing::warn!(device = %d, "Failpoint malformed-frame-to-companions: sending a malformed frame.");
+        if let Ok(bad) = self.transport.encrypt_bytes(b"\xff\xffnot a ServerFrame") {
+            let _ = self.io.write_frames(&[bad]).await;
         }
     }
 

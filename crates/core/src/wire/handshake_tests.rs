@@ -245,3 +245,46 @@ fn another_protocol_version_is_refused_naming_the_one_this_relay_speaks() {
         "{e}"
     );
 }
+
+#[test]
+fn a_portable_client_as_in_the_browser_logs_in_to_a_ring_relay_with_xx_then_ik() {
+    let mut relay = Relay::new();
+    let device = StaticKeypair::generate();
+    // XX with RustCrypto only on the client, ring + RustCrypto on the relay.
+    let (client, m1) = ClientXx::start_using(&device, Crypto::Portable).unwrap();
+    let (m2, state) = relay.first(&m1, 0);
+    let (mut ct, m3, pinned) = client.finish(&m2, &device_login(vec![])).unwrap();
+    let (mut rt, _, client_static) = state.unwrap().finish(&m3).unwrap();
+    assert_eq!(
+        (pinned, client_static),
+        (relay.identity.public, device.public)
+    );
+    let token = relay.issue("+14155550100", 0);
+    let ok = LoginResult {
+        result: Some(login_result::Result::Ok(LoginOk {
+            token,
+            ..Default::default()
+        })),
+    };
+    let got: LoginResult = ct
+        .decrypt(&rt.encrypt(&ok).unwrap(), "LoginResult")
+        .unwrap();
+    assert_eq!(got, ok);
+    // Transport messages in both directions after the handshake.
+    let ping = crate::wire::messages::Ping { nonce: 42 };
+    let back: crate::wire::messages::Ping =
+        rt.decrypt(&ct.encrypt(&ping).unwrap(), "Ping").unwrap();
+    assert_eq!(back, ping);
+    // IK resumption with the token, still portable on the client.
+    let Some(login_result::Result::Ok(LoginOk { token, .. })) = got.result else {
+        panic!("no token")
+    };
+    let (client, m1) =
+        ClientIk::start_using(&device, &pinned, &device_login(token), Crypto::Portable).unwrap();
+    let (m2, _) = relay.first(&m1, 1);
+    let (_, r) = client.finish(&m2).unwrap();
+    assert!(
+        matches!(r.result, Some(login_result::Result::Ok(_))),
+        "{r:?}"
+    );
+}

@@ -25,6 +25,7 @@
 //! expects (a verified safety number) to detect a relay that hands out its own keys.
 
 mod error;
+pub mod media;
 pub mod payload;
 mod pickle;
 // In tests a panic is the failure report, so `unwrap` is the clearest assertion.

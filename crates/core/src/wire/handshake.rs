@@ -8,7 +8,9 @@
 //! cross-protocol replay fails the handshake.
 
 use prost::Message;
-use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+#[cfg(not(target_arch = "wasm32"))]
+use snow::resolvers::{FallbackResolver, RingResolver};
 use snow::{Builder, HandshakeState, TransportState};
 
 use super::frame::MAX_FRAME_BYTES;
@@ -69,18 +71,45 @@ impl std::fmt::Debug for StaticKeypair {
     }
 }
 
+/// Which implementation of the Noise primitives a handshake uses. Both speak the same
+/// protocol byte for byte; the handshake tests run one against the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Crypto {
+    /// The host's choice: ring for ChaChaPoly, RustCrypto for the rest; on wasm32 (where ring
+    /// needs clang) the same as [`Crypto::Portable`].
+    #[default]
+    Native,
+    /// snow's default resolver only (RustCrypto): what the browser companion runs.
+    Portable,
+}
+
 /// The crypto the relay and the SDK use: ring for ChaChaPoly (fast for small messages), the
 /// default resolver for 25519 and BLAKE2s. Public so the conformance test checks this exact
 /// resolver against the published Noise test vectors.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn resolver() -> FallbackResolver {
     FallbackResolver::new(Box::new(RingResolver), Box::new(DefaultResolver))
 }
 
+/// On wasm32 the default (RustCrypto) resolver does everything.
+#[cfg(target_arch = "wasm32")]
+pub fn resolver() -> DefaultResolver {
+    DefaultResolver
+}
+
 fn builder(params: &str) -> Result<Builder<'static>, ProtocolError> {
+    builder_using(params, Crypto::Native)
+}
+
+fn builder_using(params: &str, crypto: Crypto) -> Result<Builder<'static>, ProtocolError> {
     let params = params
         .parse()
         .map_err(|_| ProtocolError::BadKey("unsupported noise parameters"))?;
-    Ok(Builder::with_resolver(params, Box::new(resolver())).prologue(PROLOGUE)?)
+    let resolver: Box<dyn CryptoResolver + Send> = match crypto {
+        Crypto::Native => Box::new(resolver()),
+        Crypto::Portable => Box::new(DefaultResolver),
+    };
+    Ok(Builder::with_resolver(params, resolver).prologue(PROLOGUE)?)
 }
 
 /// Most bytes a handshake message of the patterns used here adds to its payload: an
@@ -165,7 +194,15 @@ pub struct ClientXx {
 impl ClientXx {
     /// Starts first contact. Returns the state and the first frame's payload.
     pub fn start(device: &StaticKeypair) -> Result<(Self, Vec<u8>), ProtocolError> {
-        let mut hs = builder(XX_PARAMS)?
+        Self::start_using(device, Crypto::Native)
+    }
+
+    /// As [`ClientXx::start`], with the primitives of `crypto`.
+    pub fn start_using(
+        device: &StaticKeypair,
+        crypto: Crypto,
+    ) -> Result<(Self, Vec<u8>), ProtocolError> {
+        let mut hs = builder_using(XX_PARAMS, crypto)?
             .local_private_key(&device.private)?
             .build_initiator()?;
         let msg = write_msg(&mut hs, &[])?;
@@ -205,7 +242,17 @@ impl ClientIk {
         relay_static: &[u8; 32],
         login: &Login,
     ) -> Result<(Self, Vec<u8>), ProtocolError> {
-        let mut hs = builder(IK_PARAMS)?
+        Self::start_using(device, relay_static, login, Crypto::Native)
+    }
+
+    /// As [`ClientIk::start`], with the primitives of `crypto`.
+    pub fn start_using(
+        device: &StaticKeypair,
+        relay_static: &[u8; 32],
+        login: &Login,
+        crypto: Crypto,
+    ) -> Result<(Self, Vec<u8>), ProtocolError> {
+        let mut hs = builder_using(IK_PARAMS, crypto)?
             .local_private_key(&device.private)?
             .remote_public_key(relay_static)?
             .build_initiator()?;
@@ -341,14 +388,19 @@ impl Transport {
 
     /// Encrypts one message into one frame payload.
     pub fn encrypt<M: Message>(&mut self, msg: &M) -> Result<Vec<u8>, ProtocolError> {
-        let plain = msg.encode_to_vec();
+        self.encrypt_bytes(&msg.encode_to_vec())
+    }
+
+    /// Encrypts bytes that need not be a message: the relay's test hook uses it to send a
+    /// frame a client cannot decode (see `edge::session`, `FAILPOINTS`).
+    pub fn encrypt_bytes(&mut self, plain: &[u8]) -> Result<Vec<u8>, ProtocolError> {
         if plain.len() > MAX_PLAINTEXT_BYTES {
             return Err(ProtocolError::FrameTooLarge {
                 len: plain.len() + TAG_BYTES,
             });
         }
         let mut out = vec![0u8; plain.len() + TAG_BYTES];
-        let n = self.state.write_message(&plain, &mut out)?;
+        let n = self.state.write_message(plain, &mut out)?;
         out.truncate(n);
         Ok(out)
     }
