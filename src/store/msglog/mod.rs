@@ -143,6 +143,16 @@ struct State {
 }
 
 impl State {
+    /// Frames `record` into the buffer and moves the seqs past it; true if the buffer was
+    /// empty (the writer may be asleep).
+    fn write(&mut self, record: &Record) -> bool {
+        let was_empty = self.buf.is_empty();
+        encode_into(&mut self.buf, record);
+        self.next_seq = record.last_seq().saturating_add(1);
+        self.appended = record.last_seq();
+        was_empty
+    }
+
     fn new(next_seq: u64) -> Self {
         Self {
             buf: Vec::new(),
@@ -178,6 +188,8 @@ struct Shared {
     durable: AtomicU64,
     progress: tokio::sync::watch::Sender<Progress>,
     commits: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Commit>>>,
+    /// Someone listens for commits (appends then note the devices they touch).
+    listening: std::sync::atomic::AtomicBool,
     /// Bumped whenever entries move from the log to sled (a reader that skipped sled's part
     /// of a queue must look again).
     epoch: AtomicU64,
@@ -250,7 +262,7 @@ impl MsgLog {
         }
         let records = replay.records.len();
         for record in replay.records {
-            apply(&mut state, record, None)?;
+            apply(&mut state, record, false)?;
         }
         // Entries a cut-short retirement already copied to sled stay there only.
         let mut doubles = Vec::new();
@@ -277,6 +289,7 @@ impl MsgLog {
             durable: AtomicU64::new(durable),
             progress,
             commits: Mutex::new(None),
+            listening: std::sync::atomic::AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             dir: dir.to_owned(),
         });
@@ -338,14 +351,10 @@ impl MsgLog {
             first_seq: state.next_seq,
             ops,
         };
-        let was_empty = state.buf.is_empty();
-        encode_into(&mut state.buf, &record);
-        let first_seq = record.first_seq;
-        let last_seq = record.last_seq();
-        state.next_seq = last_seq.saturating_add(1);
-        state.appended = last_seq;
-        let listening = self.listening();
-        apply(&mut state, record, listening.then_some(()))?;
+        let was_empty = state.write(&record);
+        let (first_seq, last_seq) = (record.first_seq, record.last_seq());
+        let listening = self.shared.listening.load(Ordering::Acquire);
+        apply(&mut state, record, listening)?;
         drop(state);
         if was_empty {
             self.shared.work.notify_one();
@@ -354,14 +363,6 @@ impl MsgLog {
             first_seq,
             last_seq,
         })
-    }
-
-    fn listening(&self) -> bool {
-        self.shared
-            .commits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
     }
 
     /// Removes entries from a device's queue in the log and records the removal; returns the
@@ -398,10 +399,7 @@ impl MsgLog {
                 seqs: removed.iter().map(|(s, _)| *s).collect(),
             }],
         };
-        let was_empty = state.buf.is_empty();
-        encode_into(&mut state.buf, &record);
-        state.next_seq = record.last_seq().saturating_add(1);
-        state.appended = record.last_seq();
+        let was_empty = state.write(&record);
         drop(state);
         if was_empty {
             self.shared.work.notify_one();
@@ -581,6 +579,7 @@ impl MsgLog {
             .commits
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        self.shared.listening.store(true, Ordering::Release);
         rx
     }
 
@@ -599,7 +598,7 @@ pub fn recover_bytes(bytes: &[u8]) -> Result<(usize, usize, Option<Stop>), Store
     let mut state = State::new(1);
     let n = records.len();
     for record in records {
-        apply(&mut state, record, None)?;
+        apply(&mut state, record, false)?;
     }
     Ok((n, state.pending_count, stop))
 }
@@ -611,7 +610,7 @@ fn failed(reason: &str) -> StoreError {
 }
 
 /// Applies a record's ops to the index; with `touched`, notes the devices that got entries.
-fn apply(state: &mut State, record: Record, touched: Option<()>) -> Result<(), StoreError> {
+fn apply(state: &mut State, record: Record, touched: bool) -> Result<(), StoreError> {
     let mut seq = record.first_seq;
     for op in record.ops {
         match op {
@@ -621,7 +620,7 @@ fn apply(state: &mut State, record: Record, touched: Option<()>) -> Result<(), S
                 record: rec,
             } => {
                 let d = device_id(&account, device)?;
-                if touched.is_some() {
+                if touched {
                     state.touched.push(d.clone());
                 }
                 if state
