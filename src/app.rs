@@ -6,7 +6,8 @@
 //! - The actix system arbiter (the thread that runs [`serve`]) runs the Noise TCP listener and
 //!   every TCP session, the MQTT bridge, the Device, Thread, Entity and Presence actors started
 //!   from them, the durability barrier's group-commit task, the message log's commit
-//!   dispatcher (which wakes the device actors that got entries), and the retention sweep.
+//!   dispatcher (which wakes the device actors that got entries), the retention sweep, and
+//!   the abuse metrics' write-back.
 //! - actix-web runs the HTTP listener (WebSocket and chunked-HTTP sessions, blob transfers) on
 //!   its own workers, one per core, and the admin API on one more. An actor is started on the
 //!   thread that first looks it up through the `Directory`, which may be an HTTP worker.
@@ -161,6 +162,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     ));
     let http_server = http_server.run();
     actix_rt::spawn(sweep(ctx.clone(), shutdown.task()));
+    actix_rt::spawn(abuse_write_back(store.clone(), shutdown.task()));
     actix_rt::spawn(crate::blob::gc::run(ctx.clone(), shutdown.task()));
     let mqtt = if ctx.cfg.mqtt.enabled {
         let bridge = crate::edge::mqtt::start(ctx.clone(), tcp_addr, &shutdown)
@@ -259,6 +261,21 @@ async fn sweep(ctx: Arc<RelayCtx>, mut stop: crate::shutdown::Shutdown) {
         // A broker redelivers within a session's life, far inside the retention period.
         if let Err(e) = ctx.store.mqtt_up_sweep(now.saturating_sub(retention)) {
             tracing::error!(error = %e, "MQTT dedup sweep failed.");
+        }
+    }
+}
+
+/// Writes the abuse metrics counted in memory back to sled every half second (`store::abuse`);
+/// shutdown's flush writes the last of them.
+async fn abuse_write_back(store: Store, mut stop: crate::shutdown::Shutdown) {
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.recv() => return,
+        }
+        if let Err(e) = store.abuse_stats_flush() {
+            tracing::error!(error = %e, "Writing the abuse metrics back failed.");
         }
     }
 }

@@ -1,14 +1,16 @@
 //! Abuse state: blocks between accounts, each account's sliding-window metrics
 //! (`abuse_stats`), and its verdict record (ban, watch, punishment history).
 //!
-//! Metric updates ride the caller's durability barrier (the send path waits for one anyway):
-//! they add no fsync of their own. Each is one atomic read-modify-write of the account's
-//! record (`update_and_fetch`), so concurrent sends of one account never lose a count. The
-//! bans and the blocks, read on every send, are also kept in memory ([`BanCache`],
-//! [`BlockCache`]), in step with sled.
+//! Metrics are counted in memory ([`StatsCache`]): a send reads and updates its sender's
+//! record under one lock, with no sled read or write. [`Store::abuse_stats_flush`] writes the
+//! changed records to sled in one batch: `app.rs` calls it every half second, the monitor's
+//! evaluation ([`Store::abuse_active`]) and a backup image call it first, and so does
+//! [`Store::flush`] at shutdown. A crash may lose the last half second of metrics (a window
+//! that only delays a verdict), never a message. The bans and the blocks, read on every
+//! send, are also kept in memory ([`BanCache`], [`BlockCache`]), in step with sled.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +118,24 @@ impl BlockCache {
     }
 }
 
+/// Each recently active account's metrics, the truth for the send path; sled holds them as
+/// of the last [`Store::abuse_stats_flush`]. An entry leaves when the monitor forgets the
+/// account's idle metrics, so the map holds the accounts active within the window.
+#[derive(Clone, Default)]
+pub(super) struct StatsCache(Arc<Mutex<HashMap<String, CachedStats>>>);
+
+struct CachedStats {
+    stats: AbuseStats,
+    /// Changed since it was last written to sled.
+    dirty: bool,
+}
+
+impl StatsCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedStats>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl Store {
     /// `blocker` blocks (or, with `on = false`, unblocks) `blocked`. Answers whether anything
     /// changed.
@@ -165,18 +185,49 @@ impl Store {
         account: &AccountId,
         f: impl Fn(&mut AbuseStats),
     ) -> Result<(), StoreError> {
-        let _gate = self.writing();
-        self.t
-            .account_abusestats
-            .update_and_fetch(account.as_str(), |old| {
+        let mut cache = self.abuse_metrics.lock();
+        let entry = match cache.entry(account.to_string()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
                 // A record that does not decode (an older layout) starts again: metrics are
                 // a window, losing one only delays a verdict.
-                let mut s: AbuseStats = old
-                    .and_then(|b| postcard::from_bytes(b).ok())
+                let stats = self
+                    .t
+                    .account_abusestats
+                    .get(account.as_str())?
+                    .and_then(|b| postcard::from_bytes(&b).ok())
                     .unwrap_or_default();
-                f(&mut s);
-                Some(encode(&s))
-            })?;
+                e.insert(CachedStats {
+                    stats,
+                    dirty: false,
+                })
+            }
+        };
+        f(&mut entry.stats);
+        entry.dirty = true;
+        Ok(())
+    }
+
+    /// Writes the metrics changed since the last call to sled, in one batch (made durable by
+    /// sled's next flush or the next durability barrier).
+    pub fn abuse_stats_flush(&self) -> Result<(), StoreError> {
+        let _gate = self.writing();
+        self.abuse_stats_write_back()
+    }
+
+    /// [`Store::abuse_stats_flush`] for a caller that holds the write gate.
+    pub(super) fn abuse_stats_write_back(&self) -> Result<(), StoreError> {
+        let mut cache = self.abuse_metrics.lock();
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        for (account, c) in cache.iter_mut().filter(|(_, c)| c.dirty) {
+            batch.insert(account.as_bytes(), encode(&c.stats));
+            c.dirty = false;
+            any = true;
+        }
+        if any {
+            self.t.account_abusestats.apply_batch(batch)?;
+        }
         Ok(())
     }
 
@@ -188,6 +239,9 @@ impl Store {
         now_ms: u64,
         window_ms: u64,
     ) -> Result<bool, StoreError> {
+        if let Some(c) = self.abuse_metrics.lock().get(account.as_str()) {
+            return Ok(c.stats.knows_peer(peer, now_ms, window_ms));
+        }
         Ok(self
             .abuse_stats(account)?
             .is_some_and(|s| s.knows_peer(peer, now_ms, window_ms)))
@@ -216,14 +270,18 @@ impl Store {
 
     /// `account`'s metrics record, if it has one.
     pub fn abuse_stats(&self, account: &AccountId) -> Result<Option<AbuseStats>, StoreError> {
+        if let Some(c) = self.abuse_metrics.lock().get(account.as_str()) {
+            return Ok(Some(c.stats.clone()));
+        }
         match self.t.account_abusestats.get(account.as_str())? {
             Some(v) => Ok(Some(decode(STATS, &v)?)),
             None => Ok(None),
         }
     }
 
-    /// Every account with a metrics record (active recently).
+    /// Every account with a metrics record (active recently), as counted up to now.
     pub fn abuse_active(&self) -> Result<Vec<(AccountId, AbuseStats)>, StoreError> {
+        self.abuse_stats_flush()?;
         let mut out = Vec::new();
         for kv in self.t.account_abusestats.iter() {
             let (k, v) = kv?;
@@ -247,6 +305,15 @@ impl Store {
         seen: &AbuseStats,
     ) -> Result<(), StoreError> {
         let _gate = self.writing();
+        let mut cache = self.abuse_metrics.lock();
+        if let Some(c) = cache.get(account.as_str()) {
+            // The cached record is the truth, sled's may be older.
+            if c.stats == *seen {
+                cache.remove(account.as_str());
+                self.t.account_abusestats.remove(account.as_str())?;
+            }
+            return Ok(());
+        }
         let _ = self.t.account_abusestats.compare_and_swap(
             account.as_str(),
             Some(encode(seen)),

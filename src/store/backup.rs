@@ -63,6 +63,7 @@ impl Store {
         // The image is sled's trees: what the message log holds moves into them first (no
         // write can start meanwhile, every write path holds the gate).
         self.log.retire_all()?;
+        self.abuse_stats_write_back()?;
         let id_floor = self.next_id()?.max(self.log.appended().saturating_add(1));
         out.write_all(MAGIC)?;
         out.write_all(&[VERSION])?;

@@ -111,6 +111,28 @@ impl EntityThreadRecord {
     }
 }
 
+/// The phone numbers that alias an entity (the keys of `phone_entity`), kept in step with it
+/// by `entity_create`, its only writer: a send to a person's phone is answered from memory.
+/// Entities are few (a chain's business accounts). Loaded when the store opens.
+#[derive(Clone, Default)]
+pub(super) struct EntityPhones(
+    std::sync::Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
+);
+
+impl EntityPhones {
+    pub(super) fn load(tree: &sled::Tree) -> Result<Self, StoreError> {
+        let mut phones = std::collections::HashSet::new();
+        for k in tree.iter().keys() {
+            let k = k?;
+            // A key that is not UTF-8 names no account (phone_entity holds phone numbers).
+            if let Ok(p) = std::str::from_utf8(&k) {
+                phones.insert(p.to_owned());
+            }
+        }
+        Ok(Self(std::sync::Arc::new(std::sync::RwLock::new(phones))))
+    }
+}
+
 impl Store {
     /// Creates an entity; `false` if the handle is taken. The phone alias is written first
     /// so that a crash leaves at most an alias without an entity, which resolves to nothing.
@@ -124,6 +146,11 @@ impl Store {
             self.t
                 .phone_entity
                 .insert(rec.phone.as_bytes(), rec.handle.as_bytes())?;
+            self.entity_phones
+                .0
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(rec.phone.clone());
         }
         let created = self
             .t
@@ -152,6 +179,16 @@ impl Store {
 
     /// The entity whose phone alias is `phone`.
     pub fn entity_by_phone(&self, phone: &AccountId) -> Result<Option<EntityRecord>, StoreError> {
+        // Every 1:1 send asks; almost every phone is a person's.
+        let known = self
+            .entity_phones
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(phone.as_str());
+        if !known {
+            return Ok(None);
+        }
         let Some(h) = self.t.phone_entity.get(phone.as_str().as_bytes())? else {
             return Ok(None);
         };

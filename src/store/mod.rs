@@ -152,6 +152,9 @@ pub struct Store {
     space: space::Watermark,
     bans: abuse::BanCache,
     blocks: abuse::BlockCache,
+    /// Each account's abuse metrics, counted in memory and written back in batches.
+    abuse_metrics: abuse::StatsCache,
+    entity_phones: entities::EntityPhones,
     mutes: mutes::MuteCache,
     /// Queue entries and dedupe records (`msglog`).
     log: msglog::MsgLog,
@@ -193,6 +196,7 @@ impl Store {
         let bans = abuse::BanCache::load(&t.account_abuserecord)?;
         let blocks = abuse::BlockCache::load(&t.blockeraccount_)?;
         let mutes = mutes::MuteCache::load(&t.accountthread_muteuntil)?;
+        let entity_phones = entities::EntityPhones::load(&t.phone_entity)?;
         let (log, seen_batches) = open_log(dir, &db, &t, &path, id_offset)?;
         Ok(Self {
             id_offset,
@@ -204,6 +208,8 @@ impl Store {
             space: space::Watermark::default(),
             bans,
             blocks,
+            abuse_metrics: abuse::StatsCache::default(),
+            entity_phones,
             mutes,
             log,
             seen_batches,
@@ -228,6 +234,7 @@ impl Store {
 
     /// Flushes everything synchronously (shutdown, tests).
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.abuse_stats_flush()?;
         self.log.sync()?;
         self.db.flush()?;
         durability::fsync_dir(&self.dir)?;

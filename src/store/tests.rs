@@ -303,6 +303,79 @@ fn abuse_metrics_count_every_send_and_a_stale_forget_keeps_them() {
 }
 
 #[test]
+fn abuse_metrics_reach_sled_by_write_back_and_a_forget_clears_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dev(0).account;
+    let b = AccountId::parse("+14155550101").unwrap();
+    let facts = SendFacts {
+        peer: "+14155550199",
+        symmetric: true,
+        size: 10,
+    };
+    let window = 60_000;
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.abuse_count_send(&a, facts, 1000, window).unwrap();
+        s.abuse_stats_flush().unwrap();
+        // Counted in memory only: this one is not written back before the store closes.
+        s.abuse_count_send(&b, facts, 1000, window).unwrap();
+        s.abuse_count_send(&a, facts, 1001, window).unwrap();
+    }
+    {
+        let s = Store::open(dir.path()).unwrap();
+        let m = s.abuse_stats(&a).unwrap().unwrap().metrics(1002, window);
+        assert_eq!(m.messages, 1, "what the write-back wrote");
+        assert_eq!(
+            s.abuse_stats(&b).unwrap(),
+            None,
+            "counted after the last write-back"
+        );
+        // Counting again starts from sled's record.
+        s.abuse_count_send(&a, facts, 1003, window).unwrap();
+        let active = s.abuse_active().unwrap();
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].1.metrics(1004, window).messages, 2);
+        // The monitor forgets idle metrics: gone from memory and from sled.
+        s.abuse_stats_forget(&a, &active[0].1).unwrap();
+        assert_eq!(s.abuse_stats(&a).unwrap(), None);
+        s.flush().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.abuse_stats(&a).unwrap(), None, "the forget reached sled");
+}
+
+#[test]
+fn a_phone_is_an_entity_only_once_an_entity_claims_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let phone = dev(0).account;
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.entity_by_phone(&phone).unwrap().is_none());
+        let rec = EntityRecord {
+            handle: "@shop".into(),
+            phone: phone.to_string(),
+            display_name: "Shop".into(),
+            admin: "+14155550101".into(),
+            agents: BTreeMap::new(),
+            policy: AssignPolicy::Manual,
+            copy_admin: false,
+            auto_assign_after_ms: None,
+            next_round_robin: 0,
+            created_ms: 1,
+        };
+        assert!(s.entity_create(&rec).unwrap());
+        assert_eq!(s.entity_by_phone(&phone).unwrap().unwrap().handle, "@shop");
+        s.flush().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        s.entity_by_phone(&phone).unwrap().unwrap().handle,
+        "@shop",
+        "the alias is loaded when the store opens"
+    );
+}
+
+#[test]
 fn mutes_are_answered_from_memory_in_step_with_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let a = dev(0).account;
