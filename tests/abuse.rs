@@ -361,6 +361,28 @@ async fn going_over_a_rate_limit_answers_rate_limited_with_a_retry_after() {
 }
 
 #[tokio::test]
+async fn a_mismatched_devices_retry_costs_one_send_token_not_two() {
+    let relay =
+        Relay::start_with("[abuse]\nsends_per_minute = 3\nnew_conversations_per_minute = 100\n");
+    let mut alice = relay.user("alice", "+14155550101").await;
+    let mut bob = relay.user("bob", "+14155550102").await;
+    alice.send_text("+14155550102", "one").await.unwrap();
+    // Bob links a second device: Alice's next send names only the first, is answered
+    // MISMATCHED_DEVICES, and the client retries with both.
+    let mut laptop = Client::open(&relay.dir.path().join("bob-laptop"), Some(&relay.addr)).unwrap();
+    let code = laptop.pairing_code().unwrap();
+    let (linked, sent) = tokio::join!(laptop.await_link(Duration::from_secs(20)), bob.link(&code));
+    linked.unwrap();
+    sent.unwrap();
+    alice.send_text("+14155550102", "two").await.unwrap();
+    // The third send still has its token: the refused attempt of "two" took none.
+    alice.send_text("+14155550102", "three").await.unwrap();
+    let e = alice.send_text("+14155550102", "four").await.unwrap_err();
+    let w = relay_error(&e).unwrap();
+    assert_eq!(w.code(), ErrorCode::RateLimited, "{w}");
+}
+
+#[tokio::test]
 async fn a_blocked_sender_cannot_tell_it_is_blocked() {
     let relay = Relay::start();
     let mut alice = relay.user("alice", "+14155550101").await;

@@ -129,6 +129,14 @@ async fn a_customer_thread_moves_from_the_administrator_to_agents_without_the_cu
         unreachable!()
     };
     assert_eq!(from, CUSTOMER);
+    // A send to a business counts in the sender's abuse metrics, as any send does.
+    let url = relay.admin_url();
+    let (code, out, err) = relay.cli(&[
+        "admin", "--admin", &url, "--json", "abuse", "show", CUSTOMER,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let show: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(show["metrics"]["messages"], 1, "{show}");
     let via = entity.expect("an entity message");
     assert_eq!(
         (via.entity.as_str(), via.customer.as_str()),

@@ -73,9 +73,10 @@ impl FrameIo for TcpFrames {
             .iter()
             .map(|p| p.len() + frame::FRAME_HEADER_BYTES)
             .sum();
+        // One buffer, one write, whatever the number of frames.
         let mut bytes = Vec::with_capacity(total);
         for p in payloads {
-            bytes.extend_from_slice(&frame::encode(p)?);
+            frame::encode_into(&mut bytes, p)?;
         }
         self.wr.write_all(&bytes).await?;
         Ok(())

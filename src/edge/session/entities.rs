@@ -247,6 +247,7 @@ async fn send_to_entity(
         return Err(GroupError::Mismatch(lists).into());
     }
     let now = crate::clock::now_ms();
+    let size = first_size(&s.envelopes);
     let mut items = Vec::with_capacity(s.envelopes.len());
     for e in s.envelopes {
         let d = DeviceId::new(account(&e.account)?, e.device);
@@ -268,7 +269,13 @@ async fn send_to_entity(
             },
         ));
     }
-    deliver(ctx, me, msg_id, now, items, (&handle, blobs)).await
+    let via = Via {
+        entity: &handle,
+        peer: handle.as_str(),
+        size,
+        blobs,
+    };
+    deliver(ctx, me, msg_id, now, items, via).await
 }
 
 /// An agent (or the administrator) answers a customer as the entity.
@@ -307,6 +314,7 @@ async fn send_as_entity(
         ));
     }
     let now = crate::clock::now_ms();
+    let size = first_size(&s.envelopes);
     let items = s
         .envelopes
         .into_iter()
@@ -330,7 +338,28 @@ async fn send_as_entity(
             )
         })
         .collect();
-    deliver(ctx, me, msg_id, now, items, (&handle, blobs)).await
+    let via = Via {
+        entity: &handle,
+        peer: customer.as_str(),
+        size,
+        blobs,
+    };
+    deliver(ctx, me, msg_id, now, items, via).await
+}
+
+/// How an entity send goes: through which entity, to whom (for the sender's abuse
+/// metrics), how big its first envelope is, and the blobs it names.
+struct Via<'a> {
+    entity: &'a AccountId,
+    peer: &'a str,
+    size: u32,
+    blobs: &'a [BlobId],
+}
+
+fn first_size(envelopes: &[Envelope]) -> u32 {
+    envelopes
+        .first()
+        .map_or(0, |e| u32::try_from(e.ciphertext.len()).unwrap_or(u32::MAX))
 }
 
 use super::requests::recipient_accounts;
@@ -343,8 +372,17 @@ async fn deliver(
     msg_id: MsgId,
     now: u64,
     items: Vec<(DeviceId, QueueItem)>,
-    (entity, blobs): (&AccountId, &[BlobId]),
+    via: Via<'_>,
 ) -> Result<Body, RequestError> {
+    let Via {
+        entity,
+        peer,
+        size,
+        blobs,
+    } = via;
+    // Past the device check, as a person-to-person send: a MISMATCHED_DEVICES answer and its
+    // retry cost one token between them.
+    super::abuse::admit_send(ctx, &me.account, peer)?;
     let recipients = recipient_accounts(items.iter().map(|(d, _)| d));
     if !blobs.is_empty() {
         // The recipients, and the entity's staff: an agent the thread is handed to later
@@ -373,6 +411,17 @@ async fn deliver(
             crate::store::msglog::Appended::Written { .. } => now,
             crate::store::msglog::Appended::Duplicate { timestamp_ms, .. } => timestamp_ms,
         };
+    // A thread with a business is one the customer opened: counted as a conversation both
+    // sides joined.
+    super::abuse::count_send(
+        ctx,
+        &me.account,
+        crate::store::SendFacts {
+            peer,
+            symmetric: true,
+            size,
+        },
+    )?;
     // sled's writes of the entity's routing (and any blob rights) and the log's record.
     ctx.durability.wait().await?;
     crate::telemetry::metrics::message_accepted();

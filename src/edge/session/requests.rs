@@ -529,8 +529,8 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
     } else {
         s.group.clone()
     };
-    super::abuse::admit_send(ctx, &me.account, &peer)?;
     if super::entities::is_entity_send(ctx, &s)? {
+        // Admitted and counted past its own device check (`entities::deliver`).
         return super::entities::send(ctx, &me, msg_id, s, &blobs).await;
     }
     let size = s.envelopes.first().map_or(0, |e| e.ciphertext.len());
@@ -582,6 +582,9 @@ async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestE
         super::groups::check_send(ctx, &me, &s.group, addressed).await?;
         targets
     };
+    // Only now, past the device check: a MISMATCHED_DEVICES answer and its retry cost one
+    // token between them, not two.
+    super::abuse::admit_send(ctx, &me.account, &peer)?;
     // A blocker's devices get nothing from the blocked account; the sender is answered as
     // for an offline recipient (proto: "Blocking").
     let mut blocked_by = BTreeSet::new();

@@ -13,12 +13,18 @@ pub const FRAME_HEADER_BYTES: usize = 2;
 
 /// Prepends the length header to `payload`.
 pub fn encode(payload: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
+    encode_into(&mut out, payload)?;
+    Ok(out)
+}
+
+/// Appends `payload`, framed, to `out` (several frames in one buffer make one write).
+pub fn encode_into(out: &mut Vec<u8>, payload: &[u8]) -> Result<(), ProtocolError> {
     let len = u16::try_from(payload.len())
         .map_err(|_| ProtocolError::FrameTooLarge { len: payload.len() })?;
-    let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(payload);
-    Ok(out)
+    Ok(())
 }
 
 /// Incremental frame parser. Frames are read at an offset into the buffer, which is compacted
