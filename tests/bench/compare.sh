@@ -337,5 +337,17 @@ EOF
 done
 
 echo
-RUNS=$RUNS python3 tests/bench/summarize.py "$RESULTS" "$WORKLOADS" "$TARGETS"
-echo "raw results: $RESULTS"
+RUNS=$RUNS python3 tests/bench/summarize.py "$RESULTS" "$WORKLOADS" "$TARGETS" | tee "$RESULTS/table.txt"
+# The latency chart (matplotlib, in a venv of its own; pinned so that the same results make
+# the same SVG).
+if [[ " $WORKLOADS " == *" pairs-rate "* ]]; then
+    venv=target/bench-venv
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+        log "Installing matplotlib into $venv (pip)..."
+        python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check 'matplotlib==3.10.8' \
+            || die "pip install matplotlib failed"
+    fi
+    "$venv/bin/python" tests/bench/chart.py "$RESULTS" "$TARGETS" "$RESULTS/latency.svg"
+fi
+echo "raw results: $RESULTS (table.txt, latency.svg)"
