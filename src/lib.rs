@@ -16,8 +16,11 @@
 //! ids            (crates/core) account, device and message ids
 //! web            the browser companion's files, embedded, and their SHA-256
 //! client/        client SDK and the `relaybox client …` commands
-//! telemetry/     tracing setup
-//! config.rs      the config tree, its layers (defaults < file < env < flags) and validation
+//! bench/         `relaybox bench`: load generators for relaybox, MQTT and NATS peers
+//! telemetry/     tracing setup and the Prometheus metrics
+//! config/        the config tree, its layers (defaults < file < env < flags) and validation
+//! clock, names   wall-clock milliseconds; which characters display names and subjects may hold
+//! shutdown       the graceful-stop signal shared by the relay's tasks
 //! app.rs         the one place that wires store, actors and edges together (`relaybox serve`)
 //! ops/           operator commands: `relaybox admin`, `backup`, `restore`
 //! cli.rs         the command line

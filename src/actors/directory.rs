@@ -2,8 +2,10 @@
 //! first use. Actors remove themselves when they stop for idleness.
 //!
 //! A plain map behind a mutex rather than an actor: a lookup is a few hundred nanoseconds and
-//! needs no mailbox hop. All actors run on the relay's arbiter, so the lock is never contended
-//! across threads in practice.
+//! needs no mailbox hop. An actor runs on the thread that first looked it up (the relay's
+//! arbiter for TCP sessions and the log's commits, an HTTP worker for WebSocket and
+//! chunked-HTTP sessions; see `app.rs`), so the lock is shared by a handful of threads and held
+//! only for a map operation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
