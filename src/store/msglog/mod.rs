@@ -16,6 +16,12 @@
 //! record appended while a commit runs forms the next group. A new segment file is created
 //! and the directory fsynced before any record is written into it.
 //!
+//! A commit that would start less than `writer::LINGER` (400 µs) after the previous one started
+//! waits out the rest of it (unless its group is already large, or a retirement or the
+//! shutdown asks): on a fast disk a bare loop would commit a handful of records per
+//! fdatasync, paying a wake-up, a write, a sync and the waiters' wake-ups for each. The linger
+//! bounds the commits to a few thousand per second and adds at most that much to an ack.
+//!
 //! # What is acknowledged, and when a device sees an entry
 //!
 //! - A ServerAck waits until the durable seq covers the Send's record ([`MsgLog::wait`]).

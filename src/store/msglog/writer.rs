@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::format::{scan, Record, Stop};
 use super::retire::Retirer;
-use super::{Commit, Shared, ROLL_AFTER, SEGMENT_BYTES};
+use super::{Commit, Shared, State, ROLL_AFTER, SEGMENT_BYTES};
 use crate::store::StoreError;
 
 /// A segment file and the seqs it holds.
@@ -146,7 +146,14 @@ pub(super) struct Writer {
     retire: Option<std::sync::mpsc::Sender<Job>>,
     retirer: Option<std::thread::JoinHandle<()>>,
     spare: Vec<u8>,
+    /// When the last commit started.
+    last_commit: Option<Instant>,
 }
+
+/// The shortest time between the starts of two commits (see the module doc of `msglog`).
+pub(super) const LINGER: Duration = Duration::from_micros(400);
+/// A group this large commits at once, linger or not.
+const LINGER_MAX_BYTES: usize = 256 * 1024;
 
 /// Work for the retirement thread: segments to retire, then (if `announce`) a completed
 /// `retire_all` to announce.
@@ -178,7 +185,17 @@ impl Writer {
             retire: Some(tx),
             retirer: Some(handle),
             spare: Vec::new(),
+            last_commit: None,
         })
+    }
+
+    /// How much longer the next commit should wait for its group to fill, if at all.
+    fn linger_left(&self, st: &State) -> Option<Duration> {
+        if st.shutdown || st.retire_asked || st.buf.is_empty() || st.buf.len() >= LINGER_MAX_BYTES {
+            return None;
+        }
+        let since = self.last_commit?.elapsed();
+        LINGER.checked_sub(since).filter(|d| !d.is_zero())
     }
 
     fn roll_due(&self) -> bool {
@@ -216,8 +233,21 @@ impl Writer {
                         .map(|(g, _)| g)
                         .unwrap_or_else(|p| p.into_inner().0);
                 }
+                if let Some(left) = self.linger_left(&st) {
+                    // Appenders do not notify a non-empty buffer: this sleeps its time out,
+                    // unless a retirement or the shutdown asks.
+                    st = self
+                        .shared
+                        .work
+                        .wait_timeout(st, left)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                }
                 if st.failed.is_some() {
                     return;
+                }
+                if !st.buf.is_empty() {
+                    self.last_commit = Some(Instant::now());
                 }
                 let spare = std::mem::take(&mut self.spare);
                 let bytes = std::mem::replace(&mut st.buf, spare);
