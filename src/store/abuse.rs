@@ -164,7 +164,8 @@ impl Store {
     /// answered from memory).
     pub fn is_blocked(&self, blocker: &AccountId, other: &AccountId) -> Result<bool, StoreError> {
         let blocks = self.blocks.0.read().unwrap_or_else(|p| p.into_inner());
-        Ok(blocks.contains(&keys::account_item(blocker, other.as_str().as_bytes())))
+        Ok(!blocks.is_empty()
+            && blocks.contains(&keys::account_item(blocker, other.as_str().as_bytes())))
     }
 
     /// The accounts `blocker` has blocked.

@@ -17,7 +17,10 @@ pub fn account_prefix(account: &AccountId) -> Vec<u8> {
 
 /// `account ‖ 0x00 ‖ item`: an account-scoped entry (a group id, a thread, a contact).
 pub fn account_item(account: &AccountId, item: &[u8]) -> Vec<u8> {
-    let mut k = account_prefix(account);
+    let a = account.as_str().as_bytes();
+    let mut k = Vec::with_capacity(a.len() + 1 + item.len());
+    k.extend_from_slice(a);
+    k.push(SEP);
     k.extend_from_slice(item);
     k
 }

@@ -47,6 +47,10 @@ use crate::wire::Transport;
 pub const MAX_CONCURRENT_REQUESTS: usize = 64;
 /// Most frames coalesced into one write.
 const MAX_BATCH_FRAMES: usize = 64;
+/// Room made at once for a batch of frames to write (most batches are small; growing one
+/// frame at a time reallocates for each).
+const FIRST_BATCH_CAPACITY: usize = 8;
+
 /// Pushes buffered between a device actor and its session beyond the delivery window.
 const PUSH_SLACK: usize = 16;
 
@@ -208,7 +212,7 @@ impl<T: FrameIo> Session<T> {
                     }
                 }
                 Some(answer) = pending.next() => {
-                    let mut batch = Vec::new();
+                    let mut batch = Vec::with_capacity(FIRST_BATCH_CAPACITY);
                     let mut next = Some(answer);
                     while let Some(answer) = next.take() {
                         if let Some(d) = answer.became {
@@ -227,7 +231,8 @@ impl<T: FrameIo> Session<T> {
                 push = recv_push(&mut self.push_rx) => match push {
                     Some(Push::Frame(f)) => {
                         // Coalesce whatever else is already waiting into one write.
-                        let mut batch = vec![*f];
+                        let mut batch = Vec::with_capacity(FIRST_BATCH_CAPACITY);
+                        batch.push(*f);
                         let mut control = None;
                         if let Some(rx) = self.push_rx.as_mut() {
                             while batch.len() < MAX_BATCH_FRAMES {
