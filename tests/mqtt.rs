@@ -274,6 +274,48 @@ async fn a_hundred_messages_sent_while_the_broker_is_down_all_arrive_once_it_is_
 }
 
 #[tokio::test]
+async fn a_device_ack_after_a_relay_restart_still_becomes_a_read_receipt() {
+    let mut s = site("").await;
+    let sub = s.broker.subscribe("fridge-3", DOWN);
+    let (msg_id, _) = s
+        .alice
+        .send_group_text(&s.group, "check the seal")
+        .await
+        .unwrap();
+    let line = sub.next(PATIENCE).expect("a down message");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["id"], msg_id.to_string());
+    // The relay restarts (kill -9: nothing in memory survives) before the device acks.
+    s.relay.kill9();
+    s.relay.restart();
+    wait_log(&s.relay, "MQTT broker connected.", 2);
+    // Alice's connection went with the relay: she reconnects on her next read.
+    s.alice.disconnect();
+    s.broker.publish(
+        "relaybox/dev/fridge-3/ack",
+        format!(r#"{{"ids":["{msg_id}"]}}"#).as_bytes(),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match next_event(&mut s.alice).await {
+            Event::Receipt {
+                kind: relaybox::wire::messages::ReceiptKind::Read,
+                msg_ids,
+                from,
+            } => {
+                assert_eq!(from, "@fridge-3");
+                assert_eq!(msg_ids, vec![msg_id]);
+                break;
+            }
+            _ => assert!(
+                Instant::now() < deadline,
+                "no read receipt after the restart"
+            ),
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_relay_killed_between_storing_an_up_message_and_acking_it_delivers_it_exactly_once() {
     let mut s = site("").await;
     s.relay.stop();

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, Store, StoreError};
-use crate::ids::Handle;
+use crate::ids::{Handle, MsgId};
 
 const DEVICES: &str = "mqttdevice_record";
 const OUTBOX: &str = "seq_mqttoutbox";
@@ -32,6 +32,14 @@ pub struct OutboxRecord {
     /// The JSON document published, as built by the bridge.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+}
+
+fn down_key(device: &Handle, msg_id: &MsgId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(device.as_str().len() + 1 + msg_id.0.len());
+    k.extend_from_slice(device.as_str().as_bytes());
+    k.push(super::keys::SEP);
+    k.extend_from_slice(&msg_id.0);
+    k
 }
 
 fn seen_key(device: &Handle, payload_id: &str) -> Vec<u8> {
@@ -91,13 +99,13 @@ impl Store {
             }
         }
         let prefix = seen_key(id, "");
-        for k in self
-            .t
-            .mqttdevicepayloadid_timestamp
-            .scan_prefix(prefix)
-            .keys()
-        {
-            self.t.mqttdevicepayloadid_timestamp.remove(k?)?;
+        for tree in [
+            &self.t.mqttdevicepayloadid_timestamp,
+            &self.t.mqttdevicemsgid_sender,
+        ] {
+            for k in tree.scan_prefix(&prefix).keys() {
+                tree.remove(k?)?;
+            }
         }
         Ok(existed)
     }
@@ -124,21 +132,71 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes dedup records older than `before_ms`; returns how many.
+    /// Deletes up dedup records and down-message records older than `before_ms`; returns
+    /// how many.
     pub fn mqtt_up_sweep(&self, before_ms: u64) -> Result<usize, StoreError> {
         let _gate = self.writing();
         let mut n = 0;
-        for kv in self.t.mqttdevicepayloadid_timestamp.iter() {
-            let (k, v) = kv?;
-            let at = <[u8; 8]>::try_from(v.as_ref())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            if at < before_ms {
-                self.t.mqttdevicepayloadid_timestamp.remove(k)?;
-                n += 1;
+        for tree in [
+            &self.t.mqttdevicepayloadid_timestamp,
+            &self.t.mqttdevicemsgid_sender,
+        ] {
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                let at = v
+                    .get(..8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                if at < before_ms {
+                    tree.remove(k)?;
+                    n += 1;
+                }
             }
         }
         Ok(n)
+    }
+
+    /// Remembers who sent the down message `msg_id` to `device`, so that the device's ack
+    /// becomes a receipt to them, also after a restart. Not durable until the barrier (the
+    /// bridge awaits it with the outbox entry's). Kept for the retention period.
+    pub fn mqtt_down_put(
+        &self,
+        device: &Handle,
+        msg_id: &MsgId,
+        sender: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let _gate = self.writing();
+        let mut v = Vec::with_capacity(8 + sender.len());
+        v.extend_from_slice(&now_ms.to_be_bytes());
+        v.extend_from_slice(sender.as_bytes());
+        self.t
+            .mqttdevicemsgid_sender
+            .insert(down_key(device, msg_id), v)?;
+        Ok(())
+    }
+
+    /// The sender of the down message `msg_id` to `device`, if the relay still knows it.
+    pub fn mqtt_down_sender(
+        &self,
+        device: &Handle,
+        msg_id: &MsgId,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(v) = self
+            .t
+            .mqttdevicemsgid_sender
+            .get(down_key(device, msg_id))?
+        else {
+            return Ok(None);
+        };
+        let sender = v
+            .get(8..)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .ok_or_else(|| {
+                super::corrupt("mqttdevicemsgid_sender", "not a timestamp and a sender")
+            })?;
+        Ok(Some(sender.to_owned()))
     }
 
     /// Appends a down message; returns its seq. Not durable until the barrier.

@@ -67,6 +67,9 @@ pub(super) struct Trees {
     pub mqttdevice_record: sled::Tree,
     /// MQTT device id ‖ 0x00 ‖ payload id (utf-8) → timestamp_ms:u64-be (up dedup).
     pub mqttdevicepayloadid_timestamp: sled::Tree,
+    /// A bridged device's down messages, for turning its acks into receipts: `handle ‖ 0x00 ‖
+    /// msg_id` → `at_ms:u64-be ‖ sender`.
+    pub mqttdevicemsgid_sender: sled::Tree,
     /// Noise static public key → device: finds a linked companion by its key.
     pub noisestatic_device: sled::Tree,
     /// phone (E.164) → pending verification CodeRecord.
@@ -121,6 +124,7 @@ impl Trees {
             meta_value: db.open_tree("meta_value")?,
             mqttdevice_record: db.open_tree("mqttdevice_record")?,
             mqttdevicepayloadid_timestamp: db.open_tree("mqttdevicepayloadid_timestamp")?,
+            mqttdevicemsgid_sender: db.open_tree("mqttdevicemsgid_sender")?,
             noisestatic_device: db.open_tree("noisestatic_device")?,
             phone_coderecord: db.open_tree("phone_coderecord")?,
             phone_entity: db.open_tree("phone_entity")?,

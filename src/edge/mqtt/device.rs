@@ -7,10 +7,12 @@
 //!   ServerAck (durable) acknowledge the MQTT publish.
 //! - Down: a decrypted text goes to the durable outbox, the barrier is awaited, and only then
 //!   is the relay's queue entry acknowledged (the SDK acks on the next `next_event` call).
-//! - Ack topic: the device's acks become read receipts to the senders.
+//! - Ack topic: the device's acks become read receipts to the senders. Who sent each down
+//!   message is in the store with its outbox entry (for the retention period), so an ack
+//!   after a restart still becomes a receipt.
 //! - Status topic: online / offline become the device account's presence.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,8 +34,6 @@ use crate::shutdown::Shutdown;
 use crate::store::OutboxRecord;
 use crate::wire::messages::{ErrorCode, ReceiptKind};
 
-/// Down messages remembered for turning device acks into receipts (id → sender).
-const ACKABLE_KEPT: usize = 4096;
 /// Failed connections while sending one up message before leaving it to the broker's
 /// redelivery (refusals that say "later" are retried without a bound).
 const UP_ATTEMPTS: u32 = 5;
@@ -113,11 +113,7 @@ impl DeviceTask {
             }
         };
         client.pin_relay_key(self.ctx.identity.public);
-        let mut state = DeviceState {
-            ackable: VecDeque::new(),
-            senders: HashMap::new(),
-            online: false,
-        };
+        let mut state = DeviceState { online: false };
         self.publish_keys(&mut client, &mut stop).await;
         let mut backoff = super::poll::RETRY;
         loop {
@@ -129,7 +125,7 @@ impl DeviceTask {
                 ev = client.next_event() => match ev {
                     Ok(ev) => {
                         backoff = super::poll::RETRY;
-                        self.on_event(&mut state, ev).await;
+                        self.on_event(ev).await;
                     }
                     Err(e) => {
                         if stop.is_shutdown() {
@@ -194,10 +190,19 @@ impl DeviceTask {
             Cmd::Ack(ids) => {
                 let mut by_sender: HashMap<String, Vec<MsgId>> = HashMap::new();
                 for id in ids {
-                    let known = hex::decode(&id)
+                    let known = match hex::decode(&id)
                         .ok()
                         .and_then(|b| MsgId::from_slice(&b).ok())
-                        .and_then(|m| state.senders.get(&m).map(|s| (m, s.clone())));
+                    {
+                        Some(m) => match self.ctx.store.mqtt_down_sender(&self.id, &m) {
+                            Ok(sender) => sender.map(|s| (m, s)),
+                            Err(e) => {
+                                tracing::error!(device = %self.id, error = %e, "Reading the bridged device's down messages failed.");
+                                None
+                            }
+                        },
+                        None => None,
+                    };
                     match known {
                         Some((m, sender)) => by_sender.entry(sender).or_default().push(m),
                         None => {
@@ -316,7 +321,7 @@ impl DeviceTask {
         }
     }
 
-    async fn on_event(&self, state: &mut DeviceState, ev: Event) {
+    async fn on_event(&self, ev: Event) {
         match ev {
             Event::Message {
                 from,
@@ -340,8 +345,14 @@ impl DeviceTask {
                     device: self.id.as_str().to_owned(),
                     payload: serde_json::to_vec(&down).unwrap_or_default(),
                 };
-                let stored = match self.ctx.store.mqtt_outbox_push(&rec) {
-                    Ok(_) => {
+                let now = crate::clock::now_ms();
+                let stored = match self
+                    .ctx
+                    .store
+                    .mqtt_outbox_push(&rec)
+                    .and_then(|_| self.ctx.store.mqtt_down_put(&self.id, &msg_id, &from, now))
+                {
+                    Ok(()) => {
                         // Counted as soon as the poll task can see it (it may publish it and
                         // count its removal before the barrier below returns).
                         self.stats.outbox_added();
@@ -355,7 +366,6 @@ impl DeviceTask {
                     tracing::error!(device = %self.id, error = %e, "Writing the MQTT outbox failed.");
                     return;
                 }
-                state.remember(msg_id, from);
                 self.wake.notify_one();
             }
             Event::Undecryptable { from, error, .. } => {
@@ -367,21 +377,7 @@ impl DeviceTask {
 }
 
 struct DeviceState {
-    ackable: VecDeque<MsgId>,
-    senders: HashMap<MsgId, String>,
     online: bool,
-}
-
-impl DeviceState {
-    fn remember(&mut self, id: MsgId, from: String) {
-        if self.ackable.len() >= ACKABLE_KEPT {
-            if let Some(old) = self.ackable.pop_front() {
-                self.senders.remove(&old);
-            }
-        }
-        self.ackable.push_back(id);
-        self.senders.insert(id, from);
-    }
 }
 
 /// Test support (as in sled's failpoints): with `FAILPOINTS=mqtt-before-ack` the
