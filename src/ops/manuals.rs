@@ -59,6 +59,7 @@ fn write_pages(
     let mut page = Vec::new();
     clap_mangen::Man::new(cmd.clone())
         .title(name.to_owned())
+        .source(format!("relaybox {}", env!("CARGO_PKG_VERSION")))
         .render(&mut page)
         .and_then(|()| std::fs::write(&path, &page))
         .map_err(|e| ManpageError::Write(path.clone(), e))?;
