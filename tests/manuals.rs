@@ -122,13 +122,13 @@ fn manpage_writes_one_page_per_command_and_man_renders_each_without_a_warning() 
 
     let mut expected = Vec::new();
     page_names(&relaybox::cli::Cli::command(), "relaybox", &mut expected);
-    expected.sort();
     let mut written: Vec<String> = std::fs::read_dir(&man_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     written.sort();
-    let expected_files: Vec<String> = expected.iter().map(|n| format!("{n}.1")).collect();
+    let mut expected_files: Vec<String> = expected.iter().map(|n| format!("{n}.1")).collect();
+    expected_files.sort();
     assert_eq!(written, expected_files);
     assert!(said.contains(&format!("wrote {} man pages", expected.len())));
     assert!(written.contains(&"relaybox-client-send.1".to_owned()));

@@ -63,8 +63,8 @@ work="$target_dir/package"
 mkdir -p "$work"
 
 # --- Build, size, package, lintian ---------------------------------------------------------
-step "cargo build --release --locked --no-default-features"
-nice cargo build --release --locked --no-default-features
+step "cargo build --release --locked --no-default-features -p relaybox --bin relaybox"
+nice cargo build --release --locked --no-default-features -p relaybox --bin relaybox
 bin="$target_dir/release/relaybox"
 size=$(stat -c %s "$bin")
 echo "release binary (stripped, as packaged): $size bytes (limit $MAX_BINARY_BYTES)"
@@ -94,7 +94,7 @@ grep -Eq ' \./(usr/)?lib/systemd/system/relaybox\.service$' <<<"$contents" \
 
 step "lintian"
 # Errors and warnings fail the build; the package's overrides (with their reasons) are in
-# systemd/lintian-overrides.
+# cross/debian/lintian-overrides.
 lintian --fail-on error,warning --display-info "$old_deb" \
     || die "lintian reports errors or warnings (above)"
 
