@@ -21,11 +21,7 @@ fn relaybox(args: &[&str]) -> Output {
 }
 
 fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
@@ -89,7 +85,10 @@ fn zsh_and_fish_scripts_define_the_completion_and_name_every_subcommand() {
     for sub in relaybox::cli::Cli::command().get_subcommands() {
         let name = sub.get_name();
         assert!(zsh.contains(&format!("'{name}:")), "zsh lacks {name}");
-        assert!(fish.contains(&format!("-a \"{name}\"")), "fish lacks {name}");
+        assert!(
+            fish.contains(&format!("-a \"{name}\"")),
+            "fish lacks {name}"
+        );
     }
 }
 
@@ -100,7 +99,10 @@ fn an_unknown_shell_is_refused_with_the_shells_that_exist_and_exit_code_2() {
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid value 'tcsh'"), "{err}");
-    assert!(err.contains("bash") && err.contains("zsh") && err.contains("fish"), "{err}");
+    assert!(
+        err.contains("bash") && err.contains("zsh") && err.contains("fish"),
+        "{err}"
+    );
 }
 
 /// Every command's name as its page is named: `relaybox`, `relaybox-client`, …
