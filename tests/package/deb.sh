@@ -42,6 +42,7 @@ packages=()
 need debootstrap || packages+=(debootstrap)
 need lintian || packages+=(lintian)
 need python3 || packages+=(python3)
+need curl || packages+=(curl)
 if [ "${#packages[@]}" -gt 0 ]; then
     step "apt-get install ${packages[*]}"
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"; } \
@@ -72,6 +73,13 @@ echo "release binary (stripped, as packaged): $size bytes (limit $MAX_BINARY_BYT
 if nm "$bin" >/dev/null 2>&1 && [ -n "$(nm "$bin" 2>/dev/null | head -n 1)" ]; then
     die "the release binary is not stripped"
 fi
+
+# The package's build has no peer load generators; it says so instead of failing obscurely.
+if peer=$("$bin" bench --target nats://127.0.0.1:4222 2>&1); then
+    die "the packaged binary accepted a NATS bench target"
+fi
+grep -q "built without the MQTT and NATS load generators" <<<"$peer" \
+    || die "unexpected answer to a NATS bench target: $peer"
 
 step "generate man pages and completions, then cargo deb (two revisions, for the upgrade)"
 bash cross/deb-assets.sh "$target_dir/release/deb-assets" "$bin"
@@ -271,6 +279,12 @@ register alice +14155550101 || die "alice could not register with the relay in t
 register bob +14155550102 || die "bob could not register with the relay in the chroot"
 client alice send +14155550102 "sent before the upgrade" | grep -q '✓' \
     || die "alice's message was not acknowledged"
+# The rest of what a user needs is in the packaged binary too: the web page, the admin API.
+curl -fsS --compressed "http://127.0.0.1:$http_port/" | grep -qi '<html' \
+    || die "the relay in the chroot does not serve the web page"
+"$bin" admin --admin "http://127.0.0.1:$admin_port" \
+    --token-file "$root/var/lib/private/$state/admin.token" stats >/dev/null \
+    || die "relaybox admin stats failed against the relay in the chroot"
 stop_relay 1
 ls -l "$root/var/lib/private/$state/" | sed 's/^/    /'
 [ -z "$(find "$root/var/lib/private/$state" ! -user "$RUN_AS")" ] \
