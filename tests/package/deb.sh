@@ -9,8 +9,9 @@
 # ExecStartPre=, ExecStart=, Environment=, WorkingDirectory=, UMask= and StateDirectory= from
 # the unit the package installed, and runs those commands as an unprivileged user in a state
 # directory laid out as DynamicUser= lays it out (/var/lib/private/relaybox behind the
-# /var/lib/relaybox symlink). A chroot has no systemd of its own, so this is the one step that
-# is imitated; everything else is dpkg and the packaged files.
+# /var/lib/relaybox symlink, with /var/lib/private passable only inside the relay's own mount
+# namespace). A chroot has no systemd of its own, so this is the one step that is imitated;
+# everything else is dpkg, the packaged files, and clients outside the chroot.
 #
 # The debootstrap tarball and the bootstrapped chroot are cached under the target directory
 # (target/package/), so a warm run spends its time on the release build and the checks.
