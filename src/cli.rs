@@ -1,5 +1,5 @@
 //! The `relaybox` command line: `serve`, `check-config`, `print-config`, `keygen`, `admin …`,
-//! `backup`, `restore`, `client …`, `bench …`.
+//! `backup`, `restore`, `client …`, `bench …`, `completions`, `manpage`.
 //! Exit codes: 0 success, 1 runtime failure, 2 usage error (clap), 64 bad configuration (and
 //! bad usage of the operator commands, see `ops`), 69 relay not running (`admin`, `backup`).
 
@@ -79,6 +79,17 @@ pub enum Cmd {
     Client(crate::client::cli::ClientArgs),
     /// Measure throughput, latency and footprint (of relaybox, or of an MQTT/NATS peer).
     Bench(crate::bench::BenchArgs),
+    /// Print a shell completion script, e.g. `relaybox completions bash > /etc/bash_completion.d/relaybox`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: crate::ops::manuals::Shell,
+    },
+    /// Write man pages (relaybox.1 and one per subcommand) into a directory.
+    Manpage {
+        /// Where to write the pages; created if missing.
+        dir: PathBuf,
+    },
 }
 
 /// Parses the command line and runs it; returns the process exit code.
@@ -113,6 +124,20 @@ pub fn run() -> i32 {
         }
         Cmd::Client(args) => crate::client::cli::run(args),
         Cmd::Bench(args) => crate::bench::run(args),
+        Cmd::Completions { shell } => {
+            crate::ops::manuals::completions(shell, &mut std::io::stdout());
+            0
+        }
+        Cmd::Manpage { dir } => match crate::ops::manuals::manpages(&dir) {
+            Ok(pages) => {
+                println!("wrote {} man pages to {}", pages.len(), dir.display());
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
         Cmd::CheckConfig => match load(&cli.config, &cli.set, &[]) {
             Ok(_) => {
                 println!("configuration ok");

@@ -19,10 +19,10 @@ fi
 export PATH="$PATH:/usr/sbin"
 packages=()
 # The browser companion test (tests/web_companion.rs) needs Debian's Chromium and Node.js with
-# npm (for playwright-core, below).
+# npm (for playwright-core, below); tests/manuals.rs renders the man pages with man-db's man.
 for pair in sh:dash kill:procps curl:curl tar:tar mosquitto:mosquitto \
     mosquitto_pub:mosquitto-clients mosquitto_sub:mosquitto-clients openssl:openssl \
-    chromium:chromium node:nodejs npm:npm; do
+    chromium:chromium node:nodejs npm:npm man:man-db; do
     need "${pair%%:*}" || packages+=("${pair#*:}")
 done
 # The power-loss test mounts a FUSE filesystem: as root directly, otherwise via fusermount3.
@@ -110,6 +110,12 @@ ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cargo test --locked --all-targets "$@"
 cargo test --locked --doc
+
+# The .deb: one release build (as shipped, at most 15 MB), lintian, then installed, run,
+# upgraded and purged in a debootstrap chroot (tests/package/deb.sh; needs root).
+package_started=$SECONDS
+bash tests/package/deb.sh
+echo "package test: $((SECONDS - package_started)) s"
 
 # Every fuzz target for FUZZ_SECONDS (60) each, on the stable toolchain (tests/fuzz/run.sh).
 tests/fuzz/run.sh

@@ -7,7 +7,11 @@
 //! rate), `group` (one sender to groups of M members), `handshake` (XX and IK logins per
 //! second), `idle` (K logged-in connections held; server RSS per connection). Every run is
 //! bounded by `--warmup` + `--duration` and stops by itself.
+//!
+//! The peers' generators ([`peers`], with async-nats) are behind the default cargo feature
+//! `bench-peers`: a relay does not need them, and the .deb is built without them.
 
+#[cfg(feature = "bench-peers")]
 pub mod peers;
 pub mod relay;
 pub mod stats;
@@ -100,9 +104,9 @@ pub fn run(args: BenchArgs) -> i32 {
             .clone()
             .unwrap_or_else(|| "relaybox://spawn".into());
         if let Some(addr) = target.strip_prefix("mqtt://") {
-            peers::mqtt(addr, &args).await
+            mqtt_peer(addr, &args).await
         } else if let Some(addr) = target.strip_prefix("nats://") {
-            peers::nats(addr, &args).await
+            nats_peer(addr, &args).await
         } else if let Some(addr) = target.strip_prefix("relaybox://") {
             relay::run(addr, &args).await
         } else {
@@ -131,6 +135,31 @@ pub fn run(args: BenchArgs) -> i32 {
         }
     }
 }
+
+#[cfg(feature = "bench-peers")]
+async fn mqtt_peer(addr: &str, args: &BenchArgs) -> anyhow::Result<Report> {
+    peers::mqtt(addr, args).await
+}
+
+#[cfg(feature = "bench-peers")]
+async fn nats_peer(target: &str, args: &BenchArgs) -> anyhow::Result<Report> {
+    peers::nats(target, args).await
+}
+
+/// Without the peers' load generators (the .deb's build), an MQTT or NATS target is refused.
+#[cfg(not(feature = "bench-peers"))]
+async fn mqtt_peer(_: &str, _: &BenchArgs) -> anyhow::Result<Report> {
+    anyhow::bail!("{NO_PEERS}")
+}
+
+#[cfg(not(feature = "bench-peers"))]
+async fn nats_peer(_: &str, _: &BenchArgs) -> anyhow::Result<Report> {
+    anyhow::bail!("{NO_PEERS}")
+}
+
+#[cfg(not(feature = "bench-peers"))]
+const NO_PEERS: &str = "this relaybox was built without the MQTT and NATS load generators \
+    (cargo feature `bench-peers`); only relaybox:// targets can be measured";
 
 /// A progress bar over the run's duration, drawn only on a terminal.
 pub fn progress(total: Duration, what: &str) -> indicatif::ProgressBar {

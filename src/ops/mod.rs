@@ -10,6 +10,7 @@ pub mod admin;
 mod api;
 pub mod backup;
 pub mod entities;
+pub mod manuals;
 pub mod mqtt;
 
 use std::path::PathBuf;
