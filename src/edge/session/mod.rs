@@ -12,6 +12,7 @@ mod error;
 mod groups;
 mod login;
 mod requests;
+mod send;
 
 use std::cell::RefCell;
 use std::collections::HashSet;

@@ -8,17 +8,14 @@ use std::sync::Arc;
 use super::{to_u32, Answer, AnswerFuture, Auth, Caller, RequestError};
 use crate::actors::device::Ack as DeviceAck;
 use crate::config::to_usize;
-use crate::e2e::{OLM_TYPE_NORMAL, OLM_TYPE_PRE_KEY};
 use crate::edge::RelayCtx;
 use crate::ids::{AccountId, DeviceId, MsgId, MAX_DEVICES_PER_ACCOUNT};
 use crate::registration::{codes, phone};
-use crate::store::msglog::Appended;
-use crate::store::{BlobScope, IdentityKeys, IdentityOutcome, QueueItem, QueueRecord};
+use crate::store::{IdentityKeys, IdentityOutcome, QueueItem};
 use crate::wire::messages::{
     client_frame, server_frame, ChatStateEvent, ClaimKeys, ClaimedKeys, ClientFrame, CodeSent,
-    DeviceKeys, KeysLow, KeysUploaded, MessageKind, OneTimeKey, Pong, ReceiptKind, RequestCode,
-    Send, SendChatState, SendReceipt, ServerAck, ServerFrame, Status, UploadKeys, Verified,
-    VerifyCode,
+    DeviceKeys, KeysLow, KeysUploaded, OneTimeKey, Pong, ReceiptKind, RequestCode, SendChatState,
+    SendReceipt, ServerAck, ServerFrame, Status, UploadKeys, Verified, VerifyCode,
 };
 
 type Body = server_frame::Body;
@@ -98,9 +95,9 @@ pub(super) fn dispatch(
                 async move { claim_keys(&ctx, &caller, c).await },
             ))
         }
-        client_frame::Body::Send(s) => {
-            Some(run(req_id, async move { send(&ctx, &caller, s).await }))
-        }
+        client_frame::Body::Send(s) => Some(run(req_id, async move {
+            super::send::send(&ctx, &caller, s).await
+        })),
         client_frame::Body::Receipt(r) => {
             Some(run(req_id, async move { receipt(&ctx, &caller, r).await }))
         }
@@ -450,238 +447,6 @@ async fn claim_keys(ctx: &RelayCtx, caller: &Caller, c: ClaimKeys) -> Result<Bod
         account: target.to_string(),
         devices: out,
     }))
-}
-
-/// Refuses enum values the contract does not name, so that nothing unknown is stored and
-/// forwarded to a recipient that could not interpret it.
-fn check_kinds(s: &Send) -> Result<(), RequestError> {
-    match MessageKind::try_from(s.kind) {
-        Ok(MessageKind::Chat | MessageKind::Control) => {}
-        _ => {
-            return Err(RequestError::invalid(format!(
-                "send kind {} is not MESSAGE_KIND_CHAT (1) or MESSAGE_KIND_CONTROL (2)",
-                s.kind
-            )))
-        }
-    }
-    if let Some(e) = s
-        .envelopes
-        .iter()
-        .find(|e| e.olm_type != OLM_TYPE_PRE_KEY && e.olm_type != OLM_TYPE_NORMAL)
-    {
-        return Err(RequestError::invalid(format!(
-            "envelope for device {} has olm_type {}; it is 0 (pre-key) or 1 (normal)",
-            e.device, e.olm_type
-        )));
-    }
-    Ok(())
-}
-
-/// Send: validate, dedupe by msg_id, check the envelopes cover exactly the recipient's
-/// devices, queue one entry per device, wait for the durability barrier, then ServerAck.
-async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Body, RequestError> {
-    let me = device_of(caller)?.clone();
-    super::abuse::not_banned(ctx, &me.account)?;
-    let msg_id = MsgId::from_slice(&s.msg_id).map_err(|e| RequestError::invalid(e.to_string()))?;
-    if s.group.is_empty() {
-        account(&s.to)?;
-    }
-    let m = &ctx.cfg.messaging;
-    if s.envelopes.is_empty() || s.envelopes.len() > to_usize(m.max_envelopes) {
-        return Err(RequestError::invalid(format!(
-            "a send carries 1..={} envelopes",
-            m.max_envelopes
-        )));
-    }
-    if let Some(e) = s
-        .envelopes
-        .iter()
-        .find(|e| e.ciphertext.is_empty() || e.ciphertext.len() > to_usize(m.max_ciphertext_bytes))
-    {
-        return Err(RequestError::invalid(format!(
-            "ciphertext for device {} must be 1..={} bytes",
-            e.device, m.max_ciphertext_bytes
-        )));
-    }
-    check_kinds(&s)?;
-    let blobs = super::blobs::shared(ctx, &me.account, &s.blobs)?;
-    if let Some(ts) = ctx.store.seen_get(&me.account, &msg_id)? {
-        ctx.durability.wait().await?;
-        return Ok(Body::ServerAck(ServerAck {
-            msg_id: msg_id.0.to_vec(),
-            timestamp_ms: ts,
-        }));
-    }
-    // A retry of a stored message is acknowledged above even on a full disk; a new one is not.
-    ctx.store.ensure_space()?;
-    // A concurrent retry of the same msg_id on this session waits for the first to finish.
-    if !caller.sending.borrow_mut().insert(msg_id) {
-        return Err(RequestError::invalid(
-            "a send with this msg_id is already in progress",
-        ));
-    }
-    let _guard = SendingGuard {
-        set: caller.sending.clone(),
-        msg_id,
-    };
-    let peer = if s.group.is_empty() {
-        s.to.clone()
-    } else {
-        s.group.clone()
-    };
-    if super::entities::is_entity_send(ctx, &s)? {
-        // Admitted and counted past its own device check (`entities::deliver`).
-        return super::entities::send(ctx, &me, msg_id, s, &blobs).await;
-    }
-    let size = s.envelopes.first().map_or(0, |e| e.ciphertext.len());
-    // Who receives which envelope: every device of the recipient (1:1), or of every member
-    // (group), except the sending device; anything else is a mismatch.
-    let targets: Vec<DeviceId> = if s.group.is_empty() {
-        let to = account(&s.to)?;
-        let current: BTreeSet<u32> = ctx
-            .store
-            .devices(&to)?
-            .into_iter()
-            .map(|(no, _)| no)
-            .filter(|&no| !(to == me.account && no == me.device))
-            .collect();
-        if current.is_empty() && to == me.account {
-            return Err(RequestError::invalid(
-                "a send to your own account goes to your other devices, and this account has none; message another account or a group",
-            ));
-        }
-        if current.is_empty() {
-            return Err(RequestError::UnknownAccount);
-        }
-        let addressed: BTreeSet<u32> = s.envelopes.iter().map(|e| e.device).collect();
-        if addressed.len() != s.envelopes.len() {
-            return Err(RequestError::invalid("two envelopes for the same device"));
-        }
-        if addressed != current {
-            return Err(RequestError::MismatchedDevices(
-                current.into_iter().collect(),
-            ));
-        }
-        s.envelopes
-            .iter()
-            .map(|e| DeviceId::new(to.clone(), e.device))
-            .collect()
-    } else {
-        let targets = s
-            .envelopes
-            .iter()
-            .map(|e| account(&e.account).map(|a| DeviceId::new(a, e.device)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let addressed: BTreeSet<(String, u32)> = targets
-            .iter()
-            .map(|d| (d.account.to_string(), d.device))
-            .collect();
-        if addressed.len() != targets.len() {
-            return Err(RequestError::invalid("two envelopes for the same device"));
-        }
-        super::groups::check_send(ctx, &me, &s.group, addressed).await?;
-        targets
-    };
-    // Only now, past the device check: a MISMATCHED_DEVICES answer and its retry cost one
-    // token between them, not two.
-    super::abuse::admit_send(ctx, &me.account, &peer)?;
-    // A blocker's devices get nothing from the blocked account; the sender is answered as
-    // for an offline recipient (proto: "Blocking").
-    let mut blocked_by = BTreeSet::new();
-    for d in &targets {
-        if d.account != me.account && ctx.store.is_blocked(&d.account, &me.account)? {
-            blocked_by.insert(d.account.clone());
-        }
-    }
-    for b in &blocked_by {
-        tracing::debug!(sender = %me.account, recipient = %b, reason = "blocked", "Message not queued.");
-    }
-    let symmetric = if s.group.is_empty() {
-        ctx.store.has_contact(&account(&s.to)?, &me.account)?
-    } else {
-        true
-    };
-    let now = crate::clock::now_ms();
-    let group = s.group;
-    let recipients =
-        recipient_accounts(targets.iter().filter(|d| !blocked_by.contains(&d.account)));
-    let entries: Vec<(DeviceId, QueueRecord)> = s
-        .envelopes
-        .into_iter()
-        .zip(targets)
-        .filter(|(_, d)| !blocked_by.contains(&d.account))
-        .map(|(e, d)| {
-            let rec = QueueRecord {
-                enqueued_at_ms: now,
-                item: QueueItem::Message {
-                    msg_id: msg_id.0,
-                    from: me.account.to_string(),
-                    from_device: me.device,
-                    timestamp_ms: now,
-                    olm_type: e.olm_type,
-                    ciphertext: e.ciphertext,
-                    kind: s.kind,
-                    group: group.clone(),
-                },
-            };
-            (d, rec)
-        })
-        .collect();
-    if !blobs.is_empty() {
-        // A group passes the right to whoever is a member when they fetch.
-        let accounts: Vec<AccountId> = recipients.iter().filter_map(|a| account(a).ok()).collect();
-        let scopes: Vec<BlobScope<'_>> = if group.is_empty() {
-            accounts.iter().map(BlobScope::Account).collect()
-        } else {
-            vec![BlobScope::Group(&group)]
-        };
-        super::blobs::grant(ctx, &blobs, &scopes)?;
-    }
-    // One log record: the entries for every target device and the dedupe record together,
-    // so a retry after a crash is deduplicated if and only if the entries survived.
-    let (seq, timestamp_ms) =
-        match ctx
-            .store
-            .send_append(&me.account, &msg_id, now, recipients, entries)?
-        {
-            Appended::Written { last_seq, .. } => (last_seq, now),
-            // A retry from another session of the account raced this one.
-            Appended::Duplicate { timestamp_ms, seq } => (seq, timestamp_ms),
-        };
-    super::abuse::count_send(
-        ctx,
-        &me.account,
-        crate::store::SendFacts {
-            peer: &peer,
-            symmetric,
-            size: u32::try_from(size).unwrap_or(u32::MAX),
-        },
-    )?;
-    if blobs.is_empty() {
-        // The abuse metrics reach sled's disk with its next flush; a crash may lose the last
-        // moments of them, never a message.
-        ctx.durability.wait_log(seq).await?;
-    } else {
-        // The blob rights are sled records: durable before the message is acknowledged.
-        ctx.durability.wait().await?;
-    }
-    crate::telemetry::metrics::message_accepted();
-    Ok(Body::ServerAck(ServerAck {
-        msg_id: msg_id.0.to_vec(),
-        timestamp_ms,
-    }))
-}
-
-/// Removes a msg_id from the session's in-progress set however the send ends.
-struct SendingGuard {
-    set: std::rc::Rc<std::cell::RefCell<std::collections::HashSet<MsgId>>>,
-    msg_id: MsgId,
-}
-
-impl Drop for SendingGuard {
-    fn drop(&mut self) {
-        self.set.borrow_mut().remove(&self.msg_id);
-    }
 }
 
 /// Receipt (read / played): queued for every device of the original sender.
