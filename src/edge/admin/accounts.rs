@@ -3,9 +3,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{delete, get, web, HttpResponse};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::error::ErrorBody;
 use super::{only_params, query_number, AdminError, State};
 use crate::edge::RelayCtx;
 use crate::ids::{AccountId, DeviceId, DeviceNo};
@@ -14,23 +17,20 @@ use crate::ids::{AccountId, DeviceId, DeviceNo};
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
-pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/accounts", web::get().to(list))
-        .route("/accounts/{phone}", web::get().to(show))
-        .route(
-            "/accounts/{phone}/devices/{device}",
-            web::delete().to(remove_device),
-        );
+pub(super) fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(list).service(show).service(remove_device);
 }
 
-#[derive(Serialize)]
+/// An account in a listing.
+#[derive(Serialize, ToSchema)]
 struct AccountRow {
     phone: String,
     devices: Vec<DeviceNo>,
     last_seen_ms: u64,
 }
 
-#[derive(Serialize)]
+/// A page of accounts.
+#[derive(Serialize, ToSchema)]
 struct Page {
     accounts: Vec<AccountRow>,
     /// Pass as `after` for the next page; absent on the last page.
@@ -39,6 +39,18 @@ struct Page {
 }
 
 /// GET /v1/accounts?limit=N&after=PHONE: accounts in phone-number order, a page at a time.
+#[utoipa::path(
+    tag = "accounts",
+    params(
+        ("limit" = Option<u32>, Query, description = "Accounts per page (default 100)", minimum = 1, maximum = 1000),
+        ("after" = Option<String>, Query, description = "Start after this phone number (the previous page's `next`)"),
+    ),
+    responses(
+        (status = 200, description = "A page of accounts", body = Page),
+        (status = 400, description = "A bad or unknown query parameter", body = ErrorBody),
+    ),
+)]
+#[get("/accounts")]
 async fn list(
     state: State,
     q: web::Query<HashMap<String, String>>,
@@ -68,7 +80,8 @@ async fn list(
     Ok(HttpResponse::Ok().json(Page { accounts, next }))
 }
 
-#[derive(Serialize)]
+/// A device of an account.
+#[derive(Serialize, ToSchema)]
 struct DeviceRow {
     device: DeviceNo,
     registered_at_ms: u64,
@@ -80,7 +93,8 @@ struct DeviceRow {
     noise_static: String,
 }
 
-#[derive(Serialize)]
+/// An account in detail.
+#[derive(Serialize, ToSchema)]
 struct AccountDetail {
     phone: String,
     last_seen_ms: u64,
@@ -90,6 +104,16 @@ struct AccountDetail {
 }
 
 /// GET /v1/accounts/{phone}: an account's devices, last seen and queued entries.
+#[utoipa::path(
+    tag = "accounts",
+    params(("phone" = String, Path, description = "The account's phone number (E.164, or national in the default country)")),
+    responses(
+        (status = 200, description = "The account", body = AccountDetail),
+        (status = 400, description = "Not a phone number", body = ErrorBody),
+        (status = 404, description = "No such account", body = ErrorBody),
+    ),
+)]
+#[get("/accounts/{phone}")]
 async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let ctx = &state.ctx;
     let account = phone(ctx, "phone", &path)?;
@@ -117,7 +141,8 @@ async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
     }))
 }
 
-#[derive(Serialize)]
+/// A removed device.
+#[derive(Serialize, ToSchema)]
 struct Removed {
     phone: String,
     device: DeviceNo,
@@ -128,6 +153,20 @@ struct Removed {
 /// account's primary does: its registration, keys, queue and token go, a connected session
 /// is closed, and the account's correspondents learn the new device list. Removing device 0
 /// (the primary, e.g. a lost phone) means the account must register again.
+#[utoipa::path(
+    tag = "accounts",
+    params(
+        ("phone" = String, Path, description = "The account's phone number"),
+        ("device" = u32, Path, description = "The device number (0 is the primary)"),
+    ),
+    responses(
+        (status = 200, description = "The device was removed", body = Removed),
+        (status = 400, description = "Not a phone number or not a device number", body = ErrorBody),
+        (status = 404, description = "No such device", body = ErrorBody),
+        (status = 503, description = "The relay is shutting down", body = ErrorBody),
+    ),
+)]
+#[delete("/accounts/{phone}/devices/{device}")]
 async fn remove_device(
     state: State,
     path: web::Path<(String, String)>,

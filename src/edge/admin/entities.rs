@@ -7,9 +7,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use actix_web::{delete, get, patch, post, put, web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::error::ErrorBody;
 use super::{only_params, AdminError, State};
 use crate::actors::entity::{
     self, AddAgent, Assign, Change, Close, Configure, EntityError, EntityView, Release,
@@ -20,37 +23,36 @@ use crate::edge::RelayCtx;
 use crate::ids::AccountId;
 use crate::store::{AssignPolicy, EntityRecord};
 
-pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/entities", web::get().to(list))
-        .route("/entities", web::post().to(create))
-        .route("/entities/{entity}", web::get().to(show))
-        .route("/entities/{entity}", web::patch().to(update))
-        .route(
-            "/entities/{entity}/agents/{agent}",
-            web::put().to(add_agent),
-        )
-        .route(
-            "/entities/{entity}/agents/{agent}",
-            web::delete().to(remove_agent),
-        )
-        .route("/entities/{entity}/threads", web::get().to(threads))
-        .route(
-            "/entities/{entity}/threads/{customer}/{action}",
-            web::post().to(thread_action),
-        );
+pub(super) fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(list)
+        .service(create)
+        .service(show)
+        .service(update)
+        .service(add_agent)
+        .service(remove_agent)
+        .service(threads)
+        .service(thread_action);
 }
 
 /// The body of `POST /v1/entities`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Create {
+    /// `@` and a name such as `@acme-branch-12`.
+    #[schema(pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$")]
     handle: String,
+    /// The entity's display name (1 to 64 bytes).
     name: String,
+    /// The administrator: a registered account's phone number.
     admin: String,
+    /// A phone number customers may message the entity at.
     #[serde(default)]
     phone: Option<String>,
+    /// `manual` (the default), `round-robin` or `least-loaded`.
     #[serde(default)]
+    #[schema(pattern = "^(manual|round-robin|least-loaded)$")]
     policy: Option<String>,
+    /// Customer messages of assigned threads also go to the administrator.
     #[serde(default)]
     copy_admin: bool,
     /// A duration such as "30s" or "5m".
@@ -58,32 +60,85 @@ struct Create {
     auto_assign_after: Option<String>,
 }
 
-/// The body of `PATCH /v1/entities/{entity}`.
-#[derive(Deserialize)]
+/// The body of `PATCH /v1/entities/{entity}`: the fields to change.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Update {
     #[serde(default)]
     name: Option<String>,
+    /// `manual`, `round-robin` or `least-loaded`.
     #[serde(default)]
+    #[schema(pattern = "^(manual|round-robin|least-loaded)$")]
     policy: Option<String>,
     #[serde(default)]
     copy_admin: Option<bool>,
+    /// A duration such as "30s" or "5m".
     #[serde(default)]
     auto_assign_after: Option<String>,
 }
 
 /// The body of `PUT /v1/entities/{entity}/agents/{agent}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Agent {
+    /// The agent's display name (1 to 64 bytes).
     name: String,
 }
 
 /// The body of `POST /v1/entities/{entity}/threads/{customer}/assign`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AssignBody {
+    /// The agent's phone number.
     agent: String,
+}
+
+/// A business entity.
+#[derive(Serialize, ToSchema)]
+struct EntityJson {
+    handle: String,
+    name: String,
+    /// Empty when the entity has no phone number.
+    phone: String,
+    admin: String,
+    /// `manual`, `round-robin` or `least-loaded`.
+    policy: String,
+    copy_admin: bool,
+    auto_assign_after_ms: Option<u64>,
+    agents: Vec<AgentJson>,
+    threads: Vec<ThreadJson>,
+}
+
+/// An agent of an entity and its load.
+#[derive(Serialize, ToSchema)]
+struct AgentJson {
+    account: String,
+    name: String,
+    open_threads: u32,
+}
+
+/// A customer's thread with an entity.
+#[derive(Serialize, ToSchema)]
+struct ThreadJson {
+    customer: String,
+    /// The assigned agent; absent (null) while the administrator holds the thread.
+    agent: Option<String>,
+    open: bool,
+    updated_ms: u64,
+}
+
+/// Every business entity.
+#[derive(Serialize, ToSchema)]
+struct EntityList {
+    entities: Vec<EntityJson>,
+}
+
+/// An entity's threads.
+#[derive(Serialize, ToSchema)]
+struct ThreadList {
+    handle: String,
+    agents: Vec<AgentJson>,
+    threads: Vec<ThreadJson>,
 }
 
 fn refusal(e: EntityError) -> AdminError {
@@ -166,26 +221,36 @@ fn duration_param(d: &str) -> Result<u64, AdminError> {
         })
 }
 
-fn json(v: &EntityView) -> serde_json::Value {
+fn json(v: &EntityView) -> EntityJson {
     let info = crate::edge::session::entity_info(v);
-    serde_json::json!({
-        "handle": info.entity,
-        "name": info.display_name,
-        "phone": info.phone,
-        "admin": info.admin,
-        "policy": info.policy,
-        "copy_admin": info.copy_admin,
-        "auto_assign_after_ms": v.record.auto_assign_after_ms,
-        "agents": info.agents.iter().map(|a| serde_json::json!({
-            "account": a.account, "name": a.display_name, "open_threads": a.open_threads,
-        })).collect::<Vec<_>>(),
-        "threads": info.threads.iter().map(|t| serde_json::json!({
-            "customer": t.customer,
-            "agent": if t.agent.is_empty() { None } else { Some(&t.agent) },
-            "open": t.open,
-            "updated_ms": t.updated_ms,
-        })).collect::<Vec<_>>(),
-    })
+    EntityJson {
+        agents: info
+            .agents
+            .into_iter()
+            .map(|a| AgentJson {
+                account: a.account,
+                name: a.display_name,
+                open_threads: a.open_threads,
+            })
+            .collect(),
+        threads: info
+            .threads
+            .into_iter()
+            .map(|t| ThreadJson {
+                customer: t.customer,
+                agent: (!t.agent.is_empty()).then_some(t.agent),
+                open: t.open,
+                updated_ms: t.updated_ms,
+            })
+            .collect(),
+        handle: info.entity,
+        name: info.display_name,
+        phone: info.phone,
+        admin: info.admin,
+        policy: info.policy,
+        copy_admin: info.copy_admin,
+        auto_assign_after_ms: v.record.auto_assign_after_ms,
+    }
 }
 
 /// The entity's actor, or 404.
@@ -224,6 +289,15 @@ async fn announce(ctx: &RelayCtx, id: &AccountId, changes: &[Change]) -> Result<
 }
 
 /// GET /v1/entities: every entity with its agents and their load.
+#[utoipa::path(
+    tag = "entities",
+    responses(
+        (status = 200, description = "Every entity (without threads)", body = EntityList),
+        (status = 400, description = "A query parameter (none is accepted)", body = ErrorBody),
+        (status = 503, description = "The relay is shutting down", body = ErrorBody),
+    ),
+)]
+#[get("/entities")]
 async fn list(
     state: State,
     q: web::Query<HashMap<String, String>>,
@@ -246,12 +320,24 @@ async fn list(
         Ok(rows)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "entities": rows })))
+    Ok(HttpResponse::Ok().json(EntityList { entities: rows }))
 }
 
 /// POST /v1/entities: creates an entity (`{"handle", "name", "admin", "phone"?, "policy"?,
 /// "copy_admin"?, "auto_assign_after"?}`). The administrator must be registered; the handle
 /// and the phone must not name an account or another entity.
+#[utoipa::path(
+    tag = "entities",
+    request_body = Create,
+    responses(
+        (status = 201, description = "The entity was created", body = EntityJson),
+        (status = 400, description = "A malformed parameter or body", body = ErrorBody),
+        (status = 404, description = "No such entity, agent or thread", body = ErrorBody),
+        (status = 503, description = "The relay is shutting down", body = ErrorBody),
+        (status = 409, description = "The handle or phone is taken", body = ErrorBody),
+    ),
+)]
+#[post("/entities")]
 async fn create(state: State, body: web::Json<Create>) -> Result<HttpResponse, AdminError> {
     let b = body.into_inner();
     let ctx = &state.ctx;
@@ -329,6 +415,17 @@ async fn create(state: State, body: web::Json<Create>) -> Result<HttpResponse, A
 }
 
 /// GET /v1/entities/{entity}: the entity, its agents with their load, and its threads.
+#[utoipa::path(
+    tag = "entities",
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12")),
+    responses(
+        (status = 200, description = "The entity", body = EntityJson),
+        (status = 400, description = "A malformed parameter or body", body = ErrorBody),
+        (status = 404, description = "No such entity, agent or thread", body = ErrorBody),
+        (status = 503, description = "The relay is shutting down", body = ErrorBody),
+    ),
+)]
+#[get("/entities/{entity}")]
 async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let id = handle_param(&path.into_inner())?;
     let v = on_relay(
@@ -340,6 +437,18 @@ async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
 }
 
 /// PATCH /v1/entities/{entity}: `{"name"?, "policy"?, "copy_admin"?, "auto_assign_after"?}`.
+#[utoipa::path(
+    tag = "entities",
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12")),
+    request_body = Update,
+    responses(
+        (status = 200, description = "The entity after the change", body = EntityJson),
+        (status = 400, description = "A malformed parameter or body", body = ErrorBody),
+        (status = 404, description = "No such entity, agent or thread", body = ErrorBody),
+        (status = 503, description = "The relay is shutting down", body = ErrorBody),
+    ),
+)]
+#[patch("/entities/{entity}")]
 async fn update(
     state: State,
     path: web::Path<String>,
@@ -373,6 +482,18 @@ async fn update(
 }
 
 /// PUT /v1/entities/{entity}/agents/{agent}: adds (or renames) an agent, `{"name"}`.
+#[utoipa::path(
+    tag = "entities",
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12"), ("agent" = String, Path, description = "The agent's phone number")),
+    request_body = Agent,
+    responses(
+        (status = 200, description = "The entity with the agent", body = EntityJson),
+        (status = 400, description = "A malformed parameter or body", body = ErrorBody),
+        (status = 404, description = "No such entity, agent or thread", body = ErrorBody),
+        (status = 503, description = "The relay is shutting down", body = ErrorBody),
+    ),
+)]
+#[put("/entities/{entity}/agents/{agent}")]
 async fn add_agent(
     state: State,
     path: web::Path<(String, String)>,
@@ -402,6 +523,17 @@ async fn add_agent(
 
 /// DELETE /v1/entities/{entity}/agents/{agent}: removes an agent; its threads return to the
 /// administrator at once and their customers re-key.
+#[utoipa::path(
+    tag = "entities",
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12"), ("agent" = String, Path, description = "The agent's phone number")),
+    responses(
+        (status = 200, description = "The entity without the agent", body = EntityJson),
+        (status = 400, description = "A malformed parameter or body", body = ErrorBody),
+        (status = 404, description = "No such entity, agent or thread", body = ErrorBody),
+        (status = 503, description = "The relay is shutting down", body = ErrorBody),
+    ),
+)]
+#[delete("/entities/{entity}/agents/{agent}")]
 async fn remove_agent(
     state: State,
     path: web::Path<(String, String)>,
@@ -427,6 +559,17 @@ async fn remove_agent(
 }
 
 /// GET /v1/entities/{entity}/threads?agent=…: the entity's threads, optionally one agent's.
+#[utoipa::path(
+    tag = "entities",
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12"), ("agent" = Option<String>, Query, description = "Only this agent's threads")),
+    responses(
+        (status = 200, description = "The entity's threads", body = ThreadList),
+        (status = 400, description = "A malformed parameter or body", body = ErrorBody),
+        (status = 404, description = "No such entity, agent or thread", body = ErrorBody),
+        (status = 503, description = "The relay is shutting down", body = ErrorBody),
+    ),
+)]
+#[get("/entities/{entity}/threads")]
 async fn threads(
     state: State,
     path: web::Path<String>,
@@ -451,17 +594,36 @@ async fn threads(
         }
     }
     let mut j = json(&v);
-    if let (Some(a), Some(list)) = (&agent, j.get_mut("threads").and_then(|t| t.as_array_mut())) {
-        list.retain(|t| t["agent"].as_str() == Some(a.as_str()));
+    if let Some(a) = &agent {
+        j.threads
+            .retain(|t| t.agent.as_deref() == Some(a.as_str()));
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "handle": j["handle"], "agents": j["agents"], "threads": j["threads"],
-    })))
+    Ok(HttpResponse::Ok().json(ThreadList {
+        handle: j.handle,
+        agents: j.agents,
+        threads: j.threads,
+    }))
 }
 
 /// POST /v1/entities/{entity}/threads/{customer}/{assign|release|close}: an operator routes a
 /// thread. An operator's assignment carries no history (only the administrator's client can
 /// read it); the agent gets the assignment notice and the customer's next messages.
+#[utoipa::path(
+    tag = "entities",
+    params(
+        ("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12"),
+        ("customer" = String, Path, description = "The customer's phone number"),
+        ("action" = String, Path, description = "assign, release or close", pattern = "^(assign|release|close)$"),
+    ),
+    request_body(content = Option<AssignBody>, description = "For assign: the agent"),
+    responses(
+        (status = 200, description = "The entity with the thread", body = EntityJson),
+        (status = 400, description = "A malformed parameter or body", body = ErrorBody),
+        (status = 404, description = "No such entity, agent or thread", body = ErrorBody),
+        (status = 503, description = "The relay is shutting down", body = ErrorBody),
+    ),
+)]
+#[post("/entities/{entity}/threads/{customer}/{action}")]
 async fn thread_action(
     state: State,
     path: web::Path<(String, String, String)>,

@@ -4,31 +4,40 @@
 
 use std::sync::atomic::Ordering;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{delete, get, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::error::ErrorBody;
 use super::{AdminError, State};
 use crate::edge::mqtt::provision::{self, ProvisionError};
 
-pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/mqtt/devices", web::get().to(list))
-        .route("/mqtt/devices", web::post().to(add))
-        .route("/mqtt/devices/{id}", web::delete().to(remove))
-        .route("/bridge", web::get().to(bridge));
+pub(super) fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(list)
+        .service(add)
+        .service(remove)
+        .service(bridge_state);
 }
 
 /// The body of `POST /v1/mqtt/devices`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddDevice {
+    /// The device id, also its account `@id` and its topics' segment.
+    #[schema(pattern = "^[a-z0-9][a-z0-9.-]{0,31}$")]
     id: String,
+    /// A name for people (at most 64 bytes).
     #[serde(default)]
     name: String,
+    /// Group ids the device takes part in (at most 32).
     #[serde(default)]
+    #[schema(max_items = 32)]
     threads: Vec<String>,
 }
 
-#[derive(Serialize)]
+/// A provisioned MQTT device.
+#[derive(Serialize, ToSchema)]
 struct DeviceRow {
     id: String,
     account: String,
@@ -55,12 +64,12 @@ fn row(prefix: &str, id: &str, rec: crate::store::MqttDeviceRecord) -> DeviceRow
 
 fn refusal(e: ProvisionError) -> AdminError {
     match e {
-        ProvisionError::BadId(_) | ProvisionError::Exists(_) | ProvisionError::AccountTaken(_) => {
-            AdminError::bad("id", e.to_string())
+        ProvisionError::BadId(_) => AdminError::bad("id", e.to_string()),
+        ProvisionError::Exists(_) | ProvisionError::AccountTaken(_) => {
+            AdminError::Conflict(e.to_string())
         }
-        ProvisionError::UnknownGroup(_) | ProvisionError::TooManyThreads => {
-            AdminError::bad("threads", e.to_string())
-        }
+        ProvisionError::UnknownGroup(_) => AdminError::NotFound(e.to_string()),
+        ProvisionError::TooManyThreads => AdminError::bad("threads", e.to_string()),
         ProvisionError::NameTooLong => AdminError::bad("name", e.to_string()),
         ProvisionError::Unknown(_) => AdminError::NotFound(e.to_string()),
         ProvisionError::Store(e) => e.into(),
@@ -68,7 +77,18 @@ fn refusal(e: ProvisionError) -> AdminError {
     }
 }
 
+/// Every provisioned MQTT device.
+#[derive(Serialize, ToSchema)]
+struct DeviceList {
+    devices: Vec<DeviceRow>,
+}
+
 /// GET /v1/mqtt/devices: every provisioned device.
+#[utoipa::path(
+    tag = "mqtt",
+    responses((status = 200, description = "Every provisioned device", body = DeviceList)),
+)]
+#[get("/mqtt/devices")]
 async fn list(state: State) -> Result<HttpResponse, AdminError> {
     let prefix = &state.ctx.cfg.mqtt.prefix;
     let rows: Vec<DeviceRow> = state
@@ -78,11 +98,23 @@ async fn list(state: State) -> Result<HttpResponse, AdminError> {
         .into_iter()
         .map(|(id, rec)| row(prefix, id.as_str(), rec))
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "devices": rows })))
+    Ok(HttpResponse::Ok().json(DeviceList { devices: rows }))
 }
 
 /// POST /v1/mqtt/devices: provisions a device (`{"id", "name", "threads"}`), joins it to its
 /// groups (members are told) and, with the bridge running, starts serving its topics.
+#[utoipa::path(
+    tag = "mqtt",
+    request_body = AddDevice,
+    responses(
+        (status = 201, description = "The device was provisioned", body = DeviceRow),
+        (status = 400, description = "A malformed body or field", body = ErrorBody),
+        (status = 404, description = "A group in `threads` does not exist", body = ErrorBody),
+        (status = 409, description = "The id is already provisioned or names another account", body = ErrorBody),
+        (status = 503, description = "The relay is shutting down", body = ErrorBody),
+    ),
+)]
+#[post("/mqtt/devices")]
 async fn add(state: State, body: web::Json<AddDevice>) -> Result<HttpResponse, AdminError> {
     let body = body.into_inner();
     let ctx = state.ctx.clone();
@@ -127,7 +159,23 @@ async fn add(state: State, body: web::Json<AddDevice>) -> Result<HttpResponse, A
     Ok(HttpResponse::Created().json(row(&state.ctx.cfg.mqtt.prefix, id.as_str(), rec)))
 }
 
+/// A removed MQTT device.
+#[derive(Serialize, ToSchema)]
+struct RemovedDevice {
+    removed: String,
+}
+
 /// DELETE /v1/mqtt/devices/{id}: removes the device, its keys, outbox and account device.
+#[utoipa::path(
+    tag = "mqtt",
+    params(("id" = String, Path, description = "The device id")),
+    responses(
+        (status = 200, description = "The device was removed", body = RemovedDevice),
+        (status = 400, description = "Not a device id", body = ErrorBody),
+        (status = 404, description = "No such device", body = ErrorBody),
+    ),
+)]
+#[delete("/mqtt/devices/{id}")]
 async fn remove(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let id = path.into_inner();
     provision::remove(&state.ctx.store, &state.data_dir, &id).map_err(refusal)?;
@@ -135,35 +183,75 @@ async fn remove(state: State, path: web::Path<String>) -> Result<HttpResponse, A
         b.detach(h);
     }
     tracing::info!(device = %id, "MQTT device removed.");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "removed": id })))
+    Ok(HttpResponse::Ok().json(RemovedDevice { removed: id }))
+}
+
+/// The MQTT bridge's state. Without `mqtt.enabled`, only `enabled` and `devices`.
+#[derive(Serialize, ToSchema)]
+struct BridgeState {
+    enabled: bool,
+    /// Provisioned devices.
+    devices: usize,
+    #[serde(flatten)]
+    #[schema(inline)]
+    running: Option<BridgeRunning>,
+}
+
+/// The running bridge's connection and counters.
+#[derive(Serialize, ToSchema)]
+struct BridgeRunning {
+    /// `host:port` of the broker.
+    broker: String,
+    tls: bool,
+    prefix: String,
+    connected: bool,
+    /// Empty when none.
+    last_error: String,
+    connection_errors: u64,
+    up_accepted: u64,
+    up_duplicates: u64,
+    up_deferred: u64,
+    down_published: u64,
+    device_acks: u64,
+    outbox_depth: u64,
+    /// Messages dropped as bad input, by reason.
+    dropped: std::collections::BTreeMap<String, u64>,
 }
 
 /// GET /v1/bridge: the MQTT bridge's state, counters and last error.
-async fn bridge(state: State) -> Result<HttpResponse, AdminError> {
+#[utoipa::path(
+    tag = "mqtt",
+    responses((status = 200, description = "The bridge's state", body = BridgeState)),
+)]
+#[get("/bridge")]
+async fn bridge_state(state: State) -> Result<HttpResponse, AdminError> {
     let cfg = &state.ctx.cfg.mqtt;
     let devices = state.ctx.store.mqtt_devices()?.len();
-    let Some(b) = &state.mqtt else {
-        return Ok(HttpResponse::Ok().json(serde_json::json!({
-            "enabled": false,
-            "devices": devices,
-        })));
-    };
-    let s = &b.stats;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "enabled": true,
-        "broker": format!("{}:{}", cfg.host, cfg.port),
-        "tls": cfg.tls,
-        "prefix": cfg.prefix,
-        "connected": s.connected.load(Ordering::Relaxed),
-        "last_error": s.last_error(),
-        "connection_errors": s.connection_errors.load(Ordering::Relaxed),
-        "devices": devices,
-        "up_accepted": s.up_accepted.load(Ordering::Relaxed),
-        "up_duplicates": s.up_duplicates.load(Ordering::Relaxed),
-        "up_deferred": s.up_deferred.load(Ordering::Relaxed),
-        "down_published": s.down_published.load(Ordering::Relaxed),
-        "device_acks": s.acks.load(Ordering::Relaxed),
-        "outbox_depth": s.outbox_depth.load(Ordering::Relaxed),
-        "dropped": s.dropped_all(),
-    })))
+    let running = state.mqtt.as_ref().map(|b| {
+        let s = &b.stats;
+        BridgeRunning {
+            broker: format!("{}:{}", cfg.host, cfg.port),
+            tls: cfg.tls,
+            prefix: cfg.prefix.clone(),
+            connected: s.connected.load(Ordering::Relaxed),
+            last_error: s.last_error(),
+            connection_errors: s.connection_errors.load(Ordering::Relaxed),
+            up_accepted: s.up_accepted.load(Ordering::Relaxed),
+            up_duplicates: s.up_duplicates.load(Ordering::Relaxed),
+            up_deferred: s.up_deferred.load(Ordering::Relaxed),
+            down_published: s.down_published.load(Ordering::Relaxed),
+            device_acks: s.acks.load(Ordering::Relaxed),
+            outbox_depth: s.outbox_depth.load(Ordering::Relaxed),
+            dropped: s
+                .dropped_all()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        }
+    });
+    Ok(HttpResponse::Ok().json(BridgeState {
+        enabled: running.is_some(),
+        devices,
+        running,
+    }))
 }
