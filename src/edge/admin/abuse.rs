@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::error::ErrorBody;
-use super::{only_params, query_number, AdminError, State};
+use super::{account_param, only_params, query_number, AdminError, State};
 use crate::actors::abuse::{refresh_gauges, until_text};
 use crate::edge::RelayCtx;
 use crate::ids::AccountId;
@@ -193,19 +193,9 @@ async fn list(
     Ok(HttpResponse::Ok().json(RowList { accounts: rows }))
 }
 
-/// The `{account}` route parameter: an E.164 number or an `@handle`.
-fn account_param(ctx: &RelayCtx, text: &str) -> Result<AccountId, AdminError> {
-    let text = text.trim();
-    if text.starts_with('@') {
-        return AccountId::parse(text).map_err(|e| AdminError::bad("account", e.to_string()));
-    }
-    crate::registration::normalise(text, ctx.cfg.registration.default_country.as_ref())
-        .map_err(|e| AdminError::bad("account", format!("not an account ({e}): {text:?}")))
-}
-
 /// An account the relay knows: registered, or with abuse metrics or a verdict.
 fn known(ctx: &RelayCtx, text: &str) -> Result<(AccountId, bool), AdminError> {
-    let a = account_param(ctx, text)?;
+    let a = account_param(ctx, "account", text)?;
     let registered = ctx.store.account_exists(&a)?;
     if !registered && !ctx.store.abuse_has_record(&a)? && ctx.store.abuse_stats(&a)?.is_none() {
         return Err(AdminError::NotFound(format!("no account {a}")));
@@ -216,7 +206,7 @@ fn known(ctx: &RelayCtx, text: &str) -> Result<(AccountId, bool), AdminError> {
 /// GET /v1/abuse/{account}: metrics, verdicts and history of one account.
 #[utoipa::path(
     tag = "abuse",
-    params(("account" = String, Path, description = "A phone number or an @handle")),
+    params(("account" = String, Path, description = "A phone number or an @handle", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     responses(
         (status = 200, description = "The account's metrics, verdict and history", body = Detail),
         (status = 400, description = "Not an account", body = ErrorBody),
@@ -241,7 +231,7 @@ async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
 /// list. Its offence count stays (the ladder continues from it until it decays).
 #[utoipa::path(
     tag = "abuse",
-    params(("account" = String, Path, description = "A phone number or an @handle")),
+    params(("account" = String, Path, description = "A phone number or an @handle", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     responses(
         (status = 200, description = "The account after the lift", body = Row),
         (status = 400, description = "Not an account", body = ErrorBody),
@@ -290,7 +280,7 @@ async fn lift(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
 /// `abuse.watch_evaluate_every`, with `abuse.watched_min_messages`).
 #[utoipa::path(
     tag = "abuse",
-    params(("account" = String, Path, description = "A phone number or an @handle")),
+    params(("account" = String, Path, description = "A phone number or an @handle", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     responses(
         (status = 200, description = "The account on the watch list", body = Row),
         (status = 400, description = "Not an account", body = ErrorBody),

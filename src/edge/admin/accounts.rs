@@ -9,9 +9,9 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::error::ErrorBody;
-use super::{only_params, query_number, AdminError, State};
+use super::{account_param, only_params, query_number, AdminError, State};
 use crate::edge::RelayCtx;
-use crate::ids::{AccountId, DeviceId, DeviceNo};
+use crate::ids::{DeviceId, DeviceNo};
 
 /// Accounts per page when `limit` is not given, and the most a page may hold.
 const DEFAULT_PAGE: usize = 100;
@@ -43,7 +43,7 @@ struct Page {
     tag = "accounts",
     params(
         ("limit" = Option<u32>, Query, description = "Accounts per page (default 100)", minimum = 1, maximum = 1000),
-        ("after" = Option<String>, Query, description = "Start after this phone number (the previous page's `next`)"),
+        ("after" = Option<String>, Query, description = "Start after this phone number (the previous page's `next`)", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$"),
     ),
     responses(
         (status = 200, description = "A page of accounts", body = Page),
@@ -58,7 +58,7 @@ async fn list(
     only_params(&q, &["limit", "after"])?;
     let limit = query_number(&q, "limit", DEFAULT_PAGE, 1..=MAX_PAGE)?;
     let after = match q.get("after") {
-        Some(p) => Some(phone(&state.ctx, "after", p)?),
+        Some(p) => Some(account_param(&state.ctx, "after", p)?),
         None => None,
     };
     let store = &state.ctx.store;
@@ -82,7 +82,7 @@ async fn list(
 
 /// A device of an account.
 #[derive(Serialize, ToSchema)]
-struct DeviceRow {
+struct AccountDevice {
     device: DeviceNo,
     registered_at_ms: u64,
     /// Whether a session of this device is attached now.
@@ -99,14 +99,14 @@ struct AccountDetail {
     phone: String,
     last_seen_ms: u64,
     online: bool,
-    devices: Vec<DeviceRow>,
+    devices: Vec<AccountDevice>,
     queued: usize,
 }
 
 /// GET /v1/accounts/{phone}: an account's devices, last seen and queued entries.
 #[utoipa::path(
     tag = "accounts",
-    params(("phone" = String, Path, description = "The account's phone number (E.164, or national in the default country)")),
+    params(("phone" = String, Path, description = "The account's phone number (E.164, or national in the default country)", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     responses(
         (status = 200, description = "The account", body = AccountDetail),
         (status = 400, description = "Not a phone number", body = ErrorBody),
@@ -116,7 +116,7 @@ struct AccountDetail {
 #[get("/accounts/{phone}")]
 async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let ctx = &state.ctx;
-    let account = phone(ctx, "phone", &path)?;
+    let account = account_param(ctx, "phone", &path)?;
     let devices = ctx.store.devices(&account)?;
     if devices.is_empty() {
         return Err(AdminError::NotFound(format!("no account {account}")));
@@ -124,7 +124,7 @@ async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
     let mut rows = Vec::with_capacity(devices.len());
     for (no, rec) in devices {
         let d = DeviceId::new(account.clone(), no);
-        rows.push(DeviceRow {
+        rows.push(AccountDevice {
             device: no,
             registered_at_ms: rec.registered_at_ms,
             online: is_online(ctx, &d).await,
@@ -156,7 +156,7 @@ struct Removed {
 #[utoipa::path(
     tag = "accounts",
     params(
-        ("phone" = String, Path, description = "The account's phone number"),
+        ("phone" = String, Path, description = "The account's phone number", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$"),
         ("device" = u32, Path, description = "The device number (0 is the primary)"),
     ),
     responses(
@@ -172,7 +172,7 @@ async fn remove_device(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, AdminError> {
     let (p, dev) = path.into_inner();
-    let account = phone(&state.ctx, "phone", &p)?;
+    let account = account_param(&state.ctx, "phone", &p)?;
     let no: DeviceNo = dev.parse().map_err(|_| {
         AdminError::bad(
             "device",
@@ -227,15 +227,4 @@ async fn is_online(ctx: &RelayCtx, d: &DeviceId) -> bool {
             .unwrap_or(false),
         None => false,
     }
-}
-
-/// A phone number parameter, normalised as registration does.
-fn phone(ctx: &RelayCtx, name: &'static str, text: &str) -> Result<AccountId, AdminError> {
-    // In a query string an unencoded `+` arrives as a space.
-    let text = match text.strip_prefix(' ') {
-        Some(rest) => format!("+{rest}"),
-        None => text.to_owned(),
-    };
-    crate::registration::normalise(&text, ctx.cfg.registration.default_country.as_ref())
-        .map_err(|e| AdminError::bad(name, format!("not a phone number ({e}): {text:?}")))
 }

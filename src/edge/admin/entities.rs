@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::error::ErrorBody;
-use super::{only_params, AdminError, State};
+use super::{account_param, only_params, AdminError, State};
 use crate::actors::entity::{
     self, AddAgent, Assign, Change, Close, Configure, EntityError, EntityView, Release,
     RemoveAgent, View, Who,
@@ -31,7 +31,9 @@ pub(super) fn configure(cfg: &mut ServiceConfig) {
         .service(add_agent)
         .service(remove_agent)
         .service(threads)
-        .service(thread_action);
+        .service(assign_thread)
+        .service(release_thread)
+        .service(close_thread);
 }
 
 /// The body of `POST /v1/entities`.
@@ -41,12 +43,15 @@ struct Create {
     /// `@` and a name such as `@acme-branch-12`.
     #[schema(pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$")]
     handle: String,
-    /// The entity's display name (1 to 64 bytes).
+    /// The entity's display name (1 to 64 bytes, no control or bidirectional characters).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ufeff]*$")]
     name: String,
     /// The administrator: a registered account's phone number.
+    #[schema(pattern = "^\\+[1-9][0-9]{7,14}$")]
     admin: String,
     /// A phone number customers may message the entity at.
     #[serde(default)]
+    #[schema(pattern = "^\\+[1-9][0-9]{7,14}$")]
     phone: Option<String>,
     /// `manual` (the default), `round-robin` or `least-loaded`.
     #[serde(default)]
@@ -57,6 +62,7 @@ struct Create {
     copy_admin: bool,
     /// A duration such as "30s" or "5m".
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{1,6}(ms|s|m|h|d)$")]
     auto_assign_after: Option<String>,
 }
 
@@ -64,7 +70,9 @@ struct Create {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Update {
+    /// The entity's display name (1 to 64 bytes, no control or bidirectional characters).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ufeff]*$")]
     name: Option<String>,
     /// `manual`, `round-robin` or `least-loaded`.
     #[serde(default)]
@@ -74,6 +82,7 @@ struct Update {
     copy_admin: Option<bool>,
     /// A duration such as "30s" or "5m".
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{1,6}(ms|s|m|h|d)$")]
     auto_assign_after: Option<String>,
 }
 
@@ -81,7 +90,8 @@ struct Update {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Agent {
-    /// The agent's display name (1 to 64 bytes).
+    /// The agent's display name (1 to 64 bytes, no control or bidirectional characters).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ufeff]*$")]
     name: String,
 }
 
@@ -90,6 +100,7 @@ struct Agent {
 #[serde(deny_unknown_fields)]
 struct AssignBody {
     /// The agent's phone number.
+    #[schema(pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")]
     agent: String,
 }
 
@@ -187,18 +198,6 @@ fn handle_param(text: &str) -> Result<AccountId, AdminError> {
             format!("must be a handle such as @acme-branch-12, got {text:?}"),
         )),
     }
-}
-
-fn account_param(ctx: &RelayCtx, name: &'static str, text: &str) -> Result<AccountId, AdminError> {
-    if text.starts_with('@') {
-        return AccountId::parse(text).map_err(|e| AdminError::bad(name, e.to_string()));
-    }
-    let text = match text.strip_prefix(' ') {
-        Some(rest) => format!("+{rest}"),
-        None => text.to_owned(),
-    };
-    crate::registration::normalise(&text, ctx.cfg.registration.default_country.as_ref())
-        .map_err(|e| AdminError::bad(name, format!("not a phone number ({e}): {text:?}")))
 }
 
 fn policy_param(p: &str) -> Result<AssignPolicy, AdminError> {
@@ -355,11 +354,16 @@ async fn create(state: State, body: web::Json<Create>) -> Result<HttpResponse, A
     };
     entity::check_display_name(&b.name).map_err(|e| AdminError::bad("name", e.to_string()))?;
     let admin = account_param(ctx, "admin", &b.admin)?;
-    if admin.handle().is_some() || !ctx.store.account_exists(&admin)? {
+    if admin.handle().is_some() {
         return Err(AdminError::bad(
             "admin",
-            format!("{admin} is not a registered account"),
+            format!("must be a person's phone number, got {admin}"),
         ));
+    }
+    if !ctx.store.account_exists(&admin)? {
+        return Err(AdminError::NotFound(format!(
+            "no account {admin}: the administrator must be a registered account"
+        )));
     }
     let phone = match &b.phone {
         None => None,
@@ -417,7 +421,7 @@ async fn create(state: State, body: web::Json<Create>) -> Result<HttpResponse, A
 /// GET /v1/entities/{entity}: the entity, its agents with their load, and its threads.
 #[utoipa::path(
     tag = "entities",
-    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12")),
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$")),
     responses(
         (status = 200, description = "The entity", body = EntityJson),
         (status = 400, description = "A malformed parameter or body", body = ErrorBody),
@@ -439,7 +443,7 @@ async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
 /// PATCH /v1/entities/{entity}: `{"name"?, "policy"?, "copy_admin"?, "auto_assign_after"?}`.
 #[utoipa::path(
     tag = "entities",
-    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12")),
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$")),
     request_body = Update,
     responses(
         (status = 200, description = "The entity after the change", body = EntityJson),
@@ -484,7 +488,7 @@ async fn update(
 /// PUT /v1/entities/{entity}/agents/{agent}: adds (or renames) an agent, `{"name"}`.
 #[utoipa::path(
     tag = "entities",
-    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12"), ("agent" = String, Path, description = "The agent's phone number")),
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("agent" = String, Path, description = "The agent's phone number", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     request_body = Agent,
     responses(
         (status = 200, description = "The entity with the agent", body = EntityJson),
@@ -525,7 +529,7 @@ async fn add_agent(
 /// administrator at once and their customers re-key.
 #[utoipa::path(
     tag = "entities",
-    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12"), ("agent" = String, Path, description = "The agent's phone number")),
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("agent" = String, Path, description = "The agent's phone number", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     responses(
         (status = 200, description = "The entity without the agent", body = EntityJson),
         (status = 400, description = "A malformed parameter or body", body = ErrorBody),
@@ -561,7 +565,7 @@ async fn remove_agent(
 /// GET /v1/entities/{entity}/threads?agent=…: the entity's threads, optionally one agent's.
 #[utoipa::path(
     tag = "entities",
-    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12"), ("agent" = Option<String>, Query, description = "Only this agent's threads")),
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("agent" = Option<String>, Query, description = "Only this agent's threads", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     responses(
         (status = 200, description = "The entity's threads", body = ThreadList),
         (status = 400, description = "A malformed parameter or body", body = ErrorBody),
@@ -605,17 +609,20 @@ async fn threads(
     }))
 }
 
-/// POST /v1/entities/{entity}/threads/{customer}/{assign|release|close}: an operator routes a
-/// thread. An operator's assignment carries no history (only the administrator's client can
-/// read it); the agent gets the assignment notice and the customer's next messages.
+/// What an operator does to a customer's thread.
+enum ThreadAction {
+    Assign(AccountId),
+    Release,
+    Close,
+}
+
+/// POST /v1/entities/{entity}/threads/{customer}/assign: an operator assigns a thread to an
+/// agent, `{"agent"}`. An operator's assignment carries no history (only the administrator's
+/// client can read it); the agent gets the assignment notice and the customer's next messages.
 #[utoipa::path(
     tag = "entities",
-    params(
-        ("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12"),
-        ("customer" = String, Path, description = "The customer's phone number"),
-        ("action" = String, Path, description = "assign, release or close", pattern = "^(assign|release|close)$"),
-    ),
-    request_body(content = Option<AssignBody>, description = "For assign: the agent"),
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("customer" = String, Path, description = "The customer's phone number", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    request_body = AssignBody,
     responses(
         (status = 200, description = "The entity with the thread", body = EntityJson),
         (status = 400, description = "A malformed parameter or body", body = ErrorBody),
@@ -623,36 +630,69 @@ async fn threads(
         (status = 503, description = "The relay is shutting down", body = ErrorBody),
     ),
 )]
-#[post("/entities/{entity}/threads/{customer}/{action}")]
+#[post("/entities/{entity}/threads/{customer}/assign")]
+async fn assign_thread(
+    state: State,
+    path: web::Path<(String, String)>,
+    body: web::Json<AssignBody>,
+) -> Result<HttpResponse, AdminError> {
+    let agent = account_param(&state.ctx, "agent", &body.into_inner().agent)?;
+    thread_action(state, path, ThreadAction::Assign(agent)).await
+}
+
+/// POST /v1/entities/{entity}/threads/{customer}/release: the thread returns to the
+/// administrator.
+#[utoipa::path(
+    tag = "entities",
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("customer" = String, Path, description = "The customer's phone number", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    responses(
+        (status = 200, description = "The entity with the thread", body = EntityJson),
+        (status = 400, description = "A malformed parameter or body", body = ErrorBody),
+        (status = 404, description = "No such entity, agent or thread", body = ErrorBody),
+        (status = 503, description = "The relay is shutting down", body = ErrorBody),
+    ),
+)]
+#[post("/entities/{entity}/threads/{customer}/release")]
+async fn release_thread(
+    state: State,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AdminError> {
+    thread_action(state, path, ThreadAction::Release).await
+}
+
+/// POST /v1/entities/{entity}/threads/{customer}/close: the thread is closed.
+#[utoipa::path(
+    tag = "entities",
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("customer" = String, Path, description = "The customer's phone number", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    responses(
+        (status = 200, description = "The entity with the thread", body = EntityJson),
+        (status = 400, description = "A malformed parameter or body", body = ErrorBody),
+        (status = 404, description = "No such entity, agent or thread", body = ErrorBody),
+        (status = 503, description = "The relay is shutting down", body = ErrorBody),
+    ),
+)]
+#[post("/entities/{entity}/threads/{customer}/close")]
+async fn close_thread(
+    state: State,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AdminError> {
+    thread_action(state, path, ThreadAction::Close).await
+}
+
+/// Routes a thread for an operator and answers the entity with that thread.
 async fn thread_action(
     state: State,
-    path: web::Path<(String, String, String)>,
-    body: Option<web::Json<AssignBody>>,
+    path: web::Path<(String, String)>,
+    action: ThreadAction,
 ) -> Result<HttpResponse, AdminError> {
-    let (e, c, action) = path.into_inner();
+    let (e, c) = path.into_inner();
     let id = handle_param(&e)?;
     let customer = account_param(&state.ctx, "customer", &c)?;
-    let agent = match (action.as_str(), body) {
-        ("assign", Some(b)) => Some(account_param(&state.ctx, "agent", &b.into_inner().agent)?),
-        ("assign", None) => {
-            return Err(AdminError::bad(
-                "agent",
-                "assign needs a body {\"agent\": …}",
-            ))
-        }
-        ("release" | "close", _) => None,
-        (other, _) => {
-            return Err(AdminError::bad(
-                "action",
-                format!("must be assign, release or close, got {other:?}"),
-            ))
-        }
-    };
     let v = on_relay(&state, move |ctx| async move {
         let (_, addr) = actor(&ctx, &id)?;
         let by = Who::Operator;
-        let change = match (action.as_str(), agent) {
-            ("assign", Some(agent)) => {
+        let change = match action {
+            ThreadAction::Assign(agent) => {
                 addr.send(Assign {
                     by,
                     customer: customer.clone(),
@@ -660,14 +700,14 @@ async fn thread_action(
                 })
                 .await
             }
-            ("release", _) => {
+            ThreadAction::Release => {
                 addr.send(Release {
                     by,
                     customer: customer.clone(),
                 })
                 .await
             }
-            _ => {
+            ThreadAction::Close => {
                 addr.send(Close {
                     by,
                     customer: customer.clone(),

@@ -250,6 +250,33 @@ fn query_number(
     }
 }
 
+/// An account named by an operator (a path, query or body parameter): an `@handle`, a phone
+/// number in canonical E.164 (taken as it is: it is the store's own form, so a number nobody
+/// registered is simply not found), or a number in another form ("(415) 555 0100"),
+/// normalised with the configured default country as registration does. The OpenAPI
+/// description gives the first two as the parameter's pattern.
+fn account_param(
+    ctx: &crate::edge::RelayCtx,
+    name: &'static str,
+    text: &str,
+) -> Result<crate::ids::AccountId, AdminError> {
+    // In a query string an unencoded `+` arrives as a space.
+    let text = match text.strip_prefix(' ') {
+        Some(rest) => format!("+{rest}"),
+        None => text.to_owned(),
+    };
+    let text = text.trim();
+    if text.starts_with('@') {
+        return crate::ids::AccountId::parse(text).map_err(|e| AdminError::bad(name, e.to_string()));
+    }
+    if let Ok(a) = crate::ids::AccountId::parse_phone(text) {
+        return Ok(a);
+    }
+    crate::registration::normalise(text, ctx.cfg.registration.default_country.as_ref()).map_err(
+        |e| AdminError::bad(name, format!("not a phone number or @handle ({e}): {text:?}")),
+    )
+}
+
 /// Refuses query parameters other than `known`.
 fn only_params(
     q: &std::collections::HashMap<String, String>,

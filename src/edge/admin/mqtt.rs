@@ -29,6 +29,7 @@ struct AddDevice {
     id: String,
     /// A name for people (at most 64 bytes).
     #[serde(default)]
+    #[schema(max_length = 64)]
     name: String,
     /// Group ids the device takes part in (at most 32).
     #[serde(default)]
@@ -38,7 +39,7 @@ struct AddDevice {
 
 /// A provisioned MQTT device.
 #[derive(Serialize, ToSchema)]
-struct DeviceRow {
+struct MqttDevice {
     id: String,
     account: String,
     name: String,
@@ -49,8 +50,8 @@ struct DeviceRow {
     down_topic: String,
 }
 
-fn row(prefix: &str, id: &str, rec: crate::store::MqttDeviceRecord) -> DeviceRow {
-    DeviceRow {
+fn row(prefix: &str, id: &str, rec: crate::store::MqttDeviceRecord) -> MqttDevice {
+    MqttDevice {
         id: id.to_owned(),
         account: format!("@{id}"),
         name: rec.name,
@@ -80,7 +81,7 @@ fn refusal(e: ProvisionError) -> AdminError {
 /// Every provisioned MQTT device.
 #[derive(Serialize, ToSchema)]
 struct DeviceList {
-    devices: Vec<DeviceRow>,
+    devices: Vec<MqttDevice>,
 }
 
 /// GET /v1/mqtt/devices: every provisioned device.
@@ -91,7 +92,7 @@ struct DeviceList {
 #[get("/mqtt/devices")]
 async fn list(state: State) -> Result<HttpResponse, AdminError> {
     let prefix = &state.ctx.cfg.mqtt.prefix;
-    let rows: Vec<DeviceRow> = state
+    let rows: Vec<MqttDevice> = state
         .ctx
         .store
         .mqtt_devices()?
@@ -107,7 +108,7 @@ async fn list(state: State) -> Result<HttpResponse, AdminError> {
     tag = "mqtt",
     request_body = AddDevice,
     responses(
-        (status = 201, description = "The device was provisioned", body = DeviceRow),
+        (status = 201, description = "The device was provisioned", body = MqttDevice),
         (status = 400, description = "A malformed body or field", body = ErrorBody),
         (status = 404, description = "A group in `threads` does not exist", body = ErrorBody),
         (status = 409, description = "The id is already provisioned or names another account", body = ErrorBody),
@@ -168,7 +169,7 @@ struct RemovedDevice {
 /// DELETE /v1/mqtt/devices/{id}: removes the device, its keys, outbox and account device.
 #[utoipa::path(
     tag = "mqtt",
-    params(("id" = String, Path, description = "The device id")),
+    params(("id" = String, Path, description = "The device id", pattern = "^[a-z0-9][a-z0-9.-]{0,31}$")),
     responses(
         (status = 200, description = "The device was removed", body = RemovedDevice),
         (status = 400, description = "Not a device id", body = ErrorBody),
@@ -192,30 +193,35 @@ struct BridgeState {
     enabled: bool,
     /// Provisioned devices.
     devices: usize,
-    #[serde(flatten)]
-    #[schema(inline)]
-    running: Option<BridgeRunning>,
-}
-
-/// The running bridge's connection and counters.
-#[derive(Serialize, ToSchema)]
-struct BridgeRunning {
     /// `host:port` of the broker.
-    broker: String,
-    tls: bool,
-    prefix: String,
-    connected: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connected: Option<bool>,
     /// Empty when none.
-    last_error: String,
-    connection_errors: u64,
-    up_accepted: u64,
-    up_duplicates: u64,
-    up_deferred: u64,
-    down_published: u64,
-    device_acks: u64,
-    outbox_depth: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection_errors: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    up_accepted: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    up_duplicates: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    up_deferred: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    down_published: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_acks: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outbox_depth: Option<u64>,
     /// Messages dropped as bad input, by reason.
-    dropped: std::collections::BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropped: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// GET /v1/bridge: the MQTT bridge's state, counters and last error.
@@ -227,31 +233,46 @@ struct BridgeRunning {
 async fn bridge_state(state: State) -> Result<HttpResponse, AdminError> {
     let cfg = &state.ctx.cfg.mqtt;
     let devices = state.ctx.store.mqtt_devices()?.len();
-    let running = state.mqtt.as_ref().map(|b| {
-        let s = &b.stats;
-        BridgeRunning {
-            broker: format!("{}:{}", cfg.host, cfg.port),
-            tls: cfg.tls,
-            prefix: cfg.prefix.clone(),
-            connected: s.connected.load(Ordering::Relaxed),
-            last_error: s.last_error(),
-            connection_errors: s.connection_errors.load(Ordering::Relaxed),
-            up_accepted: s.up_accepted.load(Ordering::Relaxed),
-            up_duplicates: s.up_duplicates.load(Ordering::Relaxed),
-            up_deferred: s.up_deferred.load(Ordering::Relaxed),
-            down_published: s.down_published.load(Ordering::Relaxed),
-            device_acks: s.acks.load(Ordering::Relaxed),
-            outbox_depth: s.outbox_depth.load(Ordering::Relaxed),
-            dropped: s
-                .dropped_all()
+    let Some(b) = &state.mqtt else {
+        return Ok(HttpResponse::Ok().json(BridgeState {
+            enabled: false,
+            devices,
+            broker: None,
+            tls: None,
+            prefix: None,
+            connected: None,
+            last_error: None,
+            connection_errors: None,
+            up_accepted: None,
+            up_duplicates: None,
+            up_deferred: None,
+            down_published: None,
+            device_acks: None,
+            outbox_depth: None,
+            dropped: None,
+        }));
+    };
+    let s = &b.stats;
+    Ok(HttpResponse::Ok().json(BridgeState {
+        enabled: true,
+        devices,
+        broker: Some(format!("{}:{}", cfg.host, cfg.port)),
+        tls: Some(cfg.tls),
+        prefix: Some(cfg.prefix.clone()),
+        connected: Some(s.connected.load(Ordering::Relaxed)),
+        last_error: Some(s.last_error()),
+        connection_errors: Some(s.connection_errors.load(Ordering::Relaxed)),
+        up_accepted: Some(s.up_accepted.load(Ordering::Relaxed)),
+        up_duplicates: Some(s.up_duplicates.load(Ordering::Relaxed)),
+        up_deferred: Some(s.up_deferred.load(Ordering::Relaxed)),
+        down_published: Some(s.down_published.load(Ordering::Relaxed)),
+        device_acks: Some(s.acks.load(Ordering::Relaxed)),
+        outbox_depth: Some(s.outbox_depth.load(Ordering::Relaxed)),
+        dropped: Some(
+            s.dropped_all()
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
-        }
-    });
-    Ok(HttpResponse::Ok().json(BridgeState {
-        enabled: running.is_some(),
-        devices,
-        running,
+        ),
     }))
 }
