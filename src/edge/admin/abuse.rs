@@ -20,7 +20,7 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 10_000;
 
 pub(super) fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(list).service(show).service(lift).service(watch);
+    cfg.service(list_abuse).service(show_abuse).service(lift_verdict).service(watch_account);
 }
 
 /// A ban.
@@ -161,7 +161,7 @@ fn row(ctx: &RelayCtx, account: &AccountId, rec: &AbuseRecord) -> Result<Row, Ad
     ),
 )]
 #[get("/abuse")]
-async fn list(
+async fn list_abuse(
     state: State,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, AdminError> {
@@ -206,7 +206,7 @@ fn known(ctx: &RelayCtx, text: &str) -> Result<(AccountId, bool), AdminError> {
 /// GET /v1/abuse/{account}: metrics, verdicts and history of one account.
 #[utoipa::path(
     tag = "abuse",
-    params(("account" = String, Path, description = "A phone number or an @handle", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    params(("account" = String, Path, description = "A phone number or an @handle", example = "+14155550101", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     responses(
         (status = 200, description = "The account's metrics, verdict and history", body = Detail),
         (status = 400, description = "Not an account", body = ErrorBody),
@@ -214,7 +214,7 @@ fn known(ctx: &RelayCtx, text: &str) -> Result<(AccountId, bool), AdminError> {
     ),
 )]
 #[get("/abuse/{account}")]
-async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
+async fn show_abuse(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let ctx = &state.ctx;
     let (a, registered) = known(ctx, &path)?;
     let rec = ctx.store.abuse_record(&a)?;
@@ -231,7 +231,7 @@ async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
 /// list. Its offence count stays (the ladder continues from it until it decays).
 #[utoipa::path(
     tag = "abuse",
-    params(("account" = String, Path, description = "A phone number or an @handle", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    params(("account" = String, Path, description = "A phone number or an @handle", example = "+14155550101", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     responses(
         (status = 200, description = "The account after the lift", body = Row),
         (status = 400, description = "Not an account", body = ErrorBody),
@@ -241,7 +241,7 @@ async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
     ),
 )]
 #[post("/abuse/{account}/lift")]
-async fn lift(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
+async fn lift_verdict(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let ctx = &state.ctx;
     let (a, _) = known(ctx, &path)?;
     let now = crate::clock::now_ms();
@@ -280,7 +280,7 @@ async fn lift(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
 /// `abuse.watch_evaluate_every`, with `abuse.watched_min_messages`).
 #[utoipa::path(
     tag = "abuse",
-    params(("account" = String, Path, description = "A phone number or an @handle", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    params(("account" = String, Path, description = "A phone number or an @handle", example = "+14155550101", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     responses(
         (status = 200, description = "The account on the watch list", body = Row),
         (status = 400, description = "Not an account", body = ErrorBody),
@@ -290,7 +290,7 @@ async fn lift(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
     ),
 )]
 #[post("/abuse/{account}/watch")]
-async fn watch(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
+async fn watch_account(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let ctx = &state.ctx;
     let (a, _) = known(ctx, &path)?;
     let now = crate::clock::now_ms();

@@ -18,7 +18,7 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
 pub(super) fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(list).service(show).service(remove_device);
+    cfg.service(list_accounts).service(show_account).service(remove_device);
 }
 
 /// An account in a listing.
@@ -43,7 +43,7 @@ struct Page {
     tag = "accounts",
     params(
         ("limit" = Option<u32>, Query, description = "Accounts per page (default 100)", minimum = 1, maximum = 1000),
-        ("after" = Option<String>, Query, description = "Start after this phone number (the previous page's `next`)", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$"),
+        ("after" = Option<String>, Query, description = "Start after this phone number (the previous page's `next`)", example = "+14155550101", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$"),
     ),
     responses(
         (status = 200, description = "A page of accounts", body = Page),
@@ -51,7 +51,7 @@ struct Page {
     ),
 )]
 #[get("/accounts")]
-async fn list(
+async fn list_accounts(
     state: State,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, AdminError> {
@@ -106,7 +106,7 @@ struct AccountDetail {
 /// GET /v1/accounts/{phone}: an account's devices, last seen and queued entries.
 #[utoipa::path(
     tag = "accounts",
-    params(("phone" = String, Path, description = "The account's phone number (E.164, or national in the default country)", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    params(("phone" = String, Path, description = "The account's phone number (E.164, or national in the default country)", example = "+14155550101", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     responses(
         (status = 200, description = "The account", body = AccountDetail),
         (status = 400, description = "Not a phone number", body = ErrorBody),
@@ -114,7 +114,7 @@ struct AccountDetail {
     ),
 )]
 #[get("/accounts/{phone}")]
-async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
+async fn show_account(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let ctx = &state.ctx;
     let account = account_param(ctx, "phone", &path)?;
     let devices = ctx.store.devices(&account)?;
@@ -156,7 +156,7 @@ struct Removed {
 #[utoipa::path(
     tag = "accounts",
     params(
-        ("phone" = String, Path, description = "The account's phone number", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$"),
+        ("phone" = String, Path, description = "The account's phone number", example = "+14155550101", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$"),
         ("device" = u32, Path, description = "The device number (0 is the primary)"),
     ),
     responses(

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::error::ErrorBody;
-use super::{account_param, only_params, AdminError, State};
+use super::{account_param, only_params, AdminError, Object, State};
 use crate::actors::entity::{
     self, AddAgent, Assign, Change, Close, Configure, EntityError, EntityView, Release,
     RemoveAgent, View, Who,
@@ -24,13 +24,13 @@ use crate::ids::AccountId;
 use crate::store::{AssignPolicy, EntityRecord};
 
 pub(super) fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(list)
-        .service(create)
-        .service(show)
-        .service(update)
+    cfg.service(list_entities)
+        .service(create_entity)
+        .service(show_entity)
+        .service(update_entity)
         .service(add_agent)
         .service(remove_agent)
-        .service(threads)
+        .service(list_threads)
         .service(assign_thread)
         .service(release_thread)
         .service(close_thread);
@@ -297,7 +297,7 @@ async fn announce(ctx: &RelayCtx, id: &AccountId, changes: &[Change]) -> Result<
     ),
 )]
 #[get("/entities")]
-async fn list(
+async fn list_entities(
     state: State,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, AdminError> {
@@ -337,8 +337,8 @@ async fn list(
     ),
 )]
 #[post("/entities")]
-async fn create(state: State, body: web::Json<Create>) -> Result<HttpResponse, AdminError> {
-    let b = body.into_inner();
+async fn create_entity(state: State, body: Object<Create>) -> Result<HttpResponse, AdminError> {
+    let b = body.0;
     let ctx = &state.ctx;
     let handle = match AccountId::parse(&b.handle) {
         Ok(a) if a.handle().is_some() => a,
@@ -421,7 +421,7 @@ async fn create(state: State, body: web::Json<Create>) -> Result<HttpResponse, A
 /// GET /v1/entities/{entity}: the entity, its agents with their load, and its threads.
 #[utoipa::path(
     tag = "entities",
-    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$")),
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", example = "@acme", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$")),
     responses(
         (status = 200, description = "The entity", body = EntityJson),
         (status = 400, description = "A malformed parameter or body", body = ErrorBody),
@@ -430,7 +430,7 @@ async fn create(state: State, body: web::Json<Create>) -> Result<HttpResponse, A
     ),
 )]
 #[get("/entities/{entity}")]
-async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
+async fn show_entity(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let id = handle_param(&path.into_inner())?;
     let v = on_relay(
         &state,
@@ -443,7 +443,7 @@ async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
 /// PATCH /v1/entities/{entity}: `{"name"?, "policy"?, "copy_admin"?, "auto_assign_after"?}`.
 #[utoipa::path(
     tag = "entities",
-    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$")),
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", example = "@acme", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$")),
     request_body = Update,
     responses(
         (status = 200, description = "The entity after the change", body = EntityJson),
@@ -453,13 +453,13 @@ async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
     ),
 )]
 #[patch("/entities/{entity}")]
-async fn update(
+async fn update_entity(
     state: State,
     path: web::Path<String>,
-    body: web::Json<Update>,
+    body: Object<Update>,
 ) -> Result<HttpResponse, AdminError> {
     let id = handle_param(&path.into_inner())?;
-    let b = body.into_inner();
+    let b = body.0;
     let policy = b.policy.as_deref().map(policy_param).transpose()?;
     let auto = b
         .auto_assign_after
@@ -488,7 +488,7 @@ async fn update(
 /// PUT /v1/entities/{entity}/agents/{agent}: adds (or renames) an agent, `{"name"}`.
 #[utoipa::path(
     tag = "entities",
-    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("agent" = String, Path, description = "The agent's phone number", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", example = "@acme", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("agent" = String, Path, description = "The agent's phone number (a registered account)", example = "+14155550102", pattern = "^\\+[1-9][0-9]{7,14}$")),
     request_body = Agent,
     responses(
         (status = 200, description = "The entity with the agent", body = EntityJson),
@@ -501,12 +501,23 @@ async fn update(
 async fn add_agent(
     state: State,
     path: web::Path<(String, String)>,
-    body: web::Json<Agent>,
+    body: Object<Agent>,
 ) -> Result<HttpResponse, AdminError> {
     let (e, a) = path.into_inner();
     let id = handle_param(&e)?;
     let agent = account_param(&state.ctx, "agent", &a)?;
-    let name = body.into_inner().name;
+    if agent.handle().is_some() {
+        return Err(AdminError::bad(
+            "agent",
+            format!("must be a person's phone number, got {agent}"),
+        ));
+    }
+    if !state.ctx.store.account_exists(&agent)? {
+        return Err(AdminError::NotFound(format!(
+            "no account {agent}: an agent must be a registered account"
+        )));
+    }
+    let name = body.0.name;
     let v = on_relay(&state, move |ctx| async move {
         let (_, addr) = actor(&ctx, &id)?;
         addr.send(AddAgent {
@@ -529,7 +540,7 @@ async fn add_agent(
 /// administrator at once and their customers re-key.
 #[utoipa::path(
     tag = "entities",
-    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("agent" = String, Path, description = "The agent's phone number", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", example = "@acme", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("agent" = String, Path, description = "The agent's phone number", example = "+14155550102", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     responses(
         (status = 200, description = "The entity without the agent", body = EntityJson),
         (status = 400, description = "A malformed parameter or body", body = ErrorBody),
@@ -565,7 +576,7 @@ async fn remove_agent(
 /// GET /v1/entities/{entity}/threads?agent=…: the entity's threads, optionally one agent's.
 #[utoipa::path(
     tag = "entities",
-    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("agent" = Option<String>, Query, description = "Only this agent's threads", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", example = "@acme", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("agent" = Option<String>, Query, description = "Only this agent's threads", example = "+14155550102", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     responses(
         (status = 200, description = "The entity's threads", body = ThreadList),
         (status = 400, description = "A malformed parameter or body", body = ErrorBody),
@@ -574,7 +585,7 @@ async fn remove_agent(
     ),
 )]
 #[get("/entities/{entity}/threads")]
-async fn threads(
+async fn list_threads(
     state: State,
     path: web::Path<String>,
     q: web::Query<HashMap<String, String>>,
@@ -621,7 +632,7 @@ enum ThreadAction {
 /// client can read it); the agent gets the assignment notice and the customer's next messages.
 #[utoipa::path(
     tag = "entities",
-    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("customer" = String, Path, description = "The customer's phone number", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", example = "@acme", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("customer" = String, Path, description = "The customer's phone number", example = "+14155550103", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     request_body = AssignBody,
     responses(
         (status = 200, description = "The entity with the thread", body = EntityJson),
@@ -634,9 +645,9 @@ enum ThreadAction {
 async fn assign_thread(
     state: State,
     path: web::Path<(String, String)>,
-    body: web::Json<AssignBody>,
+    body: Object<AssignBody>,
 ) -> Result<HttpResponse, AdminError> {
-    let agent = account_param(&state.ctx, "agent", &body.into_inner().agent)?;
+    let agent = account_param(&state.ctx, "agent", &body.0.agent)?;
     thread_action(state, path, ThreadAction::Assign(agent)).await
 }
 
@@ -644,7 +655,7 @@ async fn assign_thread(
 /// administrator.
 #[utoipa::path(
     tag = "entities",
-    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("customer" = String, Path, description = "The customer's phone number", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", example = "@acme", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("customer" = String, Path, description = "The customer's phone number", example = "+14155550103", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     responses(
         (status = 200, description = "The entity with the thread", body = EntityJson),
         (status = 400, description = "A malformed parameter or body", body = ErrorBody),
@@ -663,7 +674,7 @@ async fn release_thread(
 /// POST /v1/entities/{entity}/threads/{customer}/close: the thread is closed.
 #[utoipa::path(
     tag = "entities",
-    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("customer" = String, Path, description = "The customer's phone number", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    params(("entity" = String, Path, description = "The entity's handle, e.g. @acme-branch-12", example = "@acme", pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$"), ("customer" = String, Path, description = "The customer's phone number", example = "+14155550103", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
     responses(
         (status = 200, description = "The entity with the thread", body = EntityJson),
         (status = 400, description = "A malformed parameter or body", body = ErrorBody),

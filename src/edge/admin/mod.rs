@@ -277,6 +277,44 @@ fn account_param(
     )
 }
 
+/// A JSON request body that must be an object with `T`'s fields. serde also reads a struct
+/// from a JSON array (`[null, null]` as positional fields), which an operator API must refuse
+/// rather than take as "change nothing".
+pub(super) struct Object<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for Object<T> {
+    type Error = actix_web::Error;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let json = web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move {
+            let value = json.await?.into_inner();
+            Ok(Object(from_object(value)?))
+        })
+    }
+}
+
+/// `value` as a `T`, if it is a JSON object.
+fn from_object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, AdminError> {
+    let kind = match &value {
+        serde_json::Value::Object(_) => None,
+        serde_json::Value::Array(_) => Some("an array"),
+        serde_json::Value::String(_) => Some("a string"),
+        serde_json::Value::Number(_) => Some("a number"),
+        serde_json::Value::Bool(_) => Some("a boolean"),
+        serde_json::Value::Null => Some("null"),
+    };
+    if let Some(kind) = kind {
+        return Err(AdminError::bad(
+            "body",
+            format!("must be a JSON object, got {kind}"),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| AdminError::bad("body", format!("not the expected JSON: {e}")))
+}
+
 /// Refuses query parameters other than `known`.
 fn only_params(
     q: &std::collections::HashMap<String, String>,

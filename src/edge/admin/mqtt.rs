@@ -10,13 +10,13 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::error::ErrorBody;
-use super::{AdminError, State};
+use super::{AdminError, Object, State};
 use crate::edge::mqtt::provision::{self, ProvisionError};
 
 pub(super) fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(list)
-        .service(add)
-        .service(remove)
+    cfg.service(list_mqtt_devices)
+        .service(add_mqtt_device)
+        .service(remove_mqtt_device)
         .service(bridge_state);
 }
 
@@ -90,7 +90,7 @@ struct DeviceList {
     responses((status = 200, description = "Every provisioned device", body = DeviceList)),
 )]
 #[get("/mqtt/devices")]
-async fn list(state: State) -> Result<HttpResponse, AdminError> {
+async fn list_mqtt_devices(state: State) -> Result<HttpResponse, AdminError> {
     let prefix = &state.ctx.cfg.mqtt.prefix;
     let rows: Vec<MqttDevice> = state
         .ctx
@@ -116,8 +116,8 @@ async fn list(state: State) -> Result<HttpResponse, AdminError> {
     ),
 )]
 #[post("/mqtt/devices")]
-async fn add(state: State, body: web::Json<AddDevice>) -> Result<HttpResponse, AdminError> {
-    let body = body.into_inner();
+async fn add_mqtt_device(state: State, body: Object<AddDevice>) -> Result<HttpResponse, AdminError> {
+    let body = body.0;
     let ctx = state.ctx.clone();
     let bridge = state.mqtt.clone();
     let data_dir = state.data_dir.clone();
@@ -169,7 +169,7 @@ struct RemovedDevice {
 /// DELETE /v1/mqtt/devices/{id}: removes the device, its keys, outbox and account device.
 #[utoipa::path(
     tag = "mqtt",
-    params(("id" = String, Path, description = "The device id", pattern = "^[a-z0-9][a-z0-9.-]{0,31}$")),
+    params(("id" = String, Path, description = "The device id", example = "sensor-1", pattern = "^[a-z0-9][a-z0-9.-]{0,31}$")),
     responses(
         (status = 200, description = "The device was removed", body = RemovedDevice),
         (status = 400, description = "Not a device id", body = ErrorBody),
@@ -177,7 +177,7 @@ struct RemovedDevice {
     ),
 )]
 #[delete("/mqtt/devices/{id}")]
-async fn remove(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
+async fn remove_mqtt_device(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let id = path.into_inner();
     provision::remove(&state.ctx.store, &state.data_dir, &id).map_err(refusal)?;
     if let (Some(b), Ok(h)) = (&state.mqtt, crate::ids::Handle::parse(&id)) {

@@ -181,9 +181,12 @@ mod tests {
         );
         let paths = doc["paths"].as_object().unwrap();
         let mut operations = 0;
+        let mut ids = std::collections::BTreeSet::new();
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 operations += 1;
+                let id = op["operationId"].as_str().unwrap();
+                assert!(ids.insert(id.to_owned()), "operationId {id} twice");
                 let secured = op.get("security").is_some();
                 let open = !path.starts_with("/v1/") || path == PATH;
                 assert_eq!(secured, !open, "{method} {path}");

@@ -222,7 +222,7 @@ struct AccountBlobUsage {
 #[utoipa::path(
     tag = "operations",
     params(
-        ("account" = Option<String>, Query, description = "An account (E.164 phone number or @handle) whose usage to add", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$"),
+        ("account" = Option<String>, Query, description = "An account (E.164 phone number or @handle) whose usage to add", example = "+14155550101", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$"),
     ),
     responses(
         (status = 200, description = "Blob usage", body = BlobUsage),
