@@ -130,20 +130,15 @@ fn readiness(bound: bool, shutting_down: bool, store_ok: bool) -> Result<(), &'s
 )]
 #[get("/metrics")]
 async fn render_metrics(state: State) -> Result<HttpResponse, AdminError> {
-    let ctx = state.ctx.clone();
-    let snapshot = web::block(move || -> Result<metrics::Snapshot, AdminError> {
-        let counts = ctx.store.counts()?;
-        let (blobs, blob_bytes) = ctx.store.blob_totals()?;
-        Ok(metrics::Snapshot {
-            queue_depth: counts.queued,
-            accounts: counts.accounts,
-            devices: counts.devices,
-            blobs,
-            blob_bytes,
-        })
-    })
-    .await
-    .map_err(|e| AdminError::Internal(e.to_string()))??;
+    // The store's counts are kept up to date as things change: reading them is no scan.
+    let counts = state.ctx.store.counts();
+    let snapshot = metrics::Snapshot {
+        queue_depth: counts.queued,
+        accounts: counts.accounts,
+        devices: counts.devices,
+        blobs: counts.blobs,
+        blob_bytes: counts.blob_bytes,
+    };
     Ok(HttpResponse::Ok()
         .content_type(metrics::CONTENT_TYPE)
         .body(metrics::render(&snapshot)))
@@ -172,10 +167,7 @@ struct Stats {
 )]
 #[get("/stats")]
 async fn stats(state: State) -> Result<HttpResponse, AdminError> {
-    let ctx = state.ctx.clone();
-    let counts = web::block(move || ctx.store.counts())
-        .await
-        .map_err(|e| AdminError::Internal(e.to_string()))??;
+    let counts = state.ctx.store.counts();
     let mut connections: BTreeMap<&'static str, i64> = metrics::TRANSPORTS
         .iter()
         .map(|t| (*t, metrics::open_connections(t)))
@@ -245,7 +237,8 @@ async fn blob_usage(
     let ctx = state.ctx.clone();
     let dir = state.data_dir.clone();
     let usage = web::block(move || -> Result<BlobUsage, AdminError> {
-        let (stored_blobs, stored_bytes) = ctx.store.blob_totals()?;
+        let counts = ctx.store.counts();
+        let (stored_blobs, stored_bytes) = (counts.blobs, counts.blob_bytes);
         let disk = crate::backup::blob_usage(&dir)
             .map_err(|e| AdminError::Internal(format!("reading the blob directory: {e}")))?;
         let account = match account {

@@ -62,6 +62,7 @@ impl Retirer {
             batch.insert(keys::queue(d, *seq), encode(&**rec));
         }
         self.t.deviceseq_queuerecord.apply_batch(batch)?;
+        self.t.counts.retired_added(entries.len());
         {
             let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
             seen::write_batches(&self.t, &mut batches, seen)?;
@@ -84,7 +85,7 @@ impl Retirer {
             gone
         };
         for (d, seq) in acked_meanwhile {
-            self.t.deviceseq_queuerecord.remove(keys::queue(&d, seq))?;
+            self.t.counts.remove_retired(&self.t.deviceseq_queuerecord, keys::queue(&d, seq))?;
         }
         tracing::debug!(upto, "Message-log segments retired.");
         Ok(())
