@@ -362,7 +362,7 @@ async fn create_entity(state: State, body: Object<Create>) -> Result<HttpRespons
     }
     if !ctx.store.account_exists(&admin)? {
         return Err(AdminError::NotFound(format!(
-            "no account {admin}: the administrator must be a registered account"
+            "{admin} is not a registered account (an administrator must be one)"
         )));
     }
     let phone = match &b.phone {
@@ -514,7 +514,7 @@ async fn add_agent(
     }
     if !state.ctx.store.account_exists(&agent)? {
         return Err(AdminError::NotFound(format!(
-            "no account {agent}: an agent must be a registered account"
+            "{agent} is not a registered account (an agent must be one)"
         )));
     }
     let name = body.0.name;
