@@ -136,9 +136,15 @@ async fn schemathesis_finds_no_failure_in_any_operation_of_the_admin_api() {
     let url = format!("{}/v1/openapi.json", relay.admin_url());
     let started = Instant::now();
     let mut child = Command::new(schemathesis())
-        .args(["--config-file", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml")])
+        .args([
+            "--config-file",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml"),
+        ])
         .args(["run", &url, "--max-examples", MAX_EXAMPLES, "--no-color"])
-        .args(["-H", &format!("Authorization: Bearer {}", relay.admin_token())])
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {}", relay.admin_token()),
+        ])
         // No telemetry, no report upload, and the run's own files in the relay's temp dir.
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .current_dir(relay.dir.path())
@@ -175,7 +181,12 @@ async fn schemathesis_finds_no_failure_in_any_operation_of_the_admin_api() {
     };
     out.push_str(&reader.join().unwrap());
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     eprintln!(
         "schemathesis took {:.1} s:\n{}",
         started.elapsed().as_secs_f64(),

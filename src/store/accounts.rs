@@ -180,7 +180,12 @@ impl Store {
         };
         {
             let _counting = self.t.counts.account_change();
-            if self.t.accountdevice_record.remove(keys::device(d))?.is_some() {
+            if self
+                .t
+                .accountdevice_record
+                .remove(keys::device(d))?
+                .is_some()
+            {
                 let account_gone = !self.account_exists(&d.account)?;
                 self.t.counts.device_removed(account_gone);
             }

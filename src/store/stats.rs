@@ -45,12 +45,12 @@ pub(super) struct Counts {
 }
 
 fn add(n: &AtomicU64, by: u64) {
-    n.fetch_add(by, Ordering::Relaxed);
+    n.fetch_add(by, Ordering::AcqRel);
 }
 
 /// Subtracts without wrapping: a count is never below zero, whatever the order of updates.
 fn sub(n: &AtomicU64, by: u64) {
-    let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+    let _ = n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
         Some(v.saturating_sub(by))
     });
 }
@@ -123,6 +123,8 @@ impl Counts {
     }
 
     /// `n` queue entries were written to `deviceseq_queuerecord` (retired from the log).
+    /// Called under the log's lock, where they leave its pending entries, so that a reader
+    /// of both ([`Store::queue_depth`]) sees them in one place or the other.
     pub(in crate::store) fn retired_added(&self, n: usize) {
         add(&self.retired_queued, count(n));
     }
@@ -161,6 +163,9 @@ pub struct AccountSummary {
     pub devices: Vec<(DeviceNo, DeviceRecord)>,
 }
 
+/// How often [`Store::queue_depth`] rereads while retirements move its two halves.
+const CONSISTENT_READ_TRIES: usize = 8;
+
 fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
@@ -183,17 +188,30 @@ impl Counts {
 impl Store {
     /// How much the store holds, from the counts (no scan).
     pub fn counts(&self) -> StoreCounts {
-        self.t.counts.snapshot(count(self.log.pending_count()))
+        let mut c = self.t.counts.snapshot(0);
+        c.queued = self.queue_depth();
+        c
     }
 
     /// Entries waiting in every device queue: the log's pending ones and the retired ones.
-    /// During a retirement an entry is briefly in both, and counted twice.
+    ///
+    /// The retired count is read on both sides of the log's (which takes the log's lock): a
+    /// retirement moves entries from the log to the count under that lock, so two equal reads
+    /// mean the log's count saw the same retirements. After a few tries the last reading is
+    /// taken (off by at most the retirement in flight).
     pub fn queue_depth(&self) -> u64 {
-        self.t
-            .counts
-            .retired_queued
-            .load(Ordering::Relaxed)
-            .saturating_add(count(self.log.pending_count()))
+        let retired = &self.t.counts.retired_queued;
+        let mut depth = 0;
+        for _ in 0..CONSISTENT_READ_TRIES {
+            let before = retired.load(Ordering::Acquire);
+            let pending = count(self.log.pending_count());
+            let after = retired.load(Ordering::Acquire);
+            depth = after.saturating_add(pending);
+            if before == after {
+                break;
+            }
+        }
+        depth
     }
 
     /// Up to `limit` accounts in phone-number order, starting after `after` (exclusive).
@@ -328,8 +346,16 @@ mod tests {
         let b_second = s.queue_push(&b0, &msg(4)).unwrap();
         want.queued = 4;
         check(&s, want);
-        assert_eq!(s.queue_remove_many(&b0, &[b_first, b_second]).unwrap().len(), 2);
-        assert!(s.queue_remove(&b0, b_first).unwrap().is_none(), "gone already");
+        assert_eq!(
+            s.queue_remove_many(&b0, &[b_first, b_second])
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(
+            s.queue_remove(&b0, b_first).unwrap().is_none(),
+            "gone already"
+        );
         want.queued = 2;
         check(&s, want);
 
@@ -370,15 +396,24 @@ mod tests {
         want.queued = 0;
         check(&s, want);
 
-        // A restart loads what the counts said.
-        s.queue_push(&b0, &msg(5)).unwrap();
-        want.queued = 1;
+        // A restart loads what the counts said; acks after it count too.
+        let b_third = s.queue_push(&b0, &msg(5)).unwrap();
+        let b_fourth = s.queue_push(&b0, &msg(6)).unwrap();
+        want.queued = 2;
         s.flush().unwrap();
         drop(s);
         let s = Store::open(dir.path()).unwrap();
         // The log may retire what it replayed as it starts; while it does, an entry is in
         // both places (and counted twice), so the numbers are read once it is done.
         s.log().retire_all().unwrap();
+        check(&s, want);
+        assert_eq!(
+            s.queue_remove_many(&b0, &[b_third, b_fourth])
+                .unwrap()
+                .len(),
+            2
+        );
+        want.queued = 0;
         check(&s, want);
     }
 }

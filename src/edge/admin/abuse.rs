@@ -20,7 +20,10 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 10_000;
 
 pub(super) fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(list_abuse).service(show_abuse).service(lift_verdict).service(watch_account);
+    cfg.service(list_abuse)
+        .service(show_abuse)
+        .service(lift_verdict)
+        .service(watch_account);
 }
 
 /// A ban.

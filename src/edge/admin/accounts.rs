@@ -18,7 +18,9 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
 pub(super) fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(list_accounts).service(show_account).service(remove_device);
+    cfg.service(list_accounts)
+        .service(show_account)
+        .service(remove_device);
 }
 
 /// An account in a listing.

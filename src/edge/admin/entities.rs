@@ -44,7 +44,11 @@ struct Create {
     #[schema(pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$")]
     handle: String,
     /// The entity's display name (1 to 64 bytes, no control or bidirectional characters).
-    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ufeff]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ufeff]*$"
+    )]
     name: String,
     /// The administrator: a registered account's phone number.
     #[schema(pattern = "^\\+[1-9][0-9]{7,14}$")]
@@ -72,7 +76,11 @@ struct Create {
 struct Update {
     /// The entity's display name (1 to 64 bytes, no control or bidirectional characters).
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ufeff]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ufeff]*$"
+    )]
     name: Option<String>,
     /// `manual`, `round-robin` or `least-loaded`.
     #[serde(default)]
@@ -91,7 +99,11 @@ struct Update {
 #[serde(deny_unknown_fields)]
 struct Agent {
     /// The agent's display name (1 to 64 bytes, no control or bidirectional characters).
-    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ufeff]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ufeff]*$"
+    )]
     name: String,
 }
 
@@ -610,8 +622,7 @@ async fn list_threads(
     }
     let mut j = json(&v);
     if let Some(a) = &agent {
-        j.threads
-            .retain(|t| t.agent.as_deref() == Some(a.as_str()));
+        j.threads.retain(|t| t.agent.as_deref() == Some(a.as_str()));
     }
     Ok(HttpResponse::Ok().json(ThreadList {
         handle: j.handle,

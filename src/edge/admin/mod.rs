@@ -144,10 +144,8 @@ async fn not_found(
 ) -> Result<HttpResponse, actix_web::Error> {
     match req.match_pattern() {
         Some(route) => {
-            let err = AdminError::MethodNotAllowed(format!(
-                "{route} does not accept {}",
-                req.method()
-            ));
+            let err =
+                AdminError::MethodNotAllowed(format!("{route} does not accept {}", req.method()));
             let mut res = actix_web::ResponseError::error_response(&err);
             if let Some(allow) = spec
                 .allowed(&route)
@@ -158,12 +156,9 @@ async fn not_found(
             }
             Ok(res)
         }
-        None => Err(AdminError::NotFound(format!(
-            "no route {} {}",
-            req.method(),
-            req.path()
-        ))
-        .into()),
+        None => {
+            Err(AdminError::NotFound(format!("no route {} {}", req.method(), req.path())).into())
+        }
     }
 }
 
@@ -267,13 +262,19 @@ fn account_param(
     };
     let text = text.trim();
     if text.starts_with('@') {
-        return crate::ids::AccountId::parse(text).map_err(|e| AdminError::bad(name, e.to_string()));
+        return crate::ids::AccountId::parse(text)
+            .map_err(|e| AdminError::bad(name, e.to_string()));
     }
     if let Ok(a) = crate::ids::AccountId::parse_phone(text) {
         return Ok(a);
     }
     crate::registration::normalise(text, ctx.cfg.registration.default_country.as_ref()).map_err(
-        |e| AdminError::bad(name, format!("not a phone number or @handle ({e}): {text:?}")),
+        |e| {
+            AdminError::bad(
+                name,
+                format!("not a phone number or @handle ({e}): {text:?}"),
+            )
+        },
     )
 }
 

@@ -116,7 +116,10 @@ async fn list_mqtt_devices(state: State) -> Result<HttpResponse, AdminError> {
     ),
 )]
 #[post("/mqtt/devices")]
-async fn add_mqtt_device(state: State, body: Object<AddDevice>) -> Result<HttpResponse, AdminError> {
+async fn add_mqtt_device(
+    state: State,
+    body: Object<AddDevice>,
+) -> Result<HttpResponse, AdminError> {
     let body = body.0;
     let ctx = state.ctx.clone();
     let bridge = state.mqtt.clone();
@@ -177,7 +180,10 @@ struct RemovedDevice {
     ),
 )]
 #[delete("/mqtt/devices/{id}")]
-async fn remove_mqtt_device(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
+async fn remove_mqtt_device(
+    state: State,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
     let id = path.into_inner();
     provision::remove(&state.ctx.store, &state.data_dir, &id).map_err(refusal)?;
     if let (Some(b), Ok(h)) = (&state.mqtt, crate::ids::Handle::parse(&id)) {

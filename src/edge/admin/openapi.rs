@@ -134,7 +134,10 @@ fn protect(op: &mut Operation) {
     )]);
     for (status, why) in [
         ("401", "No bearer token, or not the relay's"),
-        ("500", "The store or the disk failed (details in the relay's log)"),
+        (
+            "500",
+            "The store or the disk failed (details in the relay's log)",
+        ),
     ] {
         op.responses
             .responses
@@ -193,10 +196,22 @@ mod tests {
                 if secured {
                     assert!(op["responses"]["401"].is_object(), "{method} {path}");
                 }
-                assert!(op["responses"].as_object().unwrap().keys().any(|s| s.starts_with('2')), "{method} {path} has no success answer");
+                assert!(
+                    op["responses"]
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .any(|s| s.starts_with('2')),
+                    "{method} {path} has no success answer"
+                );
             }
         }
         // 3 open routes, the description, and 27 token routes.
-        assert_eq!(operations, 31, "{}", serde_json::to_string_pretty(&doc["paths"]).unwrap());
+        assert_eq!(
+            operations,
+            31,
+            "{}",
+            serde_json::to_string_pretty(&doc["paths"]).unwrap()
+        );
     }
 }

@@ -22,9 +22,7 @@ const BACKUP_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Routes that need no token.
 pub(super) fn configure_open(cfg: &mut ServiceConfig) {
-    cfg.service(healthz)
-        .service(readyz)
-        .service(render_metrics);
+    cfg.service(healthz).service(readyz).service(render_metrics);
 }
 
 /// Routes under `/v1`.
