@@ -233,3 +233,113 @@ async fn schemathesis_finds_no_failure_in_any_operation_of_the_admin_api() {
     let logs = relay.logs();
     assert!(!logs.contains("panicked"), "the relay panicked:\n{logs}");
 }
+
+#[tokio::test]
+async fn bad_bodies_and_references_get_specific_errors() {
+    let relay = Relay::start();
+    drop(relay.user("alice", ALICE).await);
+    let (status, v) = api(
+        &relay,
+        "POST",
+        "/v1/entities",
+        Some(serde_json::json!({"handle": "@acme", "name": "Acme", "admin": ALICE})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let raw = |method: &str, path: &str, body: &str| {
+        let url = format!("{}{path}", relay.admin_url());
+        let req = agent()
+            .run(
+                ureq::http::Request::builder()
+                    .method(method)
+                    .uri(&url)
+                    .header("Authorization", format!("Bearer {}", relay.admin_token()))
+                    .header("Content-Type", "application/json")
+                    .body(body.to_owned())
+                    .unwrap(),
+            )
+            .unwrap();
+        let status = req.status().as_u16();
+        let v: serde_json::Value =
+            serde_json::from_str(&req.into_body().read_to_string().unwrap()).unwrap();
+        (status, v)
+    };
+    // serde would read a struct from an array; the API wants an object.
+    for (method, path, body) in [
+        ("PATCH", "/v1/entities/@acme", "[null, null]"),
+        ("POST", "/v1/entities", "[\"@x\", \"X\", \"+14155550101\"]"),
+        ("POST", "/v1/mqtt/devices", "\"sensor-1\""),
+        ("PUT", "/v1/entities/@acme/agents/%2B14155550102", "null"),
+    ] {
+        let (status, v) = raw(method, path, body);
+        assert_eq!(status, 400, "{method} {path} {body}: {v}");
+        assert_eq!(v["error"]["parameter"], "body", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("must be a JSON object"),
+            "{v}"
+        );
+    }
+    // Assigning needs the agent; the other actions take no body.
+    let (status, v) = raw(
+        "POST",
+        "/v1/entities/@acme/threads/%2B14155550103/assign",
+        "",
+    );
+    assert_eq!(
+        (status, &v["error"]["parameter"]),
+        (400, &"body".into()),
+        "{v}"
+    );
+    // References to what does not exist: 404, naming it.
+    let (status, v) = raw(
+        "PUT",
+        "/v1/entities/@acme/agents/%2B14155550199",
+        "{\"name\": \"Nobody\"}",
+    );
+    assert_eq!(status, 404, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("+14155550199 is not a registered account"),
+        "{v}"
+    );
+    let (status, v) = raw(
+        "POST",
+        "/v1/entities",
+        "{\"handle\": \"@other\", \"name\": \"X\", \"admin\": \"+14155550199\"}",
+    );
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = raw(
+        "POST",
+        "/v1/mqtt/devices",
+        "{\"id\": \"till-1\", \"threads\": [\"g-nope\"]}",
+    );
+    assert_eq!(status, 404, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{v}"
+    );
+    // Provisioning what exists already: 409.
+    let (status, v) = raw("POST", "/v1/mqtt/devices", "{\"id\": \"till-1\"}");
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = raw("POST", "/v1/mqtt/devices", "{\"id\": \"till-1\"}");
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["error"]["code"], "conflict", "{v}");
+    let (status, v) = raw("POST", "/v1/mqtt/devices", "{\"id\": \"acme\"}");
+    assert_eq!(status, 409, "an entity's handle is taken: {v}");
+    // An account written in canonical E.164 is looked up as it is: unknown means 404.
+    let (status, v) = api(&relay, "GET", "/v1/accounts/%2B10000000000", None);
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = api(&relay, "GET", "/v1/accounts/12ab", None);
+    assert_eq!(
+        (status, &v["error"]["parameter"]),
+        (400, &"phone".into()),
+        "{v}"
+    );
+}
