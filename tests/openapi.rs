@@ -333,6 +333,19 @@ async fn bad_bodies_and_references_get_specific_errors() {
     assert_eq!(v["error"]["code"], "conflict", "{v}");
     let (status, v) = raw("POST", "/v1/mqtt/devices", "{\"id\": \"acme\"}");
     assert_eq!(status, 409, "an entity's handle is taken: {v}");
+    let (status, v) = raw(
+        "POST",
+        "/v1/entities",
+        "{\"handle\": \"@acme\", \"name\": \"Again\", \"admin\": \"+14155550101\"}",
+    );
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already taken"),
+        "{v}"
+    );
     // An account written in canonical E.164 is looked up as it is: unknown means 404.
     let (status, v) = api(&relay, "GET", "/v1/accounts/%2B10000000000", None);
     assert_eq!(status, 404, "{v}");

@@ -341,7 +341,8 @@ async fn list_entities(
     tag = "entities",
     request_body = Create,
     responses(
-        (status = 201, description = "The entity was created", body = EntityJson),
+        (status = 201, description = "The entity was created", body = EntityJson,
+            headers(("Location" = String, description = "The new entity's route, /v1/entities/{handle}"))),
         (status = 400, description = "A malformed parameter or body", body = ErrorBody),
         (status = 404, description = "No such entity, agent or thread", body = ErrorBody),
         (status = 503, description = "The relay is shutting down", body = ErrorBody),
@@ -385,10 +386,9 @@ async fn create_entity(state: State, body: Object<Create>) -> Result<HttpRespons
                 return Err(AdminError::bad("phone", "must be a phone number"));
             }
             if ctx.store.account_exists(&p)? || ctx.store.entity_by_phone(&p)?.is_some() {
-                return Err(AdminError::bad(
-                    "phone",
-                    format!("{p} is already a registered account or another entity's number"),
-                ));
+                return Err(AdminError::Conflict(format!(
+                    "phone {p} is already a registered account or another entity's number"
+                )));
             }
             Some(p)
         }
@@ -400,10 +400,9 @@ async fn create_entity(state: State, body: Object<Create>) -> Result<HttpRespons
         .map(duration_param)
         .transpose()?;
     if ctx.store.account_exists(&handle)? || ctx.store.entity_get(&handle)?.is_some() {
-        return Err(AdminError::bad(
-            "handle",
-            format!("{handle} is already taken (an entity or a bridged device)"),
-        ));
+        return Err(AdminError::Conflict(format!(
+            "{handle} is already taken (an entity or a bridged device)"
+        )));
     }
     let rec = EntityRecord {
         handle: handle.to_string(),
@@ -418,16 +417,18 @@ async fn create_entity(state: State, body: Object<Create>) -> Result<HttpRespons
         created_ms: crate::clock::now_ms(),
     };
     if !ctx.store.entity_create(&rec)? {
-        return Err(AdminError::bad(
-            "handle",
-            format!("{handle} is already taken"),
-        ));
+        return Err(AdminError::Conflict(format!("{handle} is already taken")));
     }
     ctx.durability.wait().await?;
     tracing::info!(entity = %handle, admin = %admin, "Business entity created.");
     let h = handle.clone();
     let v = on_relay(&state, move |ctx| async move { view(&ctx, &h, None).await }).await?;
-    Ok(HttpResponse::Created().json(json(&v)))
+    Ok(HttpResponse::Created()
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            format!("/v1/entities/{handle}"),
+        ))
+        .json(json(&v)))
 }
 
 /// GET /v1/entities/{entity}: the entity, its agents with their load, and its threads.

@@ -108,7 +108,8 @@ async fn list_mqtt_devices(state: State) -> Result<HttpResponse, AdminError> {
     tag = "mqtt",
     request_body = AddDevice,
     responses(
-        (status = 201, description = "The device was provisioned", body = MqttDevice),
+        (status = 201, description = "The device was provisioned", body = MqttDevice,
+            headers(("Location" = String, description = "The device's route, /v1/mqtt/devices/{id}"))),
         (status = 400, description = "A malformed body or field", body = ErrorBody),
         (status = 404, description = "A group in `threads` does not exist", body = ErrorBody),
         (status = 409, description = "The id is already provisioned or names another account", body = ErrorBody),
@@ -160,7 +161,12 @@ async fn add_mqtt_device(
         tracing::warn!(device = %id, groups = ?missing, "Device provisioned, but not every group was joined.");
     }
     tracing::info!(device = %id, bridge = state.mqtt.is_some(), "MQTT device provisioned.");
-    Ok(HttpResponse::Created().json(row(&state.ctx.cfg.mqtt.prefix, id.as_str(), rec)))
+    Ok(HttpResponse::Created()
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            format!("/v1/mqtt/devices/{id}"),
+        ))
+        .json(row(&state.ctx.cfg.mqtt.prefix, id.as_str(), rec)))
 }
 
 /// A removed MQTT device.
