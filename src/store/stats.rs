@@ -42,6 +42,8 @@ pub(super) struct Counts {
     /// Held while a device is added or removed, so that whether its account appears or goes
     /// is decided by one writer at a time (write paths share the store's gate).
     account_change: Mutex<()>,
+    /// sled's size on disk and when it was read ([`Store::size_on_disk_recent`]).
+    size_on_disk: Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 fn add(n: &AtomicU64, by: u64) {
@@ -163,6 +165,10 @@ pub struct AccountSummary {
     pub devices: Vec<(DeviceNo, DeviceRecord)>,
 }
 
+/// How long [`Store::size_on_disk_recent`] reuses a reading: sled lists its blob directory to
+/// answer, a cost a scrape must not pay every time.
+const SIZE_ON_DISK_REUSE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How often [`Store::queue_depth`] rereads while retirements move its two halves.
 const CONSISTENT_READ_TRIES: usize = 8;
 
@@ -191,6 +197,24 @@ impl Store {
         let mut c = self.t.counts.snapshot(0);
         c.queued = self.queue_depth();
         c
+    }
+
+    /// Approximate bytes on disk, read from sled at most every [`SIZE_ON_DISK_REUSE`].
+    pub fn size_on_disk_recent(&self) -> Result<u64, StoreError> {
+        let mut last = self
+            .t
+            .counts
+            .size_on_disk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((at, bytes)) = *last {
+            if at.elapsed() < SIZE_ON_DISK_REUSE {
+                return Ok(bytes);
+            }
+        }
+        let bytes = self.size_on_disk()?;
+        *last = Some((std::time::Instant::now(), bytes));
+        Ok(bytes)
     }
 
     /// Entries waiting in every device queue: the log's pending ones and the retired ones.

@@ -155,6 +155,7 @@ struct Stats {
     queue_depth: u64,
     /// Device actors in memory (online devices and those recently active).
     live_devices: usize,
+    /// The store's bytes on disk (read at most every 10 s).
     store_bytes: u64,
 }
 
@@ -181,7 +182,7 @@ async fn stats(state: State) -> Result<HttpResponse, AdminError> {
         groups: counts.groups,
         queue_depth: counts.queued,
         live_devices: state.ctx.directory.live_count(),
-        store_bytes: state.ctx.store.size_on_disk()?,
+        store_bytes: state.ctx.store.size_on_disk_recent()?,
     }))
 }
 
