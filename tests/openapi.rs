@@ -345,6 +345,32 @@ async fn bad_bodies_and_references_get_specific_errors() {
             .contains("already taken"),
         "{v}"
     );
+    // A device name is counted in characters, as the description says: 64 accented letters
+    // (128 bytes) are a name, 65 are too long.
+    let name = "é".repeat(64);
+    let (status, v) = raw(
+        "POST",
+        "/v1/mqtt/devices",
+        &format!("{{\"id\": \"till-2\", \"name\": \"{name}\"}}"),
+    );
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = raw(
+        "POST",
+        "/v1/mqtt/devices",
+        &format!("{{\"id\": \"till-3\", \"name\": \"{name}é\"}}"),
+    );
+    assert_eq!(
+        (status, &v["error"]["parameter"]),
+        (400, &"name".into()),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("64 characters"),
+        "{v}"
+    );
     // An account written in canonical E.164 is looked up as it is: unknown means 404.
     let (status, v) = api(&relay, "GET", "/v1/accounts/%2B10000000000", None);
     assert_eq!(status, 404, "{v}");

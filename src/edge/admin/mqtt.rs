@@ -27,7 +27,7 @@ struct AddDevice {
     /// The device id, also its account `@id` and its topics' segment.
     #[schema(pattern = "^[a-z0-9][a-z0-9.-]{0,31}$")]
     id: String,
-    /// A name for people (at most 64 bytes).
+    /// A name for people (at most 64 characters).
     #[serde(default)]
     #[schema(max_length = 64)]
     name: String,
