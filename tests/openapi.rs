@@ -371,6 +371,20 @@ async fn bad_bodies_and_references_get_specific_errors() {
             .contains("64 characters"),
         "{v}"
     );
+    // So is an entity's or agent's display name.
+    drop(relay.user("bob", "+14155550102").await);
+    let agent_path = "/v1/entities/@acme/agents/%2B14155550102";
+    let (status, v) = raw("PUT", agent_path, &format!("{{\"name\": \"{name}\"}}"));
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = raw("PUT", agent_path, &format!("{{\"name\": \"{name}é\"}}"));
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("64 characters"),
+        "{v}"
+    );
     // An account written in canonical E.164 is looked up as it is: unknown means 404.
     let (status, v) = api(&relay, "GET", "/v1/accounts/%2B10000000000", None);
     assert_eq!(status, 404, "{v}");

@@ -43,7 +43,7 @@ struct Create {
     /// `@` and a name such as `@acme-branch-12`.
     #[schema(pattern = "^@[a-z0-9][a-z0-9.-]{0,31}$")]
     handle: String,
-    /// The entity's display name (1 to 64 bytes, no control or bidirectional characters).
+    /// The entity's display name (1 to 64 characters, no control or bidirectional characters).
     #[schema(
         min_length = 1,
         max_length = 64,
@@ -74,7 +74,7 @@ struct Create {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Update {
-    /// The entity's display name (1 to 64 bytes, no control or bidirectional characters).
+    /// The entity's display name (1 to 64 characters, no control or bidirectional characters).
     #[serde(default)]
     #[schema(
         min_length = 1,
@@ -98,7 +98,7 @@ struct Update {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Agent {
-    /// The agent's display name (1 to 64 bytes, no control or bidirectional characters).
+    /// The agent's display name (1 to 64 characters, no control or bidirectional characters).
     #[schema(
         min_length = 1,
         max_length = 64,
@@ -377,9 +377,6 @@ async fn create_entity(state: State, body: Object<Create>) -> Result<HttpRespons
             "{admin} is not a registered account (an administrator must be one)"
         )));
     }
-    // The entity's rule counts the name in bytes, which the OpenAPI description cannot state
-    // (it says 64 characters): checked after the references, so a request naming no real
-    // administrator is answered 404 whatever its name.
     entity::check_display_name(&b.name).map_err(|e| AdminError::bad("name", e.to_string()))?;
     let phone = match &b.phone {
         None => None,
