@@ -397,3 +397,84 @@ fn relaybox_admin_prints_tables_and_exits_69_when_the_relay_is_down_and_1_on_a_b
     assert_eq!(code, 69, "{err}");
     assert!(err.contains("not running"), "{err}");
 }
+
+/// `/v1/stats` and `/metrics` read counts kept as things change (no scan per request); they
+/// must agree with each other, follow registrations, queued and acknowledged messages and a
+/// removed device, and come back the same after a restart.
+#[tokio::test]
+async fn stats_and_metrics_counts_follow_changes_and_a_restart() {
+    let mut relay = Relay::start();
+    let counts = |relay: &Relay| {
+        let (status, v) = api(relay, "GET", "/v1/stats");
+        assert_eq!(status, 200, "{v}");
+        let (status, text) = curl(&format!("{}/metrics", relay.admin_url()), &[]);
+        assert_eq!(status, 200);
+        let from_stats =
+            [&v["accounts"], &v["devices"], &v["queue_depth"]].map(|n| n.as_u64().unwrap());
+        let from_metrics = [
+            "relaybox_accounts",
+            "relaybox_devices",
+            "relaybox_queue_depth",
+        ]
+        .map(|s| metric(&text, s) as u64);
+        assert_eq!(from_stats, from_metrics, "{v}\n{text}");
+        from_stats
+    };
+    assert_eq!(counts(&relay), [0, 0, 0]);
+    let mut alice = relay.user("alice", ALICE).await;
+    let bob = relay.user("bob", BOB).await;
+    assert_eq!(counts(&relay), [2, 2, 0]);
+    // Bob is offline: two messages wait in his queue.
+    drop(bob);
+    alice.send_text(BOB, "one").await.unwrap();
+    alice.send_text(BOB, "two").await.unwrap();
+    assert_eq!(counts(&relay), [2, 2, 2]);
+    drop(alice);
+
+    relay.stop();
+    relay.restart();
+    assert_eq!(counts(&relay), [2, 2, 2], "after a restart");
+
+    // Bob comes back and acknowledges both: his queue empties, and Alice (offline) gets a
+    // delivered receipt queued for each. The count is always the sum of the device queues.
+    let queued_of = |relay: &Relay, phone: &str| {
+        let (status, v) = api(
+            relay,
+            "GET",
+            &format!("/v1/accounts/{}", phone.replace('+', "%2B")),
+        );
+        match status {
+            404 => 0,
+            _ => v["queued"].as_u64().unwrap(),
+        }
+    };
+    let home = relay.dir.path().join("client-bob");
+    let mut bob = relaybox::client::Client::open(&home, Some(&relay.addr)).unwrap();
+    for _ in 0..2 {
+        match next_event(&mut bob).await {
+            Event::Message { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // The client acknowledges what it received when it next waits for an event.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while queued_of(&relay, BOB) != 0 {
+        let more = common::quiet_for(&mut bob, Duration::from_millis(20)).await;
+        assert!(more.is_none(), "{more:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Bob's queue did not empty"
+        );
+    }
+    drop(bob);
+    let receipts = queued_of(&relay, ALICE);
+    assert!(receipts >= 1, "no receipt waits for Alice");
+    assert_eq!(counts(&relay), [2, 2, receipts]);
+    let (status, v) = api(&relay, "DELETE", "/v1/accounts/%2B14155550102/devices/0");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(counts(&relay), [1, 1, receipts]);
+    relay.stop();
+    relay.restart();
+    assert_eq!(counts(&relay), [1, 1, receipts], "after a second restart");
+    assert_eq!(queued_of(&relay, ALICE), receipts);
+}

@@ -83,6 +83,15 @@ if ! "$venv/bin/python" -c 'import noise' >/dev/null 2>&1; then
 fi
 export NOISE_INTEROP_PYTHON="$venv/bin/python"
 
+# tests/openapi.rs runs schemathesis (PyPI) against the operator API's OpenAPI description on a
+# real relay, in a venv of its own under target/ (its dependencies are many and not noise's).
+st_venv="${CARGO_TARGET_DIR:-target}/schemathesis-venv"
+if ! "$st_venv/bin/st" --version >/dev/null 2>&1; then
+    python3 -m venv "$st_venv" || { echo "error: python3 -m venv failed; install python3-venv" >&2; exit 1; }
+    "$st_venv/bin/pip" install --quiet schemathesis || { echo "error: pip install schemathesis failed" >&2; exit 1; }
+fi
+export SCHEMATHESIS="$st_venv/bin/st"
+
 # The browser companion (web/): the wasm32 target and wasm-bindgen-cli at exactly the
 # wasm-bindgen version of Cargo.lock build it; web/build.sh --check rebuilds it and fails if the
 # committed web/dist/ (what the relay embeds) is not what this source builds. The test drives

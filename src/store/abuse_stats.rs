@@ -65,7 +65,7 @@ pub struct SendFacts<'a> {
 }
 
 /// The window added up: what the monitor judges and operators see.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WindowMetrics {
     pub messages: u32,
     pub new_conversations: u32,

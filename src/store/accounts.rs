@@ -101,9 +101,15 @@ impl Store {
         self.t
             .noisestatic_device
             .insert(noise_static, keys::device(d))?;
-        self.t
+        let _counting = self.t.counts.account_change();
+        let new_account = !self.account_exists(&d.account)?;
+        let old = self
+            .t
             .accountdevice_record
             .insert(keys::device(d), encode(&rec))?;
+        if old.is_none() {
+            self.t.counts.device_added(new_account);
+        }
         Ok(())
     }
 
@@ -172,7 +178,18 @@ impl Store {
         let Some(rec) = self.device(d)? else {
             return Ok(false);
         };
-        self.t.accountdevice_record.remove(keys::device(d))?;
+        {
+            let _counting = self.t.counts.account_change();
+            if self
+                .t
+                .accountdevice_record
+                .remove(keys::device(d))?
+                .is_some()
+            {
+                let account_gone = !self.account_exists(&d.account)?;
+                self.t.counts.device_removed(account_gone);
+            }
+        }
         self.t.noisestatic_device.remove(rec.noise_static)?;
         self.t.device_linksecret.remove(keys::device(d))?;
         self.t.device_pushendpoint.remove(keys::device(d))?;
@@ -187,10 +204,12 @@ impl Store {
         self.t.device_fallbackkey.remove(&k)?;
         self.t.device_tokenid.remove(&k)?;
         self.log.forget_device(d)?;
-        for tree in [&self.t.deviceotk_publickey, &self.t.deviceseq_queuerecord] {
-            for key in tree.scan_prefix(&k).keys() {
-                tree.remove(key?)?;
-            }
+        for key in self.t.deviceotk_publickey.scan_prefix(&k).keys() {
+            self.t.deviceotk_publickey.remove(key?)?;
+        }
+        let queue = &self.t.deviceseq_queuerecord;
+        for key in queue.scan_prefix(&k).keys() {
+            self.t.counts.remove_retired(queue, key?)?;
         }
         Ok(())
     }

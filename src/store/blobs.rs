@@ -129,7 +129,9 @@ impl Store {
                 .expiry_blob
                 .insert(expiry_key(rec.expires_ms, id), &[])?;
         }
-        self.t.blob_record.insert(id.as_str(), encode(rec))?;
+        let before = self.t.blob_record.insert(id.as_str(), encode(rec))?;
+        let before: Option<BlobRecord> = before.map(|v| decode(TREE, &v)).transpose()?;
+        self.t.counts.blob_changed(before.as_ref(), Some(rec));
         if let Some(old) = old {
             if old.expires_ms != rec.expires_ms {
                 self.t.expiry_blob.remove(expiry_key(old.expires_ms, id))?;
@@ -396,7 +398,10 @@ impl Store {
 
     /// Drops `id`'s record, its index entry and every right to fetch it.
     fn blob_forget(&self, id: &BlobId, old: &BlobRecord) -> Result<(), StoreError> {
-        self.t.blob_record.remove(id.as_str())?;
+        if let Some(before) = self.t.blob_record.remove(id.as_str())? {
+            let before: BlobRecord = decode(TREE, &before)?;
+            self.t.counts.blob_changed(Some(&before), None);
+        }
         self.t.expiry_blob.remove(expiry_key(old.expires_ms, id))?;
         self.blob_revoke_all(id)
     }
@@ -427,19 +432,6 @@ impl Store {
             bounded += 1;
         }
         Ok(bounded)
-    }
-
-    /// Stored blobs and their bytes, for operators.
-    pub fn blob_totals(&self) -> Result<(u64, u64), StoreError> {
-        let (mut count, mut bytes) = (0u64, 0u64);
-        for v in self.t.blob_record.iter().values() {
-            let rec: BlobRecord = decode(TREE, &v?)?;
-            if matches!(rec.state, BlobState::Stored { .. }) {
-                count += 1;
-                bytes = bytes.saturating_add(rec.size);
-            }
-        }
-        Ok((count, bytes))
     }
 }
 

@@ -47,7 +47,9 @@ impl Store {
                     .insert(keys::account_item(&a, id.as_bytes()), &[])?;
             }
         }
-        self.t.group_record.insert(id, encode(rec))?;
+        if self.t.group_record.insert(id, encode(rec))?.is_none() {
+            self.t.counts.group_added();
+        }
         if let Some(prev) = previous {
             for m in prev
                 .members

@@ -192,6 +192,8 @@ impl Store {
         };
         let t = Trees::open(&db)?;
         meta::migrate(&t)?;
+        // Before the log opens: its recovery may retire entries, which moves the counts.
+        t.counts.load(&t)?;
         let id_offset = meta::id_offset(&t)?;
         let bans = abuse::BanCache::load(&t.account_abuserecord)?;
         let blocks = abuse::BlockCache::load(&t.blockeraccount_)?;

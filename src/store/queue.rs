@@ -207,7 +207,11 @@ impl Store {
         for &seq in seqs {
             if let Some((_, rec)) = from_log.iter().find(|(s, _)| *s == seq) {
                 out.push(QueueRecord::clone(rec));
-            } else if let Some(v) = self.t.deviceseq_queuerecord.remove(keys::queue(d, seq))? {
+            } else if let Some(v) = self
+                .t
+                .counts
+                .remove_retired(&self.t.deviceseq_queuerecord, keys::queue(d, seq))?
+            {
                 out.push(decode(TREE, &v)?);
             }
         }
@@ -232,7 +236,9 @@ impl Store {
             let (k, v) = kv?;
             let rec: QueueRecord = decode(TREE, &v)?;
             if rec.enqueued_at_ms < cutoff_ms {
-                self.t.deviceseq_queuerecord.remove(k)?;
+                self.t
+                    .counts
+                    .remove_retired(&self.t.deviceseq_queuerecord, k)?;
                 n += 1;
             }
         }

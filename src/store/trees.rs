@@ -90,6 +90,9 @@ pub(super) struct Trees {
     pub senderseq_seenbatch: sled::Tree,
     /// seq:u64-be → OutboxRecord: MQTT down messages awaiting the broker's PubAck.
     pub seq_mqttoutbox: sled::Tree,
+    /// Not a tree: how many accounts, devices, groups, blobs and retired queue entries the
+    /// trees hold, moved by whoever writes them (`stats.rs`).
+    pub counts: std::sync::Arc<super::stats::Counts>,
 }
 
 impl Trees {
@@ -132,6 +135,7 @@ impl Trees {
             senderid_msgid: db.open_tree("senderid_msgid")?,
             senderseq_seenbatch: db.open_tree("senderseq_seenbatch")?,
             seq_mqttoutbox: db.open_tree("seq_mqttoutbox")?,
+            counts: Default::default(),
         })
     }
 }

@@ -26,8 +26,9 @@ use crate::ids::AccountId;
 use crate::store::{AssignPolicy, EntityRecord, EntityThreadRecord, Store, StoreError};
 use crate::wire::messages::EntityEventKind;
 
-/// Longest entity or agent display name, in bytes.
-pub const MAX_DISPLAY_NAME_BYTES: usize = 64;
+/// Longest entity or agent display name, in characters (what people count, and what the
+/// operator API's OpenAPI description can state; at most 256 bytes).
+pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
 /// An entity actor with no traffic stops after this long.
 const IDLE_STOP: Duration = Duration::from_secs(120);
 
@@ -208,12 +209,12 @@ impl Actor for Entity {
     }
 }
 
-/// Checks a display name: 1..=[`MAX_DISPLAY_NAME_BYTES`] bytes, none of the characters
+/// Checks a display name: 1..=[`MAX_DISPLAY_NAME_CHARS`] characters, none of the characters
 /// [`crate::names`] refuses (controls, bidirectional overrides and marks).
 pub fn check_display_name(name: &str) -> Result<(), EntityError> {
-    if name.is_empty() || name.len() > MAX_DISPLAY_NAME_BYTES {
+    if name.is_empty() || name.chars().count() > MAX_DISPLAY_NAME_CHARS {
         return Err(EntityError::Invalid(format!(
-            "a display name is 1..={MAX_DISPLAY_NAME_BYTES} bytes"
+            "a display name is 1..={MAX_DISPLAY_NAME_CHARS} characters"
         )));
     }
     if let Some(why) = crate::names::refusal("a display name", name) {

@@ -4,10 +4,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use actix_web::{web, HttpResponse};
+use actix_web::{get, post, web, HttpResponse};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{only_params, query_number, AdminError, State};
+use super::error::ErrorBody;
+use super::{account_param, only_params, query_number, AdminError, State};
 use crate::actors::abuse::{refresh_gauges, until_text};
 use crate::edge::RelayCtx;
 use crate::ids::AccountId;
@@ -16,14 +19,15 @@ use crate::store::{AbuseRecord, Verdict, Watch, WindowMetrics};
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 10_000;
 
-pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/abuse", web::get().to(list))
-        .route("/abuse/{account}", web::get().to(show))
-        .route("/abuse/{account}/lift", web::post().to(lift))
-        .route("/abuse/{account}/watch", web::post().to(watch));
+pub(super) fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(list_abuse)
+        .service(show_abuse)
+        .service(lift_verdict)
+        .service(watch_account);
 }
 
-#[derive(Serialize)]
+/// A ban.
+#[derive(Serialize, ToSchema)]
 struct BanView {
     active: bool,
     since_ms: u64,
@@ -36,27 +40,76 @@ struct BanView {
     reason: String,
 }
 
-#[derive(Serialize)]
+/// An account on the watch list.
+#[derive(Serialize, ToSchema)]
+struct WatchView {
+    since_ms: u64,
+    reason: String,
+    /// `monitor`, or the operator (`token:…`).
+    by: String,
+}
+
+impl From<Watch> for WatchView {
+    fn from(w: Watch) -> Self {
+        Self {
+            since_ms: w.since_ms,
+            reason: w.reason,
+            by: w.by,
+        }
+    }
+}
+
+/// One decision about an account.
+#[derive(Serialize, ToSchema)]
+struct VerdictView {
+    at_ms: u64,
+    /// `ban`, `watch`, `unwatch` or `lift`.
+    kind: String,
+    detail: String,
+    by: String,
+}
+
+impl From<Verdict> for VerdictView {
+    fn from(v: Verdict) -> Self {
+        Self {
+            at_ms: v.at_ms,
+            kind: v.kind,
+            detail: v.detail,
+            by: v.by,
+        }
+    }
+}
+
+/// An account's abuse metrics and verdict.
+#[derive(Serialize, ToSchema)]
 struct Row {
     account: String,
     /// `banned`, `watched` or `none`.
+    #[schema(value_type = String)]
     verdict: &'static str,
     metrics: WindowMetrics,
     offences: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     ban: Option<BanView>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    watch: Option<Watch>,
+    watch: Option<WatchView>,
 }
 
-#[derive(Serialize)]
+/// Accounts with abuse metrics or a verdict.
+#[derive(Serialize, ToSchema)]
+struct RowList {
+    accounts: Vec<Row>,
+}
+
+/// One account's abuse metrics, verdict and history.
+#[derive(Serialize, ToSchema)]
 struct Detail {
     #[serde(flatten)]
     row: Row,
     registered: bool,
     last_offence_ms: u64,
     /// Oldest first.
-    history: Vec<Verdict>,
+    history: Vec<VerdictView>,
     /// The window the metrics cover, in seconds.
     window_secs: u64,
 }
@@ -93,13 +146,25 @@ fn row(ctx: &RelayCtx, account: &AccountId, rec: &AbuseRecord) -> Result<Row, Ad
         metrics,
         offences: rec.offences,
         ban,
-        watch: rec.watch.clone(),
+        watch: rec.watch.clone().map(WatchView::from),
     })
 }
 
 /// GET /v1/abuse?verdict=banned|watched|any&limit=N: accounts active in the window or with a
 /// verdict, in account order.
-async fn list(
+#[utoipa::path(
+    tag = "abuse",
+    params(
+        ("verdict" = Option<String>, Query, description = "Which accounts (default any)", pattern = "^(banned|watched|any)$"),
+        ("limit" = Option<u32>, Query, description = "At most this many (default 100)", minimum = 1, maximum = 10000),
+    ),
+    responses(
+        (status = 200, description = "Accounts with metrics or a verdict", body = RowList),
+        (status = 400, description = "A bad or unknown query parameter", body = ErrorBody),
+    ),
+)]
+#[get("/abuse")]
+async fn list_abuse(
     state: State,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, AdminError> {
@@ -128,22 +193,12 @@ async fn list(
             break;
         }
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "accounts": rows })))
-}
-
-/// The `{account}` route parameter: an E.164 number or an `@handle`.
-fn account_param(ctx: &RelayCtx, text: &str) -> Result<AccountId, AdminError> {
-    let text = text.trim();
-    if text.starts_with('@') {
-        return AccountId::parse(text).map_err(|e| AdminError::bad("account", e.to_string()));
-    }
-    crate::registration::normalise(text, ctx.cfg.registration.default_country.as_ref())
-        .map_err(|e| AdminError::bad("account", format!("not an account ({e}): {text:?}")))
+    Ok(HttpResponse::Ok().json(RowList { accounts: rows }))
 }
 
 /// An account the relay knows: registered, or with abuse metrics or a verdict.
 fn known(ctx: &RelayCtx, text: &str) -> Result<(AccountId, bool), AdminError> {
-    let a = account_param(ctx, text)?;
+    let a = account_param(ctx, "account", text)?;
     let registered = ctx.store.account_exists(&a)?;
     if !registered && !ctx.store.abuse_has_record(&a)? && ctx.store.abuse_stats(&a)?.is_none() {
         return Err(AdminError::NotFound(format!("no account {a}")));
@@ -152,7 +207,17 @@ fn known(ctx: &RelayCtx, text: &str) -> Result<(AccountId, bool), AdminError> {
 }
 
 /// GET /v1/abuse/{account}: metrics, verdicts and history of one account.
-async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
+#[utoipa::path(
+    tag = "abuse",
+    params(("account" = String, Path, description = "A phone number or an @handle", example = "+14155550101", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    responses(
+        (status = 200, description = "The account's metrics, verdict and history", body = Detail),
+        (status = 400, description = "Not an account", body = ErrorBody),
+        (status = 404, description = "The relay knows no such account", body = ErrorBody),
+    ),
+)]
+#[get("/abuse/{account}")]
+async fn show_abuse(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let ctx = &state.ctx;
     let (a, registered) = known(ctx, &path)?;
     let rec = ctx.store.abuse_record(&a)?;
@@ -160,14 +225,26 @@ async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
         row: row(ctx, &a, &rec)?,
         registered,
         last_offence_ms: rec.last_offence_ms,
-        history: rec.history,
+        history: rec.history.into_iter().map(VerdictView::from).collect(),
         window_secs: ctx.cfg.abuse.window.as_secs(),
     }))
 }
 
 /// POST /v1/abuse/{account}/lift: ends the account's ban now and takes it off the watch
 /// list. Its offence count stays (the ladder continues from it until it decays).
-async fn lift(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
+#[utoipa::path(
+    tag = "abuse",
+    params(("account" = String, Path, description = "A phone number or an @handle", example = "+14155550101", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    responses(
+        (status = 200, description = "The account after the lift", body = Row),
+        (status = 400, description = "Not an account", body = ErrorBody),
+        (status = 404, description = "The relay knows no such account", body = ErrorBody),
+        (status = 409, description = "Neither banned nor watched", body = ErrorBody),
+        (status = 503, description = "The store could not make the change durable", body = ErrorBody),
+    ),
+)]
+#[post("/abuse/{account}/lift")]
+async fn lift_verdict(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let ctx = &state.ctx;
     let (a, _) = known(ctx, &path)?;
     let now = crate::clock::now_ms();
@@ -204,7 +281,19 @@ async fn lift(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
 
 /// POST /v1/abuse/{account}/watch: puts the account on the watch list (evaluated every
 /// `abuse.watch_evaluate_every`, with `abuse.watched_min_messages`).
-async fn watch(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
+#[utoipa::path(
+    tag = "abuse",
+    params(("account" = String, Path, description = "A phone number or an @handle", example = "+14155550101", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    responses(
+        (status = 200, description = "The account on the watch list", body = Row),
+        (status = 400, description = "Not an account", body = ErrorBody),
+        (status = 404, description = "The relay knows no such account", body = ErrorBody),
+        (status = 409, description = "Already on the watch list", body = ErrorBody),
+        (status = 503, description = "The store could not make the change durable", body = ErrorBody),
+    ),
+)]
+#[post("/abuse/{account}/watch")]
+async fn watch_account(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let ctx = &state.ctx;
     let (a, _) = known(ctx, &path)?;
     let now = crate::clock::now_ms();

@@ -3,34 +3,36 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{delete, get, web, HttpResponse};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{only_params, query_number, AdminError, State};
+use super::error::ErrorBody;
+use super::{account_param, only_params, query_number, AdminError, State};
 use crate::edge::RelayCtx;
-use crate::ids::{AccountId, DeviceId, DeviceNo};
+use crate::ids::{DeviceId, DeviceNo};
 
 /// Accounts per page when `limit` is not given, and the most a page may hold.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
-pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/accounts", web::get().to(list))
-        .route("/accounts/{phone}", web::get().to(show))
-        .route(
-            "/accounts/{phone}/devices/{device}",
-            web::delete().to(remove_device),
-        );
+pub(super) fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(list_accounts)
+        .service(show_account)
+        .service(remove_device);
 }
 
-#[derive(Serialize)]
+/// An account in a listing.
+#[derive(Serialize, ToSchema)]
 struct AccountRow {
     phone: String,
     devices: Vec<DeviceNo>,
     last_seen_ms: u64,
 }
 
-#[derive(Serialize)]
+/// A page of accounts.
+#[derive(Serialize, ToSchema)]
 struct Page {
     accounts: Vec<AccountRow>,
     /// Pass as `after` for the next page; absent on the last page.
@@ -39,14 +41,26 @@ struct Page {
 }
 
 /// GET /v1/accounts?limit=N&after=PHONE: accounts in phone-number order, a page at a time.
-async fn list(
+#[utoipa::path(
+    tag = "accounts",
+    params(
+        ("limit" = Option<u32>, Query, description = "Accounts per page (default 100)", minimum = 1, maximum = 1000),
+        ("after" = Option<String>, Query, description = "Start after this phone number (the previous page's `next`)", example = "+14155550101", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$"),
+    ),
+    responses(
+        (status = 200, description = "A page of accounts", body = Page),
+        (status = 400, description = "A bad or unknown query parameter", body = ErrorBody),
+    ),
+)]
+#[get("/accounts")]
+async fn list_accounts(
     state: State,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, AdminError> {
     only_params(&q, &["limit", "after"])?;
     let limit = query_number(&q, "limit", DEFAULT_PAGE, 1..=MAX_PAGE)?;
     let after = match q.get("after") {
-        Some(p) => Some(phone(&state.ctx, "after", p)?),
+        Some(p) => Some(account_param(&state.ctx, "after", p)?),
         None => None,
     };
     let store = &state.ctx.store;
@@ -68,8 +82,9 @@ async fn list(
     Ok(HttpResponse::Ok().json(Page { accounts, next }))
 }
 
-#[derive(Serialize)]
-struct DeviceRow {
+/// A device of an account.
+#[derive(Serialize, ToSchema)]
+struct AccountDevice {
     device: DeviceNo,
     registered_at_ms: u64,
     /// Whether a session of this device is attached now.
@@ -80,19 +95,30 @@ struct DeviceRow {
     noise_static: String,
 }
 
-#[derive(Serialize)]
+/// An account in detail.
+#[derive(Serialize, ToSchema)]
 struct AccountDetail {
     phone: String,
     last_seen_ms: u64,
     online: bool,
-    devices: Vec<DeviceRow>,
+    devices: Vec<AccountDevice>,
     queued: usize,
 }
 
 /// GET /v1/accounts/{phone}: an account's devices, last seen and queued entries.
-async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
+#[utoipa::path(
+    tag = "accounts",
+    params(("phone" = String, Path, description = "The account's phone number (E.164, or national in the default country)", example = "+14155550101", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$")),
+    responses(
+        (status = 200, description = "The account", body = AccountDetail),
+        (status = 400, description = "Not a phone number", body = ErrorBody),
+        (status = 404, description = "No such account", body = ErrorBody),
+    ),
+)]
+#[get("/accounts/{phone}")]
+async fn show_account(state: State, path: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let ctx = &state.ctx;
-    let account = phone(ctx, "phone", &path)?;
+    let account = account_param(ctx, "phone", &path)?;
     let devices = ctx.store.devices(&account)?;
     if devices.is_empty() {
         return Err(AdminError::NotFound(format!("no account {account}")));
@@ -100,7 +126,7 @@ async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
     let mut rows = Vec::with_capacity(devices.len());
     for (no, rec) in devices {
         let d = DeviceId::new(account.clone(), no);
-        rows.push(DeviceRow {
+        rows.push(AccountDevice {
             device: no,
             registered_at_ms: rec.registered_at_ms,
             online: is_online(ctx, &d).await,
@@ -117,7 +143,8 @@ async fn show(state: State, path: web::Path<String>) -> Result<HttpResponse, Adm
     }))
 }
 
-#[derive(Serialize)]
+/// A removed device.
+#[derive(Serialize, ToSchema)]
 struct Removed {
     phone: String,
     device: DeviceNo,
@@ -128,12 +155,26 @@ struct Removed {
 /// account's primary does: its registration, keys, queue and token go, a connected session
 /// is closed, and the account's correspondents learn the new device list. Removing device 0
 /// (the primary, e.g. a lost phone) means the account must register again.
+#[utoipa::path(
+    tag = "accounts",
+    params(
+        ("phone" = String, Path, description = "The account's phone number", example = "+14155550101", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$"),
+        ("device" = u32, Path, description = "The device number (0 is the primary)"),
+    ),
+    responses(
+        (status = 200, description = "The device was removed", body = Removed),
+        (status = 400, description = "Not a phone number or not a device number", body = ErrorBody),
+        (status = 404, description = "No such device", body = ErrorBody),
+        (status = 503, description = "The relay is shutting down", body = ErrorBody),
+    ),
+)]
+#[delete("/accounts/{phone}/devices/{device}")]
 async fn remove_device(
     state: State,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, AdminError> {
     let (p, dev) = path.into_inner();
-    let account = phone(&state.ctx, "phone", &p)?;
+    let account = account_param(&state.ctx, "phone", &p)?;
     let no: DeviceNo = dev.parse().map_err(|_| {
         AdminError::bad(
             "device",
@@ -188,15 +229,4 @@ async fn is_online(ctx: &RelayCtx, d: &DeviceId) -> bool {
             .unwrap_or(false),
         None => false,
     }
-}
-
-/// A phone number parameter, normalised as registration does.
-fn phone(ctx: &RelayCtx, name: &'static str, text: &str) -> Result<AccountId, AdminError> {
-    // In a query string an unencoded `+` arrives as a space.
-    let text = match text.strip_prefix(' ') {
-        Some(rest) => format!("+{rest}"),
-        None => text.to_owned(),
-    };
-    crate::registration::normalise(&text, ctx.cfg.registration.default_country.as_ref())
-        .map_err(|e| AdminError::bad(name, format!("not a phone number ({e}): {text:?}")))
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub const AUDIT_FILE: &str = "audit.log";
 
 /// One admin action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// RFC 3339, UTC.
     pub time: String,

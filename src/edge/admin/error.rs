@@ -65,17 +65,26 @@ impl From<crate::store::StoreError> for AdminError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
+/// Every error answer of the operator API.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": {"code": "bad_parameter", "message": "parameter limit: must be a whole number from 1 to 1000, got \"0\"", "parameter": "limit"}}))]
+pub struct ErrorBody {
+    error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
+/// What went wrong.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `unauthorized`, `bad_parameter`, `not_found`, `method_not_allowed`, `conflict`,
+    /// `unavailable` or `internal`; one per HTTP status.
+    #[schema(value_type = String)]
+    code: &'static str,
+    /// A sentence for the operator.
     message: String,
+    /// For `bad_parameter`: the path or query parameter or body field at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameter: Option<&'a str>,
+    #[schema(value_type = Option<String>)]
+    parameter: Option<&'static str>,
 }
 
 impl ResponseError for AdminError {
@@ -100,8 +109,8 @@ impl ResponseError for AdminError {
         if matches!(self, Self::Unauthorized(_)) {
             res.insert_header(("WWW-Authenticate", "Bearer realm=\"relaybox-admin\""));
         }
-        res.json(Body {
-            error: Detail {
+        res.json(ErrorBody {
+            error: ErrorDetail {
                 code: self.code(),
                 message: self.to_string(),
                 parameter,

@@ -6,6 +6,8 @@
 //! - `GET /healthz`: the process is alive.
 //! - `GET /readyz`: the store is open and the listeners are bound; 503 during shutdown.
 //! - `GET /metrics`: Prometheus (OpenMetrics text) metrics.
+//! - `GET /v1/openapi.json`: the OpenAPI 3.1 description of every route (`openapi.rs` says
+//!   why it needs no token).
 //!
 //! With `Authorization: Bearer <admin.token>`, every one audited (`audit.rs`):
 //! - `GET /v1/accounts?limit=&after=`, `GET /v1/accounts/{phone}`,
@@ -13,11 +15,15 @@
 //! - `GET /v1/stats`, `GET /v1/blobs`, `GET /v1/audit?limit=`, `POST /v1/backup` (`ops.rs`);
 //! - `GET|POST /v1/mqtt/devices`, `DELETE /v1/mqtt/devices/{id}`, `GET /v1/bridge` (`mqtt.rs`);
 //! - `GET /v1/abuse?verdict=`, `GET /v1/abuse/{account}`, `POST /v1/abuse/{account}/lift`,
-//!   `POST /v1/abuse/{account}/watch` (`abuse.rs`).
+//!   `POST /v1/abuse/{account}/watch` (`abuse.rs`);
+//! - `GET|POST /v1/entities`, `GET|PATCH /v1/entities/{entity}`, … (`entities.rs`).
 //!
-//! Later areas (entities, bans) add a file with a `configure` function and one line in
-//! [`v1`]; the token check and the audit record come from the scope, not from each handler.
-//! Errors are JSON with one status per kind (`error.rs`); unknown routes answer 404 JSON.
+//! Every handler carries its `#[utoipa::path]` description beside its route attribute, and is
+//! registered with `service(...)` in [`routes`], from which the OpenAPI description is
+//! collected (`openapi.rs`). A new area adds a file with a `configure` function and one line
+//! in [`routes`]; the token check and the audit record come from the scope, not from each
+//! handler. Errors are JSON with one status per kind (`error.rs`); unknown routes answer 404
+//! JSON, a known route with another method 405 with `Allow`.
 
 mod abuse;
 mod accounts;
@@ -25,6 +31,7 @@ pub mod audit;
 mod entities;
 mod error;
 mod mqtt;
+pub mod openapi;
 mod ops;
 pub mod token;
 
@@ -39,6 +46,8 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, AppExt};
 
 pub use audit::{AuditEntry, AuditLog};
 pub use error::AdminError;
@@ -83,9 +92,12 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// [`Server`]; stop it through its handle.
 pub fn server(state: Arc<AdminState>, listener: std::net::TcpListener) -> std::io::Result<Server> {
     let data = web::Data::from(state);
+    let spec = web::Data::new(openapi::Spec::build());
     Ok(HttpServer::new(move || {
         App::new()
+            .into_utoipa_app()
             .app_data(data.clone())
+            .app_data(spec.clone())
             // A body that is not the JSON a route expects gets our JSON error naming it,
             // not actix's plain-text default.
             .app_data(
@@ -95,9 +107,9 @@ pub fn server(state: Arc<AdminState>, listener: std::net::TcpListener) -> std::i
                         AdminError::bad("body", format!("not the expected JSON: {err}")).into()
                     }),
             )
-            .configure(ops::configure_open)
-            .configure(v1)
+            .configure(routes)
             .default_service(web::to(not_found))
+            .into_app()
     })
     // The API serves operators, not traffic: one worker thread is plenty.
     .workers(1)
@@ -108,10 +120,12 @@ pub fn server(state: Arc<AdminState>, listener: std::net::TcpListener) -> std::i
     .run())
 }
 
-/// Every authenticated route.
-fn v1(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/v1")
+/// Every route: the open ones, the description (before the `/v1` scope, so it needs no
+/// token), then every authenticated one.
+fn routes(cfg: &mut ServiceConfig) {
+    ops::configure_open(cfg);
+    cfg.service(openapi::serve).service(
+        scope("/v1")
             .wrap(from_fn(authorize_and_audit))
             .configure(accounts::configure)
             .configure(ops::configure)
@@ -122,18 +136,29 @@ fn v1(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Whatever no route answers: 405 if the path names a route (with another method), else 404.
-async fn not_found(req: HttpRequest) -> Result<HttpResponse, AdminError> {
+/// Whatever no route answers: 405 with `Allow` if the path names a route (with another
+/// method), else 404.
+async fn not_found(
+    req: HttpRequest,
+    spec: web::Data<openapi::Spec>,
+) -> Result<HttpResponse, actix_web::Error> {
     match req.match_pattern() {
-        Some(route) => Err(AdminError::MethodNotAllowed(format!(
-            "{route} does not accept {}",
-            req.method()
-        ))),
-        None => Err(AdminError::NotFound(format!(
-            "no route {} {}",
-            req.method(),
-            req.path()
-        ))),
+        Some(route) => {
+            let err =
+                AdminError::MethodNotAllowed(format!("{route} does not accept {}", req.method()));
+            let mut res = actix_web::ResponseError::error_response(&err);
+            if let Some(allow) = spec
+                .allowed(&route)
+                .and_then(|a| actix_web::http::header::HeaderValue::from_str(&a).ok())
+            {
+                res.headers_mut()
+                    .insert(actix_web::http::header::ALLOW, allow);
+            }
+            Ok(res)
+        }
+        None => {
+            Err(AdminError::NotFound(format!("no route {} {}", req.method(), req.path())).into())
+        }
     }
 }
 
@@ -218,6 +243,77 @@ fn query_number(
                 )
             }),
     }
+}
+
+/// An account named by an operator (a path, query or body parameter): an `@handle`, a phone
+/// number in canonical E.164 (taken as it is: it is the store's own form, so a number nobody
+/// registered is simply not found), or a number in another form ("(415) 555 0100"),
+/// normalised with the configured default country as registration does. The OpenAPI
+/// description gives the first two as the parameter's pattern.
+fn account_param(
+    ctx: &crate::edge::RelayCtx,
+    name: &'static str,
+    text: &str,
+) -> Result<crate::ids::AccountId, AdminError> {
+    // In a query string an unencoded `+` arrives as a space.
+    let text = match text.strip_prefix(' ') {
+        Some(rest) => format!("+{rest}"),
+        None => text.to_owned(),
+    };
+    let text = text.trim();
+    if text.starts_with('@') {
+        return crate::ids::AccountId::parse(text)
+            .map_err(|e| AdminError::bad(name, e.to_string()));
+    }
+    if let Ok(a) = crate::ids::AccountId::parse_phone(text) {
+        return Ok(a);
+    }
+    crate::registration::normalise(text, ctx.cfg.registration.default_country.as_ref()).map_err(
+        |e| {
+            AdminError::bad(
+                name,
+                format!("not a phone number or @handle ({e}): {text:?}"),
+            )
+        },
+    )
+}
+
+/// A JSON request body that must be an object with `T`'s fields. serde also reads a struct
+/// from a JSON array (`[null, null]` as positional fields), which an operator API must refuse
+/// rather than take as "change nothing".
+pub(super) struct Object<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for Object<T> {
+    type Error = actix_web::Error;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let json = web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move {
+            let value = json.await?.into_inner();
+            Ok(Object(from_object(value)?))
+        })
+    }
+}
+
+/// `value` as a `T`, if it is a JSON object.
+fn from_object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, AdminError> {
+    let kind = match &value {
+        serde_json::Value::Object(_) => None,
+        serde_json::Value::Array(_) => Some("an array"),
+        serde_json::Value::String(_) => Some("a string"),
+        serde_json::Value::Number(_) => Some("a number"),
+        serde_json::Value::Bool(_) => Some("a boolean"),
+        serde_json::Value::Null => Some("null"),
+    };
+    if let Some(kind) = kind {
+        return Err(AdminError::bad(
+            "body",
+            format!("must be a JSON object, got {kind}"),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| AdminError::bad("body", format!("not the expected JSON: {e}")))
 }
 
 /// Refuses query parameters other than `known`.

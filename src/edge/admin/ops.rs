@@ -4,10 +4,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Seek;
 
 use actix_web::body::SizedStream;
-use actix_web::{web, HttpResponse};
+use actix_web::{delete, get, post, web, HttpResponse};
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::error::ErrorBody;
 use super::{only_params, query_number, AdminError, State};
 use crate::telemetry::metrics;
 
@@ -18,40 +21,76 @@ const MAX_AUDIT: usize = 10_000;
 const BACKUP_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Routes that need no token.
-pub(super) fn configure_open(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(render_metrics));
+pub(super) fn configure_open(cfg: &mut ServiceConfig) {
+    cfg.service(healthz).service(readyz).service(render_metrics);
 }
 
 /// Routes under `/v1`.
-pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/stats", web::get().to(stats))
-        .route("/blobs", web::get().to(blobs))
-        .route("/blobs/{id}", web::delete().to(purge_blob))
-        .route("/audit", web::get().to(audit))
-        .route("/backup", web::post().to(backup))
-        .route("/web", web::get().to(web_bundle));
+pub(super) fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(stats)
+        .service(blob_usage)
+        .service(purge_blob)
+        .service(audit)
+        .service(backup)
+        .service(web_bundle);
+}
+
+/// The embedded browser companion.
+#[derive(Serialize, ToSchema)]
+struct WebBundle {
+    version: &'static str,
+    /// SHA-256 of the whole bundle (hex), as `relaybox --version` prints it.
+    sha256: &'static str,
+    /// `sha256sum` lines of the bundle's files.
+    files: &'static str,
+    /// Bytes the bundle adds to the binary.
+    embedded_bytes: usize,
 }
 
 /// GET /v1/web: the embedded browser companion: its bundle SHA-256 (to publish, so users can
 /// check the page they are served), its files' hashes and the bytes it adds to the binary.
+#[utoipa::path(
+    tag = "operations",
+    responses((status = 200, description = "The embedded browser bundle", body = WebBundle)),
+)]
+#[get("/web")]
 async fn web_bundle() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "sha256": crate::web::BUNDLE_SHA256,
-        "files": crate::web::SHA256SUMS,
-        "embedded_bytes": crate::web::embedded_bytes(),
-    }))
+    HttpResponse::Ok().json(WebBundle {
+        version: env!("CARGO_PKG_VERSION"),
+        sha256: crate::web::BUNDLE_SHA256,
+        files: crate::web::SHA256SUMS,
+        embedded_bytes: crate::web::embedded_bytes(),
+    })
+}
+
+/// The answer of `/healthz` and `/readyz`.
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// `alive` (`/healthz`); `ready`, `starting`, `shutting down` or `store unavailable`
+    /// (`/readyz`).
+    status: &'static str,
 }
 
 /// GET /healthz: the process is alive and answering.
+#[utoipa::path(
+    tag = "health",
+    responses((status = 200, description = "The process is alive", body = Health)),
+)]
+#[get("/healthz")]
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "alive" }))
+    HttpResponse::Ok().json(Health { status: "alive" })
 }
 
 /// GET /readyz: 200 when the store is open and every listener is bound; 503 before that and
 /// during shutdown (so a load balancer or systemd check stops sending work).
+#[utoipa::path(
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready for traffic", body = Health),
+        (status = 503, description = "Starting, shutting down, or the store is unavailable", body = Health),
+    ),
+)]
+#[get("/readyz")]
 async fn readyz(state: State) -> HttpResponse {
     let verdict = readiness(
         state.ready.load(std::sync::atomic::Ordering::Acquire),
@@ -59,8 +98,8 @@ async fn readyz(state: State) -> HttpResponse {
         state.ctx.store.size_on_disk().is_ok(),
     );
     match verdict {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
-        Err(why) => HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": why })),
+        Ok(()) => HttpResponse::Ok().json(Health { status: "ready" }),
+        Err(why) => HttpResponse::ServiceUnavailable().json(Health { status: why }),
     }
 }
 
@@ -79,27 +118,32 @@ fn readiness(bound: bool, shutting_down: bool, store_ok: bool) -> Result<(), &'s
 }
 
 /// GET /metrics: Prometheus metrics (OpenMetrics text).
+#[utoipa::path(
+    tag = "health",
+    responses(
+        (status = 200, description = "Every metric of the relay", body = String,
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        (status = 500, description = "The store failed", body = ErrorBody),
+    ),
+)]
+#[get("/metrics")]
 async fn render_metrics(state: State) -> Result<HttpResponse, AdminError> {
-    let ctx = state.ctx.clone();
-    let snapshot = web::block(move || -> Result<metrics::Snapshot, AdminError> {
-        let counts = ctx.store.counts()?;
-        let (blobs, blob_bytes) = ctx.store.blob_totals()?;
-        Ok(metrics::Snapshot {
-            queue_depth: counts.queued,
-            accounts: counts.accounts,
-            devices: counts.devices,
-            blobs,
-            blob_bytes,
-        })
-    })
-    .await
-    .map_err(|e| AdminError::Internal(e.to_string()))??;
+    // The store's counts are kept up to date as things change: reading them is no scan.
+    let counts = state.ctx.store.counts();
+    let snapshot = metrics::Snapshot {
+        queue_depth: counts.queued,
+        accounts: counts.accounts,
+        devices: counts.devices,
+        blobs: counts.blobs,
+        blob_bytes: counts.blob_bytes,
+    };
     Ok(HttpResponse::Ok()
         .content_type(metrics::CONTENT_TYPE)
         .body(metrics::render(&snapshot)))
 }
 
-#[derive(Serialize)]
+/// The relay at a glance.
+#[derive(Serialize, ToSchema)]
 struct Stats {
     version: &'static str,
     uptime_seconds: u64,
@@ -111,15 +155,18 @@ struct Stats {
     queue_depth: u64,
     /// Device actors in memory (online devices and those recently active).
     live_devices: usize,
+    /// The store's bytes on disk (read at most every 10 s).
     store_bytes: u64,
 }
 
 /// GET /v1/stats: the relay at a glance.
+#[utoipa::path(
+    tag = "operations",
+    responses((status = 200, description = "Counts, connections and uptime", body = Stats)),
+)]
+#[get("/stats")]
 async fn stats(state: State) -> Result<HttpResponse, AdminError> {
-    let ctx = state.ctx.clone();
-    let counts = web::block(move || ctx.store.counts())
-        .await
-        .map_err(|e| AdminError::Internal(e.to_string()))??;
+    let counts = state.ctx.store.counts();
     let mut connections: BTreeMap<&'static str, i64> = metrics::TRANSPORTS
         .iter()
         .map(|t| (*t, metrics::open_connections(t)))
@@ -135,11 +182,12 @@ async fn stats(state: State) -> Result<HttpResponse, AdminError> {
         groups: counts.groups,
         queue_depth: counts.queued,
         live_devices: state.ctx.directory.live_count(),
-        store_bytes: state.ctx.store.size_on_disk()?,
+        store_bytes: state.ctx.store.size_on_disk_recent()?,
     }))
 }
 
-#[derive(Serialize)]
+/// Blob usage.
+#[derive(Serialize, ToSchema)]
 struct BlobUsage {
     /// Blobs the store holds (uploaded, not yet expired or purged) and their bytes.
     stored_blobs: u64,
@@ -153,7 +201,8 @@ struct BlobUsage {
     account: Option<AccountBlobUsage>,
 }
 
-#[derive(Serialize)]
+/// One account's blob usage.
+#[derive(Serialize, ToSchema)]
 struct AccountBlobUsage {
     account: String,
     bytes: u64,
@@ -161,7 +210,18 @@ struct AccountBlobUsage {
 }
 
 /// GET /v1/blobs[?account=ACCOUNT]: blob usage from the store's records and from the disk.
-async fn blobs(
+#[utoipa::path(
+    tag = "operations",
+    params(
+        ("account" = Option<String>, Query, description = "An account (E.164 phone number or @handle) whose usage to add", example = "+14155550101", pattern = "^(\\+[1-9][0-9]{7,14}|@[a-z0-9][a-z0-9.-]{0,31})$"),
+    ),
+    responses(
+        (status = 200, description = "Blob usage", body = BlobUsage),
+        (status = 400, description = "An unknown query parameter or a malformed account", body = ErrorBody),
+    ),
+)]
+#[get("/blobs")]
+async fn blob_usage(
     state: State,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, AdminError> {
@@ -176,7 +236,8 @@ async fn blobs(
     let ctx = state.ctx.clone();
     let dir = state.data_dir.clone();
     let usage = web::block(move || -> Result<BlobUsage, AdminError> {
-        let (stored_blobs, stored_bytes) = ctx.store.blob_totals()?;
+        let counts = ctx.store.counts();
+        let (stored_blobs, stored_bytes) = (counts.blobs, counts.blob_bytes);
         let disk = crate::backup::blob_usage(&dir)
             .map_err(|e| AdminError::Internal(format!("reading the blob directory: {e}")))?;
         let account = match account {
@@ -203,6 +264,16 @@ async fn blobs(
 /// DELETE /v1/blobs/{id}: purges a stored blob now. Its file goes, its bytes leave the
 /// owner's quota, and its id answers 410 Gone from then on, so recipients recall it from
 /// the sender (the same path as an expired blob).
+#[utoipa::path(
+    tag = "operations",
+    params(("id" = String, Path, description = "The blob id: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$")),
+    responses(
+        (status = 200, description = "The blob was purged", body = Purged),
+        (status = 400, description = "Not a blob id", body = ErrorBody),
+        (status = 404, description = "No such stored blob", body = ErrorBody),
+    ),
+)]
+#[delete("/blobs/{id}")]
 async fn purge_blob(state: State, id: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let id = crate::blob::BlobId::parse(&id).map_err(|e| AdminError::bad("id", e.to_string()))?;
     let purged = crate::edge::http::blobs::purge(&state.ctx, &id)
@@ -214,10 +285,36 @@ async fn purge_blob(state: State, id: web::Path<String>) -> Result<HttpResponse,
         )));
     }
     tracing::info!(blob = %id, "Blob purged by the operator.");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "blob": id.to_string(), "purged": true })))
+    Ok(HttpResponse::Ok().json(Purged {
+        blob: id.to_string(),
+        purged: true,
+    }))
+}
+
+/// A purged blob.
+#[derive(Serialize, ToSchema)]
+struct Purged {
+    blob: String,
+    purged: bool,
+}
+
+/// The tail of the audit log.
+#[derive(Serialize, ToSchema)]
+struct AuditTail {
+    /// Oldest first.
+    entries: Vec<super::AuditEntry>,
 }
 
 /// GET /v1/audit?limit=N: the last N audit entries, oldest first.
+#[utoipa::path(
+    tag = "operations",
+    params(("limit" = Option<u32>, Query, description = "How many entries (default 100)", minimum = 1, maximum = 10000)),
+    responses(
+        (status = 200, description = "The last entries of the audit log", body = AuditTail),
+        (status = 400, description = "A bad or unknown query parameter", body = ErrorBody),
+    ),
+)]
+#[get("/audit")]
 async fn audit(
     state: State,
     q: web::Query<HashMap<String, String>>,
@@ -229,11 +326,17 @@ async fn audit(
         .audit
         .tail(limit)
         .map_err(|e| AdminError::Internal(format!("reading the audit log: {e}")))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "entries": entries })))
+    Ok(HttpResponse::Ok().json(AuditTail { entries }))
 }
 
 /// POST /v1/backup: a consistent online backup (`backup` module docs give the format),
 /// streamed as `application/x-tar` with its length, so a client can show progress.
+#[utoipa::path(
+    tag = "operations",
+    responses((status = 200, description = "A tar archive of the data directory", body = String,
+        content_type = "application/x-tar")),
+)]
+#[post("/backup")]
 async fn backup(state: State) -> Result<HttpResponse, AdminError> {
     let store = state.ctx.store.clone();
     let dir = state.data_dir.clone();

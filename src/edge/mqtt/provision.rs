@@ -15,8 +15,9 @@ use crate::ids::{AccountId, Handle};
 use crate::store::{MqttDeviceRecord, Store};
 use crate::wire::messages::PresencePrivacy;
 
-/// Longest device name, in bytes.
-pub const MAX_NAME_BYTES: usize = 64;
+/// Longest device name, in characters (what an operator counts, and what the operator API's
+/// description can state).
+pub const MAX_NAME_CHARS: usize = 64;
 /// Most groups one device is provisioned in.
 pub const MAX_THREADS: usize = 32;
 
@@ -33,7 +34,7 @@ pub enum ProvisionError {
     AccountTaken(String),
     #[error("group {0:?} does not exist")]
     UnknownGroup(String),
-    #[error("the name is longer than {MAX_NAME_BYTES} bytes")]
+    #[error("the name is longer than {MAX_NAME_CHARS} characters")]
     NameTooLong,
     #[error("at most {MAX_THREADS} groups per device")]
     TooManyThreads,
@@ -57,7 +58,7 @@ pub fn add(
     threads: &[String],
 ) -> Result<Handle, ProvisionError> {
     let id = Handle::parse(id)?;
-    if name.len() > MAX_NAME_BYTES {
+    if name.chars().count() > MAX_NAME_CHARS {
         return Err(ProvisionError::NameTooLong);
     }
     if threads.len() > MAX_THREADS {

@@ -73,6 +73,7 @@ impl Retirer {
         crate::store::durability::fsync_dir(&self.db_dir)?;
         let acked_meanwhile: Vec<(DeviceId, u64)> = {
             let mut st = shared.lock();
+            self.t.counts.retired_added(entries.len());
             let gone = entries
                 .into_iter()
                 .filter(|(d, seq, _)| remove_pending(&mut st, d, *seq).is_none())
@@ -84,7 +85,9 @@ impl Retirer {
             gone
         };
         for (d, seq) in acked_meanwhile {
-            self.t.deviceseq_queuerecord.remove(keys::queue(&d, seq))?;
+            self.t
+                .counts
+                .remove_retired(&self.t.deviceseq_queuerecord, keys::queue(&d, seq))?;
         }
         tracing::debug!(upto, "Message-log segments retired.");
         Ok(())
