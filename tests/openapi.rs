@@ -58,8 +58,16 @@ fn api(
     (status, serde_json::from_str(&text).unwrap_or_default())
 }
 
+/// The `st` to run: `SCHEMATHESIS` (tests/run.sh sets it), made absolute when it is a path,
+/// because the run below starts in the relay's temp dir; else `st` from PATH.
 fn schemathesis() -> String {
-    std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "st".into())
+    match std::env::var("SCHEMATHESIS") {
+        Ok(p) if p.contains('/') => std::fs::canonicalize(&p)
+            .map(|abs| abs.display().to_string())
+            .unwrap_or(p),
+        Ok(p) => p,
+        Err(_) => "st".into(),
+    }
 }
 
 #[test]
