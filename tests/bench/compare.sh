@@ -110,7 +110,7 @@ else
 fi
 [ -x "$BIN" ] || die "$BIN was not built"
 
-echo "versions    relaybox $("$BIN" --version 2>/dev/null | awk '{print $NF}')" \
+echo "versions    relaybox $("$BIN" --version 2>/dev/null | head -n1 | awk '{print $NF}')" \
     "${MOSQUITTO:+| mosquitto $("$MOSQUITTO" -h 2>/dev/null | grep -oE 'version [0-9.]+' | head -n1 | cut -d' ' -f2)}" \
     "${NATS:+| nats-server $("$NATS" --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n1)}"
 echo "method      server on CPU $SERVER_CPU, generator on CPU $GEN_CPU; warm-up $WARMUP, measured $DURATION; median of $RUNS run(s); TCP_NODELAY on"
