@@ -178,6 +178,25 @@ fn down_text(line: &str) -> (String, String) {
     )
 }
 
+/// Waits (within PATIENCE) for @fridge-3's READ receipt of `msg_id`.
+async fn read_receipt_from_fridge(c: &mut Client, msg_id: relaybox::ids::MsgId) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match next_event(c).await {
+            Event::Receipt {
+                kind: relaybox::wire::messages::ReceiptKind::Read,
+                msg_ids,
+                from,
+            } => {
+                assert_eq!(from, "@fridge-3");
+                assert_eq!(msg_ids, vec![msg_id]);
+                return;
+            }
+            _ => assert!(Instant::now() < deadline, "no read receipt"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_device_posts_with_mosquitto_pub_and_every_member_reads_it() {
     let mut s = site("").await;
@@ -222,21 +241,7 @@ async fn a_person_writes_and_mosquitto_sub_receives_it_on_the_down_topic() {
         "relaybox/dev/fridge-3/ack",
         format!(r#"{{"ids":["{msg_id}"]}}"#).as_bytes(),
     );
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match next_event(&mut s.alice).await {
-            Event::Receipt {
-                kind: relaybox::wire::messages::ReceiptKind::Read,
-                msg_ids,
-                from,
-            } => {
-                assert_eq!(from, "@fridge-3");
-                assert_eq!(msg_ids, vec![msg_id]);
-                break;
-            }
-            _ => assert!(Instant::now() < deadline, "no read receipt"),
-        }
-    }
+    read_receipt_from_fridge(&mut s.alice, msg_id).await;
     drop(s.relay);
 }
 
@@ -295,24 +300,7 @@ async fn a_device_ack_after_a_relay_restart_still_becomes_a_read_receipt() {
         "relaybox/dev/fridge-3/ack",
         format!(r#"{{"ids":["{msg_id}"]}}"#).as_bytes(),
     );
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match next_event(&mut s.alice).await {
-            Event::Receipt {
-                kind: relaybox::wire::messages::ReceiptKind::Read,
-                msg_ids,
-                from,
-            } => {
-                assert_eq!(from, "@fridge-3");
-                assert_eq!(msg_ids, vec![msg_id]);
-                break;
-            }
-            _ => assert!(
-                Instant::now() < deadline,
-                "no read receipt after the restart"
-            ),
-        }
-    }
+    read_receipt_from_fridge(&mut s.alice, msg_id).await;
 }
 
 #[tokio::test]

@@ -247,7 +247,7 @@ async fn send_to_entity(
         return Err(GroupError::Mismatch(lists).into());
     }
     let now = crate::clock::now_ms();
-    let size = first_size(&s.envelopes);
+    let size = super::send::first_size(&s.envelopes);
     let mut items = Vec::with_capacity(s.envelopes.len());
     for e in s.envelopes {
         let d = DeviceId::new(account(&e.account)?, e.device);
@@ -304,17 +304,9 @@ async fn send_as_entity(
     if current.is_empty() {
         return Err(RequestError::UnknownAccount);
     }
-    let addressed: BTreeSet<u32> = s.envelopes.iter().map(|e| e.device).collect();
-    if addressed.len() != s.envelopes.len() {
-        return Err(RequestError::invalid("two envelopes for the same device"));
-    }
-    if addressed != current {
-        return Err(RequestError::MismatchedDevices(
-            current.into_iter().collect(),
-        ));
-    }
+    super::send::check_addressed(&s.envelopes, current)?;
     let now = crate::clock::now_ms();
-    let size = first_size(&s.envelopes);
+    let size = super::send::first_size(&s.envelopes);
     let items = s
         .envelopes
         .into_iter()
@@ -354,12 +346,6 @@ struct Via<'a> {
     peer: &'a str,
     size: u32,
     blobs: &'a [BlobId],
-}
-
-fn first_size(envelopes: &[Envelope]) -> u32 {
-    envelopes
-        .first()
-        .map_or(0, |e| u32::try_from(e.ciphertext.len()).unwrap_or(u32::MAX))
 }
 
 use super::requests::recipient_accounts;

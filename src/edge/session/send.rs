@@ -32,7 +32,7 @@ use crate::edge::RelayCtx;
 use crate::ids::{DeviceId, MsgId};
 use crate::store::msglog::Appended;
 use crate::store::{BlobScope, QueueItem, QueueRecord};
-use crate::wire::messages::{server_frame, MessageKind, Send, ServerAck};
+use crate::wire::messages::{server_frame, Envelope, MessageKind, Send, ServerAck};
 
 type Body = server_frame::Body;
 
@@ -69,7 +69,7 @@ pub(super) async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Bod
     } else {
         s.group.clone()
     };
-    let size = s.envelopes.first().map_or(0, |e| e.ciphertext.len());
+    let size = first_size(&s.envelopes);
     let targets = targets(ctx, &me, &s).await?;
     // Only now, past the device check: a MISMATCHED_DEVICES answer and its retry cost one
     // token between them, not two.
@@ -143,7 +143,7 @@ pub(super) async fn send(ctx: &RelayCtx, caller: &Caller, s: Send) -> Result<Bod
         crate::store::SendFacts {
             peer: &peer,
             symmetric,
-            size: u32::try_from(size).unwrap_or(u32::MAX),
+            size,
         },
     )?;
     if blobs.is_empty() {
@@ -226,8 +226,21 @@ async fn targets(ctx: &RelayCtx, me: &DeviceId, s: &Send) -> Result<Vec<DeviceId
     if current.is_empty() {
         return Err(RequestError::UnknownAccount);
     }
-    let addressed: BTreeSet<u32> = s.envelopes.iter().map(|e| e.device).collect();
-    if addressed.len() != s.envelopes.len() {
+    check_addressed(&s.envelopes, current)?;
+    Ok(s.envelopes
+        .iter()
+        .map(|e| DeviceId::new(to.clone(), e.device))
+        .collect())
+}
+
+/// The envelopes name each of `current` (one account's devices) exactly once: otherwise two
+/// envelopes for one device, or MISMATCHED_DEVICES with the current list.
+pub(super) fn check_addressed(
+    envelopes: &[Envelope],
+    current: BTreeSet<u32>,
+) -> Result<(), RequestError> {
+    let addressed: BTreeSet<u32> = envelopes.iter().map(|e| e.device).collect();
+    if addressed.len() != envelopes.len() {
         return Err(RequestError::invalid("two envelopes for the same device"));
     }
     if addressed != current {
@@ -235,10 +248,14 @@ async fn targets(ctx: &RelayCtx, me: &DeviceId, s: &Send) -> Result<Vec<DeviceId
             current.into_iter().collect(),
         ));
     }
-    Ok(s.envelopes
-        .iter()
-        .map(|e| DeviceId::new(to.clone(), e.device))
-        .collect())
+    Ok(())
+}
+
+/// The size of a send's first envelope, for the sender's abuse metrics.
+pub(super) fn first_size(envelopes: &[Envelope]) -> u32 {
+    envelopes
+        .first()
+        .map_or(0, |e| u32::try_from(e.ciphertext.len()).unwrap_or(u32::MAX))
 }
 
 /// Refuses enum values the contract does not name, so that nothing unknown is stored and
