@@ -273,6 +273,10 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     b.wait(&format!(
         "(relaybox.chats()[{BOB:?}].messages.find(m => m.body === 'hello from chromium') || {{}}).status === 'read'"
     ));
+    // The last of Bob's read receipts (for "quoting you") may land a moment after the first.
+    b.wait(
+        "document.querySelector('#messages li.mine:last-child .ticks')?.dataset.status === 'read'",
+    );
     assert_eq!(
         b.eval("document.querySelector('#messages li.mine:last-child .ticks').dataset.status"),
         json!("read")
