@@ -178,22 +178,9 @@ fn keygen_refuses_to_overwrite_without_force() {
     assert_ne!(String::from_utf8(forced.stdout).unwrap(), public);
 }
 
-fn client(relay: &Relay, home: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("client")
-        .arg("--home")
-        .arg(relay.dir.path().join(home))
-        .arg("--relay")
-        .arg(&relay.addr)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 /// Registers through the CLI; `typed` is how the user wrote the number.
 fn cli_user(relay: &Relay, home: &str, typed: &str, e164: &str) {
-    let out = client(relay, home, &["register", typed]);
+    let out = relay.client_cli(home, &["register", typed]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("code was sent") && text(&out).contains(e164),
@@ -202,7 +189,7 @@ fn cli_user(relay: &Relay, home: &str, typed: &str, e164: &str) {
     );
     let code = relay.code_for(e164);
     let phone = typed;
-    let out = client(relay, home, &["verify", phone, &code]);
+    let out = relay.client_cli(home, &["verify", phone, &code]);
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -212,11 +199,10 @@ fn two_cli_users_chat_through_the_relay_including_while_one_is_offline() {
     cli_user(&relay, "alice", "+1 (415) 555-0101", "+14155550101");
     cli_user(&relay, "bob", "(415) 555 0102", "+14155550102");
     // Bob is offline: nothing of his runs while Alice sends.
-    let out = client(&relay, "alice", &["send", "+14155550102", "hi", "bob"]);
+    let out = relay.client_cli("alice", &["send", "+14155550102", "hi", "bob"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains('✓'));
-    let out = client(
-        &relay,
+    let out = relay.client_cli(
         "bob",
         &[
             "listen",
@@ -235,10 +221,9 @@ fn two_cli_users_chat_through_the_relay_including_while_one_is_offline() {
     assert_eq!(v["from"], "+14155550101");
     assert_eq!(v["payload"]["body"], "hi bob");
     // Bob answers; Alice sees the reply and the receipts for her message.
-    let out = client(&relay, "bob", &["send", "+14155550101", "hello alice"]);
+    let out = relay.client_cli("bob", &["send", "+14155550101", "hello alice"]);
     assert!(out.status.success(), "{}", text(&out));
-    let out = client(
-        &relay,
+    let out = relay.client_cli(
         "alice",
         &["listen", "--json", "--count", "1", "--timeout", "20"],
     );
@@ -253,17 +238,17 @@ fn two_cli_users_chat_through_the_relay_including_while_one_is_offline() {
         "{all}"
     );
     assert!(all.contains("hello alice"), "{all}");
-    let out = client(&relay, "alice", &["status"]);
+    let out = relay.client_cli("alice", &["status"]);
     assert!(text(&out).contains("+14155550101"), "{}", text(&out));
 }
 
 #[test]
 fn client_errors_are_specific_and_exit_non_zero() {
     let relay = Relay::start();
-    let out = client(&relay, "nobody", &["send", "+14155550102", "hi"]);
+    let out = relay.client_cli("nobody", &["send", "+14155550102", "hi"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("not registered yet"), "{}", text(&out));
-    let out = client(&relay, "x", &["register", "not a number"]);
+    let out = relay.client_cli("x", &["register", "not a number"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).contains("INVALID_PHONE_NUMBER"),
@@ -305,7 +290,7 @@ fn a_group_with_a_linked_companion_works_from_the_command_line() {
         }
         assert!(n > 0, "no pairing code in: {seen}");
     };
-    let out = client(&relay, "alice", &["link", &code]);
+    let out = relay.client_cli("alice", &["link", &code]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("Linked device 1"), "{}", text(&out));
     let paired = pair.wait_with_output().unwrap();
@@ -315,25 +300,16 @@ fn a_group_with_a_linked_companion_works_from_the_command_line() {
         String::from_utf8_lossy(&paired.stderr)
     );
 
-    let out = client(
-        &relay,
-        "alice",
-        &["group", "create", "Branch 12", "+14155550102"],
-    );
+    let out = relay.client_cli("alice", &["group", "create", "Branch 12", "+14155550102"]);
     assert!(out.status.success(), "{}", text(&out));
     let group = text(&out)
         .lines()
         .find_map(|l| l.strip_prefix("group:").map(|g| g.trim().to_owned()))
         .unwrap();
-    let out = client(
-        &relay,
-        "bob",
-        &["group", "send", &group, "deliveries", "at", "ten"],
-    );
+    let out = relay.client_cli("bob", &["group", "send", &group, "deliveries", "at", "ten"]);
     assert!(out.status.success(), "{}", text(&out));
     for home in ["alice", "alice-laptop"] {
-        let out = client(
-            &relay,
+        let out = relay.client_cli(
             home,
             &["listen", "--json", "--count", "1", "--timeout", "20"],
         );
@@ -347,13 +323,13 @@ fn a_group_with_a_linked_companion_works_from_the_command_line() {
         assert_eq!(msg["payload"]["body"], "deliveries at ten", "{home}");
         assert_eq!(msg["group"], group.as_str(), "{home}");
     }
-    let out = client(&relay, "bob", &["mute", &group]);
+    let out = relay.client_cli("bob", &["mute", &group]);
     assert!(
         text(&out).contains("Muted") && text(&out).contains("20m"),
         "{}",
         text(&out)
     );
-    let out = client(&relay, "alice", &["group", "info", &group]);
+    let out = relay.client_cli("alice", &["group", "info", &group]);
     assert!(
         text(&out).contains("+14155550101 (admin)  devices [0, 1]"),
         "{}",
@@ -411,11 +387,7 @@ fn a_group_id_names_a_conversation_for_send_chat_and_state_and_help_explains_the
     let relay = Relay::start();
     cli_user(&relay, "alice", "+14155550101", "+14155550101");
     cli_user(&relay, "bob", "+14155550102", "+14155550102");
-    let out = client(
-        &relay,
-        "alice",
-        &["group", "create", "cold room", "+14155550102"],
-    );
+    let out = relay.client_cli("alice", &["group", "create", "cold room", "+14155550102"]);
     assert!(out.status.success(), "{}", text(&out));
     let group = text(&out)
         .split_whitespace()
@@ -425,34 +397,33 @@ fn a_group_id_names_a_conversation_for_send_chat_and_state_and_help_explains_the
                 .to_owned()
         })
         .unwrap_or_else(|| panic!("no group id in {}", text(&out)));
-    let out = client(&relay, "alice", &["send", &group, "door", "open"]);
+    let out = relay.client_cli("alice", &["send", &group, "door", "open"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains('✓'), "{}", text(&out));
-    let out = client(&relay, "alice", &["state", &group, "composing"]);
+    let out = relay.client_cli("alice", &["state", &group, "composing"]);
     assert!(out.status.success(), "{}", text(&out));
-    let out = client(
-        &relay,
+    let out = relay.client_cli(
         "bob",
         &["listen", "--json", "--count", "1", "--timeout", "20"],
     );
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("door open"), "{}", text(&out));
     // A receipt names the sender, and the error says so.
-    let out = client(&relay, "bob", &["receipt", "read", &group, "00"]);
+    let out = relay.client_cli("bob", &["receipt", "read", &group, "00"]);
     assert!(!out.status.success());
     assert!(
         text(&out).contains("goes to the account that sent"),
         "{}",
         text(&out)
     );
-    let help = client(&relay, "alice", &["send", "--help"]);
+    let help = relay.client_cli("alice", &["send", "--help"]);
     let help = text(&help);
     assert!(help.contains("<TO>") && help.contains("group id"), "{help}");
     assert!(
         help.contains("[TEXT]") && help.contains("joined with spaces"),
         "{help}"
     );
-    let help = text(&client(&relay, "alice", &["chat", "--help"]));
+    let help = text(&relay.client_cli("alice", &["chat", "--help"]));
     assert!(
         help.contains("a group") && !help.contains("one person"),
         "{help}"

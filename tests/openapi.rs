@@ -90,6 +90,22 @@ fn the_description_needs_no_token_declares_the_bearer_scheme_and_405_names_allow
     assert!(stats["responses"]["401"].is_object(), "{stats}");
     assert!(doc["paths"]["/healthz"]["get"].get("security").is_none());
 
+    // Every operation described is in the README's route table, as `METHOD /path`.
+    let readme = include_str!("../README.md");
+    let mut missing = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let row = format!("| `{} {path}", method.to_uppercase());
+            if !readme.contains(&row) {
+                missing.push(row);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README's operator API table lacks {missing:?}"
+    );
+
     // The description is not an audited action; a token route still refuses no token.
     let res = agent()
         .get(format!("{}/v1/stats", relay.admin_url()))

@@ -133,19 +133,6 @@ impl Drop for Browser {
     }
 }
 
-fn client(relay: &Relay, home: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("client")
-        .arg("--home")
-        .arg(relay.dir.path().join(home))
-        .arg("--relay")
-        .arg(&relay.addr)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 fn ok(out: Output) -> String {
     let text = format!(
         "{}{}",
@@ -156,12 +143,6 @@ fn ok(out: Output) -> String {
     text
 }
 
-fn user(relay: &Relay, home: &str, phone: &str) {
-    ok(client(relay, home, &["register", phone]));
-    let code = relay.code_for(phone);
-    ok(client(relay, home, &["verify", phone, &code]));
-}
-
 fn thread_has(thread: &str, body: &str) -> String {
     format!("(relaybox.chats()[{thread:?}]?.messages ?? []).some(m => m.body === {body:?})")
 }
@@ -169,14 +150,10 @@ fn thread_has(thread: &str, body: &str) -> String {
 #[test]
 fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_logs_out() {
     let mut relay = Relay::start();
-    user(&relay, "alice", ALICE);
-    user(&relay, "bob", BOB);
+    relay.cli_user("alice", ALICE);
+    relay.cli_user("bob", BOB);
     // History for the new browser: Alice's phone already talked to Bob.
-    ok(client(
-        &relay,
-        "alice",
-        &["send", BOB, "history from the phone"],
-    ));
+    ok(relay.client_cli("alice", &["send", BOB, "history from the phone"]));
 
     let mut b = Browser::start();
     let url = format!("http://{}/", relay.http_addr);
@@ -200,7 +177,7 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     // With the relay's HTTP address known, the phone sends history as an encrypted blob (the
     // Node test below covers history sent inline).
     let http = format!("http://{}", relay.http_addr);
-    let out = ok(client(&relay, "alice", &["--http", &http, "link", &code]));
+    let out = ok(relay.client_cli("alice", &["--http", &http, "link", &code]));
     assert!(out.contains("Linked device 1"), "{out}");
     b.wait("relaybox.ready()");
     let linked_ms = t.elapsed().as_millis();
@@ -213,9 +190,9 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     // CLI → browser. Alice and Bob have each other in their contacts (the default privacy
     // shows presence to mutual contacts), so Bob coming online and going away is pushed to
     // Alice's devices, the browser too, and shown in the chat's header.
-    ok(client(&relay, "alice", &["contacts", BOB]));
-    ok(client(&relay, "bob", &["contacts", ALICE]));
-    ok(client(&relay, "bob", &["send", ALICE, "hello browser"]));
+    ok(relay.client_cli("alice", &["contacts", BOB]));
+    ok(relay.client_cli("bob", &["contacts", ALICE]));
+    ok(relay.client_cli("bob", &["send", ALICE, "hello browser"]));
     b.wait(&thread_has(BOB, "hello browser"));
     b.wait(&format!("relaybox.presence()[{BOB:?}] !== undefined"));
 
@@ -229,7 +206,7 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     b.wait(&format!("relaybox.chats()[{BOB:?}].muted === false"));
 
     // Bob types: the browser shows it.
-    ok(client(&relay, "bob", &["state", ALICE, "composing"]));
+    ok(relay.client_cli("bob", &["state", ALICE, "composing"]));
     b.wait(&format!(
         "(relaybox.chats()[{BOB:?}].state || '').includes('typing')"
     ));
@@ -251,8 +228,7 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     b.wait(
         "[...document.querySelectorAll('#messages li.mine')].some(li => li.querySelector('.quoted')?.textContent === 'hello browser')",
     );
-    let got = ok(client(
-        &relay,
+    let got = ok(relay.client_cli(
         "bob",
         // Bob reads the phone's earlier message, then the browser's two.
         &[
@@ -288,8 +264,7 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     })
     .save(&png)
     .unwrap();
-    ok(client(
-        &relay,
+    ok(relay.client_cli(
         "bob",
         &[
             "--http",
@@ -357,22 +332,14 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     assert!(answered.status.success(), "{answered:?}");
 
     // A group with a third person: Bob creates it, everyone talks.
-    user(&relay, "carol", CAROL);
-    let created = ok(client(
-        &relay,
-        "bob",
-        &["group", "create", "Shop floor", ALICE, CAROL],
-    ));
+    relay.cli_user("carol", CAROL);
+    let created = ok(relay.client_cli("bob", &["group", "create", "Shop floor", ALICE, CAROL]));
     let group = created
         .lines()
         .find_map(|l| l.strip_prefix("group:"))
         .map(|g| g.trim().to_owned())
         .unwrap_or_else(|| panic!("no group id in {created}"));
-    ok(client(
-        &relay,
-        "bob",
-        &["group", "send", &group, "hello team"],
-    ));
+    ok(relay.client_cli("bob", &["group", "send", &group, "hello team"]));
     b.wait(&thread_has(&group, "hello team"));
     b.wait(&format!(
         "relaybox.chats()[{group:?}].name === 'Shop floor'"
@@ -382,8 +349,7 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     b.wait(&format!(
         "(relaybox.chats()[{group:?}].messages.find(m => m.body === 'hi team from the browser') || {{}}).status === 'sent'"
     ));
-    let got = ok(client(
-        &relay,
+    let got = ok(relay.client_cli(
         "carol",
         &["listen", "--count", "2", "--timeout", "20", "--json"],
     ));
@@ -408,7 +374,7 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
     assert_eq!(b.eval("relaybox.account()"), json!(ALICE));
     b.wait(&thread_has(BOB, "hello browser"));
     println!("web: reload took {reload} ms");
-    ok(client(&relay, "bob", &["send", ALICE, "after the reload"]));
+    ok(relay.client_cli("bob", &["send", ALICE, "after the reload"]));
     b.wait(&thread_has(BOB, "after the reload"));
 
     // A relay restart: a banner while offline, then back on its own; a message typed while
@@ -430,35 +396,110 @@ fn the_browser_companion_links_chats_with_ticks_survives_reload_and_restart_and_
         "(relaybox.chats()[{BOB:?}].messages.find(m => m.body === 'typed while offline') || {{}}).status !== 'queued'"
     ));
     // Bob first reads the browser's group message, then this.
-    let got = ok(client(
-        &relay,
+    let got = ok(relay.client_cli(
         "bob",
         &["listen", "--count", "2", "--timeout", "20", "--json"],
     ));
     assert!(got.contains("typed while offline"), "{got}");
-    ok(client(
-        &relay,
-        "bob",
-        &["send", ALICE, "after the bad frame"],
-    ));
+    ok(relay.client_cli("bob", &["send", ALICE, "after the bad frame"]));
     b.wait(&thread_has(BOB, "after the bad frame"));
 
     // Log out on the page: the page forgets the device, and the relay unlinked it.
     b.click("#logout");
     b.wait("document.getElementById('pairing-code').textContent.startsWith('rbx1:') && !relaybox.account()");
-    let devices = ok(client(&relay, "alice", &["devices"]));
+    let devices = ok(relay.client_cli("alice", &["devices"]));
     assert!(
         devices.contains("devices [0]"),
         "device 1 still listed: {devices}"
     );
 }
 
+/// Opens the page and links it to Alice's phone (`relaybox client link CODE`).
+fn linked_browser(relay: &Relay) -> Browser {
+    let mut b = Browser::start();
+    b.cmd(json!({"cmd": "open", "url": format!("http://{}/", relay.http_addr)}));
+    b.wait("document.getElementById('pairing-code').textContent.startsWith('rbx1:')");
+    let code = b
+        .eval("document.getElementById('pairing-code').textContent")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = ok(relay.client_cli("alice", &["link", &code]));
+    assert!(out.contains("Linked device 1"), "{out}");
+    b.wait("relaybox.ready()");
+    b
+}
+
+/// The safety number a CLI home shows for `peer`.
+fn cli_safety_number(relay: &Relay, home: &str, peer: &str) -> String {
+    let out = ok(relay.client_cli(home, &["verify-contact", peer, "--json"]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["safety_number"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_page_shows_the_safety_number_both_phones_see_and_holds_a_changed_key_until_accepted() {
+    let relay = Relay::start();
+    relay.cli_user("alice", ALICE);
+    relay.cli_user("bob", BOB);
+    let mut b = linked_browser(&relay);
+    ok(relay.client_cli("bob", &["contacts", ALICE]));
+    ok(relay.client_cli("bob", &["send", ALICE, "hello browser"]));
+    b.wait(&thread_has(BOB, "hello browser"));
+
+    // The page's number (digits and QR) is the one Bob's phone and Alice's phone show: it
+    // covers Alice's phone and this browser, and Bob's phone.
+    b.click(&format!("#chats li[data-thread='{BOB}']"));
+    b.click("#verify");
+    b.wait("!document.getElementById('safety').hidden && document.getElementById('safety-digits').textContent.length > 0");
+    assert_eq!(
+        b.eval("document.querySelector('#safety-qr svg path') !== null"),
+        json!(true)
+    );
+    let shown = b.eval("document.getElementById('safety-digits').textContent.replace(/\\s/g, '')");
+    let by_bob = cli_safety_number(&relay, "bob", ALICE);
+    assert_eq!(shown, json!(by_bob));
+    assert_eq!(cli_safety_number(&relay, "alice", BOB), by_bob);
+    assert_eq!(
+        b.eval("document.getElementById('safety-changed').hidden"),
+        json!(true)
+    );
+    b.click("#safety-close");
+
+    // Bob reinstalls and writes: the page warns, holds the message, and shows the new number.
+    relay.cli_user("bob-new", BOB);
+    ok(relay.client_cli("bob-new", &["send", ALICE, "new phone, same bob"]));
+    b.wait(&format!(
+        "(relaybox.chats()[{BOB:?}]?.messages ?? []).some(m => m.system && m.body.includes('safety number with {BOB} changed'))"
+    ));
+    assert_eq!(
+        b.eval(&thread_has(BOB, "new phone, same bob")),
+        json!(false)
+    );
+    b.click("#verify");
+    b.wait("!document.getElementById('safety-changed').hidden");
+    let new_number = cli_safety_number(&relay, "bob-new", ALICE);
+    assert_ne!(new_number, by_bob);
+    b.wait(&format!(
+        "document.getElementById('safety-digits').textContent.replace(/\\s/g, '') === {new_number:?}"
+    ));
+    // Accepting opens the held message, and the page can write to the new phone.
+    b.click("#accept-key");
+    b.wait(&thread_has(BOB, "new phone, same bob"));
+    b.send("welcome back");
+    let got = ok(relay.client_cli(
+        "bob-new",
+        &["listen", "--count", "1", "--timeout", "20", "--json"],
+    ));
+    assert!(got.contains("welcome back"), "{got}");
+}
+
 #[test]
 fn the_shipped_wasm_core_links_and_logs_in_over_noise_tcp_from_node_without_a_browser() {
     let relay = Relay::start();
-    user(&relay, "alice", ALICE);
-    user(&relay, "bob", BOB);
-    ok(client(&relay, "alice", &["send", BOB, "before the link"]));
+    relay.cli_user("alice", ALICE);
+    relay.cli_user("bob", BOB);
+    ok(relay.client_cli("alice", &["send", BOB, "before the link"]));
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut node = Command::new("node")
         .arg(root.join("tests/web/handshake.mjs"))
@@ -473,7 +514,7 @@ fn the_shipped_wasm_core_links_and_logs_in_over_noise_tcp_from_node_without_a_br
     };
     let first = next();
     let code = first["code"].as_str().unwrap_or_else(|| panic!("{first}"));
-    let out = ok(client(&relay, "alice", &["link", code]));
+    let out = ok(relay.client_cli("alice", &["link", code]));
     assert!(out.contains("Linked device 1"), "{out}");
     let ready = next();
     assert_eq!(ready["ready"]["account"], json!(ALICE), "{ready}");
@@ -481,7 +522,7 @@ fn the_shipped_wasm_core_links_and_logs_in_over_noise_tcp_from_node_without_a_br
     let history = next();
     assert!(history["history"].as_u64().unwrap_or(0) >= 1, "{history}");
     // Unlinking from the primary ends it on the companion too.
-    ok(client(&relay, "alice", &["unlink", "1"]));
+    ok(relay.client_cli("alice", &["unlink", "1"]));
     let out = next();
     assert!(
         out["logged_out"]

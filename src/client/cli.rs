@@ -153,6 +153,17 @@ pub enum ClientCmd {
     Unblock { account: String },
     /// The accounts you have blocked.
     Blocked,
+    /// Show the safety number with someone, to compare with the one their app shows (read it
+    /// aloud, or scan the QR code). It covers the identity keys of every device of you both.
+    VerifyContact {
+        account: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept the new identity key of someone whose safety number changed, after comparing
+    /// safety numbers; opens the messages held from them meanwhile.
+    AcceptKey { account: String },
     /// Register the URL the relay POSTs to when messages wait while you are offline
     /// (e.g. an ntfy topic); `--off` removes it.
     Push {
@@ -502,6 +513,21 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
             client.block(&account, false).await?;
             println!("Unblocked {account}.");
         }
+        ClientCmd::VerifyContact { account, json } => {
+            let v = client.verify_contact(&account).await?;
+            print_verification(&account, &v, json)?;
+        }
+        ClientCmd::AcceptKey { account } => {
+            let opened = client.accept_key(&account)?;
+            println!(
+                "Accepted the new key of {account}; {} held message(s) opened.",
+                opened.len()
+            );
+            let mut ticks = Ticks::default();
+            for event in &opened {
+                print_event(event, false, &mut ticks);
+            }
+        }
         ClientCmd::Blocked => {
             let list = client.blocked().await?;
             if list.is_empty() {
@@ -689,6 +715,59 @@ impl Ticks {
     }
 }
 
+/// The safety number as digits and a QR code, each device's key and whether it changed.
+fn print_verification(
+    account: &str,
+    v: &super::trust::Verification,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let out = serde_json::json!({
+            "account": account,
+            "safety_number": v.number.digits(),
+            "qr": v.number.qr_payload(),
+            "changed": v.changed(),
+            "devices": v.devices,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    use qrcode::render::unicode::Dense1x2;
+    let qr = qrcode::QrCode::new(v.number.qr_payload().as_bytes())
+        .context("drawing the safety number as a QR code")?
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .quiet_zone(true)
+        .build();
+    println!("Safety number with {account}:\n");
+    for line in v.number.grouped().lines() {
+        println!("    {line}");
+    }
+    println!("\n{qr}\n");
+    println!("Compare it with the number {account} sees (in person, or on a call you trust).");
+    println!(
+        "The same number means your messages are encrypted to their devices and no one else's."
+    );
+    println!("\nDevices:");
+    for d in &v.devices {
+        println!(
+            "  {} device {}: {}…  {}",
+            d.account,
+            d.device,
+            &d.identity_key[..16],
+            d.status
+        );
+    }
+    for d in v.devices.iter().filter(|d| d.status == "changed") {
+        eprintln!(
+            "warning: {}",
+            super::trust::key_changed_warning(&d.account, d.device)
+        );
+    }
+    Ok(())
+}
+
 fn print_event(event: &Event, json: bool, ticks: &mut Ticks) {
     if json {
         println!("{}", event_json(event));
@@ -790,6 +869,12 @@ fn print_event(event: &Event, json: bool, ticks: &mut Ticks) {
         }
         Event::DevicesChanged { account, devices } => {
             println!("  * {account} now has devices {devices:?}")
+        }
+        Event::KeyChanged { account, device } => {
+            println!(
+                "  ⚠ {}",
+                super::trust::key_changed_warning(account, *device)
+            )
         }
         Event::Presence {
             account,
@@ -898,6 +983,10 @@ fn event_json(event: &Event) -> serde_json::Value {
         }),
         Event::DevicesChanged { account, devices } => serde_json::json!({
             "event": "devices_changed", "account": account, "devices": devices,
+        }),
+        Event::KeyChanged { account, device } => serde_json::json!({
+            "event": "key_changed", "account": account, "device": device,
+            "warning": super::trust::key_changed_warning(account, *device),
         }),
         Event::Presence {
             account,

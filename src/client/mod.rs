@@ -13,6 +13,7 @@ pub mod media;
 pub mod settings;
 pub mod state;
 pub mod transport;
+pub mod trust;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -20,6 +21,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _};
 
 use crate::e2e::payload::{HistoryEntry, Inner, Payload};
+use crate::e2e::E2eError;
 use crate::ids::MsgId;
 use crate::wire::messages::{
     client_frame, server_frame, Ack, ChatState, ClaimKeys, CodeSent, DeviceKeys, Envelope,
@@ -77,6 +79,9 @@ pub enum Event {
         accounts: Vec<String>,
         subject: String,
     },
+    /// A device of `account` presented a new identity key. Its messages are held, and messages
+    /// to it refused, until the user accepts the key ([`trust`]).
+    KeyChanged { account: String, device: u32 },
     /// A correspondent's device list changed.
     DevicesChanged { account: String, devices: Vec<u32> },
     /// A contact came online or went offline.
@@ -394,7 +399,7 @@ impl Client {
                 .iter()
                 .copied()
                 .filter(|&d| {
-                    !self.state.e2e.has_session(account, d)
+                    (!self.state.e2e.has_session(account, d) || self.must_recheck(account, d))
                         && !bundles.contains_key(&(account.clone(), d))
                 })
                 .collect();
@@ -405,25 +410,55 @@ impl Client {
                 }
             }
             for &d in devices {
-                let bundle = if self.state.e2e.has_session(account, d) {
+                if self.is_changed(account, d) {
+                    // Refused until the user accepts the new key; in a group the device is
+                    // left out rather than stopping the message to everyone else.
+                    if group {
+                        tracing::warn!(account = %account, device = d, "Group member device has a changed identity key; left out until it is accepted.");
+                        continue;
+                    }
+                    bail!("{}", trust::key_changed_warning(account, d));
+                }
+                let has_session = self.state.e2e.has_session(account, d);
+                let supplied = bundles
+                    .get(&(account.clone(), d))
+                    .or_else(|| claimed.get(&d));
+                let bundle = if has_session && !self.must_recheck(account, d) {
                     None
+                } else if has_session {
+                    // A re-check: with the session, a bundle is only compared with the pinned
+                    // key. A device that published no keys keeps its session.
+                    supplied
                 } else {
-                    let b = bundles
-                        .get(&(account.clone(), d))
-                        .or_else(|| claimed.get(&d));
                     // In a group, a device without usable keys is left out (the relay allows
                     // it) rather than stopping the message to everyone else.
-                    if b.is_none() && group {
+                    if supplied.is_none() && group {
                         tracing::warn!(account = %account, device = d, "Group member device has no published keys; left out.");
                         continue;
                     }
-                    if b.is_none() {
+                    if supplied.is_none() {
                         bail!("device {d} of {account} has not published its keys yet; try again shortly");
                     }
-                    b
+                    supplied
                 };
                 let mut env = match self.state.e2e.encrypt(account, d, bundle, plaintext) {
-                    Ok(env) => env,
+                    Ok(env) => {
+                        if bundle.is_some() {
+                            self.state.trust.recheck.remove(&(account.clone(), d));
+                        }
+                        env
+                    }
+                    Err(E2eError::IdentityChanged { .. }) => {
+                        let peer = (account.clone(), d);
+                        self.state.trust.recheck.remove(&peer);
+                        self.state.trust.changed.insert(peer);
+                        self.state.save()?;
+                        if group {
+                            tracing::warn!(account = %account, device = d, "Group member device has a changed identity key; left out until it is accepted.");
+                            continue;
+                        }
+                        bail!("{}", trust::key_changed_warning(account, d));
+                    }
                     Err(e) if group && bundle.is_some() => {
                         tracing::warn!(account = %account, device = d, error = %e, "Group member device's keys are unusable; left out.");
                         continue;
@@ -513,25 +548,8 @@ impl Client {
     fn absorb(&mut self, body: server_frame::Body) -> anyhow::Result<()> {
         match body {
             server_frame::Body::Deliver(d) => {
-                let msg_id = MsgId::from_slice(&d.msg_id).unwrap_or(MsgId([0; 16]));
                 if self.state.first_sight(&d.msg_id) {
-                    // An entity's answer was encrypted by the agent's device, not the entity.
-                    let (peer, peer_device) = if d.agent.is_empty() {
-                        (d.from.as_str(), d.from_device)
-                    } else {
-                        (d.agent.as_str(), d.agent_device)
-                    };
-                    let decrypted = self
-                        .state
-                        .e2e
-                        .decrypt(peer, peer_device, d.olm_type, &d.ciphertext)
-                        .and_then(|plain| Inner::decode(&plain));
-                    let event = match decrypted {
-                        Ok(inner) => self.received(&d, msg_id, inner),
-                        Err(e) => {
-                            Some(undecryptable(&d.from, d.from_device, msg_id, e.to_string()))
-                        }
-                    };
+                    let event = self.open_delivery(&d);
                     self.ready.extend(event);
                 } else {
                     self.redeliveries += 1;
@@ -584,6 +602,7 @@ impl Client {
                 self.unacked.push(g.seq);
             }
             server_frame::Body::DevicesChanged(c) => {
+                self.recheck_keys(&c.account, &c.devices);
                 self.set_devices(&c.account, c.devices.clone());
                 self.state.save()?;
                 self.ready.push_back(Event::DevicesChanged {
@@ -614,6 +633,26 @@ impl Client {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Decrypts one delivery into what it means to the user. A delivery from a device whose
+    /// identity key changed is held until the user accepts the key ([`trust`]).
+    fn open_delivery(&mut self, d: &crate::wire::messages::Deliver) -> Option<Event> {
+        let msg_id = MsgId::from_slice(&d.msg_id).unwrap_or(MsgId([0; 16]));
+        let (peer, peer_device) = d.encrypted_by();
+        if self.is_changed(peer, peer_device) {
+            return Some(self.hold(d));
+        }
+        let decrypted = self
+            .state
+            .e2e
+            .decrypt(peer, peer_device, d.olm_type, &d.ciphertext)
+            .and_then(|plain| Inner::decode(&plain));
+        match decrypted {
+            Ok(inner) => self.received(d, msg_id, inner),
+            Err(E2eError::IdentityChanged { .. }) => Some(self.hold(d)),
+            Err(e) => Some(undecryptable(&d.from, d.from_device, msg_id, e.to_string())),
+        }
     }
 
     /// What a decrypted message means to the user; history from our own primary is merged.

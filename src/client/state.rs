@@ -1,5 +1,5 @@
 //! A client's state on disk: its Noise key, the pinned relay key and token, its account, its
-//! end-to-end account and sessions, and the peers' device lists. One JSON file, mode 0600,
+//! end-to-end account and sessions, the peers' device lists, and its trust in their keys. One JSON file, mode 0600,
 //! written atomically, in the user's data directory or `--home` / `RELAYBOX_CLIENT_HOME`.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::transport::{Target, TransportKind};
+use super::trust::Trust;
 use crate::e2e::payload::HistoryEntry;
 use crate::e2e::{E2e, E2ePickle};
 use crate::wire::handshake::StaticKeypair;
@@ -43,6 +44,8 @@ struct OnDisk {
     transport: Option<String>,
     #[serde(default)]
     ca: Option<PathBuf>,
+    #[serde(default)]
+    trust: Trust,
 }
 
 /// What this client knows of a group.
@@ -84,6 +87,8 @@ pub struct State {
     pub transport: TransportKind,
     /// Extra CA certificate (PEM) trusted for an `https://` relay.
     pub ca: Option<PathBuf>,
+    /// Key re-checks, changed keys not yet accepted, and the messages held meanwhile.
+    pub trust: Trust,
 }
 
 impl State {
@@ -111,6 +116,7 @@ impl State {
                 http: None,
                 transport: TransportKind::default(),
                 ca: None,
+                trust: Trust::default(),
             }),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -157,6 +163,7 @@ impl State {
             },
             http: d.http,
             ca: d.ca,
+            trust: d.trust,
         })
     }
 
@@ -181,6 +188,7 @@ impl State {
             http: self.http.clone(),
             transport: Some(self.transport.as_str().to_owned()),
             ca: self.ca.clone(),
+            trust: self.trust.clone(),
         };
         let path = self.home.join(STATE_FILE);
         let tmp = self.home.join(format!("{STATE_FILE}.tmp"));

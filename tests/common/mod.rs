@@ -302,6 +302,29 @@ impl Relay {
         }
     }
 
+    /// Runs `relaybox client --home <temp dir>/<home> --relay <this relay> <args>`.
+    pub fn client_cli(&self, home: &str, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .arg("client")
+            .arg("--home")
+            .arg(self.dir.path().join(home))
+            .arg("--relay")
+            .arg(&self.addr)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run relaybox client")
+    }
+
+    /// Registers `phone` (E.164) through the CLI in client home `home`.
+    pub fn cli_user(&self, home: &str, phone: &str) {
+        let out = self.client_cli(home, &["register", phone]);
+        assert!(out.status.success(), "register: {}", output_text(&out));
+        let code = self.code_for(phone);
+        let out = self.client_cli(home, &["verify", phone, &code]);
+        assert!(out.status.success(), "verify: {}", output_text(&out));
+    }
+
     /// A registered client with its own home directory under this relay's temp dir.
     pub async fn user(&self, name: &str, phone: &str) -> Client {
         let home = self.dir.path().join(format!("client-{name}"));
@@ -327,6 +350,15 @@ fn port_of(addr: &str) -> u16 {
         .next()
         .and_then(|p| p.parse().ok())
         .expect("port")
+}
+
+/// A command's stdout and stderr, for assertions and failure messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// The next event within [`PATIENCE`].

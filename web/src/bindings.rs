@@ -145,6 +145,16 @@ impl Companion {
         self.0.log_out()
     }
 
+    /// Asks for the safety number with `peer` (a `safety_number` event follows).
+    pub fn verify_contact(&mut self, peer: &str) -> Result<(), JsError> {
+        self.0.verify_contact(peer).map_err(js)
+    }
+
+    /// Accepts the new identity key of `account` and opens the messages held from it.
+    pub fn accept_key(&mut self, account: &str) -> Result<(), JsError> {
+        self.0.accept_key(account).map_err(js)
+    }
+
     /// `composing`, `recording` or `paused`.
     pub fn chat_state(&mut self, to: &str, state: &str) {
         self.0.chat_state(to, state)

@@ -220,6 +220,14 @@ async function handle(events) {
       case 'undecryptable':
         addMessage(e.from, { id: e.msg_id, system: true, body: `A message from ${e.from} could not be read: ${e.error}` }, false);
         break;
+      case 'safety_number':
+        showSafety(e);
+        break;
+      case 'key_changed':
+        keyChanged[e.account] = e.warning;
+        addMessage(e.account, { id: `k:${Date.now()}:${Math.random()}`, system: true, body: e.warning }, false);
+        if (active === e.account) $('accept-key').hidden = false;
+        break;
       case 'bad_frame':
         notice(`A frame from the relay could not be read (${e.error}); carrying on.`);
         break;
@@ -447,6 +455,7 @@ function drawHeader() {
   if (!active) return;
   $('conv-title').textContent = `${chat(active).name || active}${chat(active).muted ? ' 🔕' : ''}`;
   $('mute').hidden = false;
+  $('verify').hidden = isGroup(active);
   $('mute').textContent = chat(active).muted ? 'Unmute' : 'Mute';
   const c = chat(active);
   const p = presence[active];
@@ -458,6 +467,8 @@ function drawHeader() {
 
 function open(thread) {
   active = thread;
+  $('safety').hidden = true;
+  $('accept-key').hidden = !keyChanged[thread];
   chat(thread);
   $('text').disabled = false;
   $('send').disabled = false;
@@ -535,6 +546,39 @@ $('text').oninput = () => {
     flush(ws);
   }
 };
+
+// Safety numbers: the wasm claims the keys and computes the number; the QR's SVG is drawn by
+// our own wasm from the digits, so no network input reaches innerHTML.
+const keyChanged = {};
+function showSafety(e) {
+  $('safety').hidden = false;
+  $('safety-with').textContent = e.account;
+  $('safety-digits').textContent = e.grouped;
+  $('safety-qr').innerHTML = e.qr_svg;
+  const warning = keyChanged[e.account] || (e.changed.length ? `The identity key of ${e.account}'s device ${e.changed.join(', ')} changed since you last wrote: compare the number before you accept it.` : '');
+  $('safety-changed').hidden = !warning;
+  $('safety-changed').textContent = warning;
+  $('accept-key').hidden = !warning;
+}
+
+$('verify').onclick = () => run(async () => {
+  if (!active || !dev.is_ready()) { notice('Verifying needs a connection to the relay.'); return; }
+  dev.verify_contact(active);
+  flush(ws);
+});
+
+$('accept-key').onclick = () => run(async () => {
+  if (!active) return;
+  dev.accept_key(active);
+  delete keyChanged[active];
+  $('accept-key').hidden = true;
+  $('safety-changed').hidden = true;
+  await handle(JSON.parse(dev.take_events()));
+  await persist();
+  flush(ws);
+});
+
+$('safety-close').onclick = () => { $('safety').hidden = true; };
 
 $('mute').onclick = () => run(async () => {
   if (!active || !dev.is_ready()) { notice('Muting needs a connection to the relay.'); return; }

@@ -36,6 +36,15 @@ pub(crate) async fn announce_devices(
     ctx: &RelayCtx,
     account: &AccountId,
 ) -> Result<(), RequestError> {
+    announce_devices_to(ctx, account, true).await
+}
+
+/// [`announce_devices`], to the account's own devices only if `to_self`.
+pub(crate) async fn announce_devices_to(
+    ctx: &RelayCtx,
+    account: &AccountId,
+    to_self: bool,
+) -> Result<(), RequestError> {
     let devices: Vec<u32> = ctx
         .store
         .devices(account)?
@@ -49,7 +58,9 @@ pub(crate) async fn announce_devices(
             to.extend(rec.members.keys().filter_map(|a| AccountId::parse(a).ok()));
         }
     }
-    to.insert(account.clone());
+    if to_self {
+        to.insert(account.clone());
+    }
     let item = QueueItem::DevicesChanged {
         account: account.to_string(),
         devices,

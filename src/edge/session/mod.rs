@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
-pub(crate) use account::announce_devices;
 pub use account::MAX_CONTACTS;
+pub(crate) use account::{announce_devices, announce_devices_to};
 pub use blobs::BlobRefusal;
 pub use entities::{announce as announce_entity_changes, info as entity_info};
 pub use error::{RequestError, SessionError};

@@ -313,6 +313,10 @@ async fn upload_keys(ctx: &RelayCtx, caller: &Caller, u: UploadKeys) -> Result<B
             "at most {MAX_KEYS_PER_UPLOAD} one-time keys per upload"
         )));
     }
+    // A device's first identity keys (a new phone, or one registered again after a reinstall)
+    // are announced to everyone who talks to the account: their clients then check the keys
+    // they pinned before the next message (the safety number may have changed).
+    let mut new_identity = false;
     if !u.identity_key.is_empty() || !u.signing_key.is_empty() {
         let ik = IdentityKeys {
             identity: key32(&u.identity_key, "identity_key")?,
@@ -323,10 +327,14 @@ async fn upload_keys(ctx: &RelayCtx, caller: &Caller, u: UploadKeys) -> Result<B
                 "signing_key is not an Ed25519 public key (not a point on the curve)",
             ));
         }
-        if ctx.store.keys_set_identity(d, &ik)? == IdentityOutcome::Conflict {
-            return Err(RequestError::invalid(
-                "identity keys cannot change; register again to reset them",
-            ));
+        match ctx.store.keys_set_identity(d, &ik)? {
+            IdentityOutcome::Conflict => {
+                return Err(RequestError::invalid(
+                    "identity keys cannot change; register again to reset them",
+                ));
+            }
+            IdentityOutcome::Stored => new_identity = true,
+            IdentityOutcome::Unchanged => {}
         }
     } else if ctx.store.keys_identity(d)?.is_none() {
         return Err(RequestError::invalid(
@@ -346,6 +354,11 @@ async fn upload_keys(ctx: &RelayCtx, caller: &Caller, u: UploadKeys) -> Result<B
         .store
         .keys_add_one_time(d, &otks, to_usize(ctx.cfg.keys.max_one_time_keys))?;
     ctx.durability.wait().await?;
+    if new_identity {
+        // The account's other devices hear of it too; a lone primary need not hear of itself.
+        let others = ctx.store.devices(&d.account)?.len() > 1;
+        super::announce_devices_to(ctx, &d.account, others).await?;
+    }
     Ok(Body::KeysUploaded(KeysUploaded {
         one_time_keys: to_u32(held),
     }))

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use relaybox_core::e2e::payload::{Inner, Payload};
+use relaybox_core::e2e::E2eError;
 use relaybox_core::ids::MsgId;
 use relaybox_core::wire::messages::{
     client_frame, server_frame, ChatState, ClaimKeys, Deliver, DeviceKeys, ErrorCode, GetDevices,
@@ -195,6 +196,15 @@ impl Companion {
                 until_ms: m.until_ms,
                 forever: m.forever,
             }),
+            (Some(Pending::VerifyOwnDevices { peer }), Some(B::Devices(d))) => {
+                self.verify_own_devices(peer, d.devices)
+            }
+            (Some(Pending::VerifyOwnKeys { peer }), Some(B::ClaimedKeys(c))) => {
+                self.verify_own_keys(peer, c)
+            }
+            (Some(Pending::VerifyPeerKeys { peer, mine }), Some(B::ClaimedKeys(c))) => {
+                self.verify_peer_keys(peer, mine, c)
+            }
             (Some(Pending::LogOut), _) => self.logged_out("you logged out on this page".into()),
             (Some(Pending::Other), _) => {}
             (Some(_), other) => self.events.push(Event::BadFrame {
@@ -223,17 +233,26 @@ impl Companion {
             self.seen.pop_front();
         }
         self.seen.push_back(id);
-        let (peer, peer_device) = if d.agent.is_empty() {
-            (d.from.as_str(), d.from_device)
-        } else {
-            (d.agent.as_str(), d.agent_device)
-        };
+        self.open(d);
+    }
+
+    /// Decrypts and shows one delivery; one from a device whose key changed is held.
+    pub(super) fn open(&mut self, d: Deliver) {
+        let msg_id = hex::encode(&d.msg_id);
+        let (peer, peer_device) = d.encrypted_by();
+        let peer = peer.to_owned();
+        if self.is_changed(&peer, peer_device) {
+            return self.hold(&d, &peer, peer_device);
+        }
         let inner = match self
             .e2e
-            .decrypt(peer, peer_device, d.olm_type, &d.ciphertext)
+            .decrypt(&peer, peer_device, d.olm_type, &d.ciphertext)
             .and_then(|plain| Inner::decode(&plain))
         {
             Ok(inner) => inner,
+            Err(E2eError::IdentityChanged { .. }) => {
+                return self.hold(&d, &peer, peer_device);
+            }
             Err(e) => {
                 return self.events.push(Event::Undecryptable {
                     from: d.from,
@@ -399,6 +418,10 @@ impl Companion {
         };
         let mut envelopes = Vec::new();
         for d in self.targets(&op.to) {
+            if self.is_changed(&op.to, d) {
+                let warning = super::trust::key_changed_warning(&op.to, d);
+                return self.fail(msg_id, &warning);
+            }
             let bundle = (!self.e2e.has_session(&op.to, d))
                 .then(|| bundles.get(&d))
                 .flatten();

@@ -13,7 +13,7 @@
 //! Every input from the network is checked; a frame that cannot be read becomes an
 //! [`Event::BadFrame`] and the session goes on.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use base64::Engine as _;
 use relaybox_core::e2e::payload::{HistoryEntry, Media};
@@ -30,6 +30,7 @@ mod media;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+mod trust;
 
 /// Prefix of a pairing code (the CLI's `relaybox client link` reads the same format).
 pub const PAIRING_PREFIX: &str = "rbx1:";
@@ -144,6 +145,22 @@ pub enum Event {
         message: String,
         retry_after_ms: u64,
     },
+    /// The safety number with `account` (after `verify_contact`): 60 digits, grouped for
+    /// reading aloud, as a QR code, and the devices whose key changed (not accepted).
+    SafetyNumber {
+        account: String,
+        digits: String,
+        grouped: String,
+        qr_svg: String,
+        changed: Vec<u32>,
+    },
+    /// A device of `account` presented a new identity key: its messages are held, and
+    /// messages to it refused, until the user accepts it (`accept_key`).
+    KeyChanged {
+        account: String,
+        device: u32,
+        warning: String,
+    },
     /// This device was unlinked (or logged out): its state is gone.
     LoggedOut { reason: String },
 }
@@ -183,6 +200,10 @@ struct Stored {
     seen: VecDeque<[u8; 16]>,
     #[serde(default)]
     media: Vec<(String, Media)>,
+    #[serde(default)]
+    changed: BTreeSet<(String, u32)>,
+    #[serde(default)]
+    held: Vec<Vec<u8>>,
 }
 
 /// The connection's protocol state.
@@ -234,6 +255,17 @@ enum Pending {
     },
     /// This device's own unlink ("log out").
     LogOut,
+    /// A safety number: our own account's devices, then their keys, then the peer's keys.
+    VerifyOwnDevices {
+        peer: String,
+    },
+    VerifyOwnKeys {
+        peer: String,
+    },
+    VerifyPeerKeys {
+        peer: String,
+        mine: Vec<(u32, [u8; 32])>,
+    },
     /// Receipts and the like: only an error is worth showing.
     Other,
 }
@@ -269,6 +301,10 @@ pub struct Companion {
     seen: VecDeque<[u8; 16]>,
     /// Media pointers and keys of received messages, oldest first.
     media: Vec<(String, Media)>,
+    /// Peer devices whose identity key changed, not yet accepted.
+    changed: BTreeSet<(String, u32)>,
+    /// Deliveries from those devices (protobuf), held undecrypted until accepted.
+    held: Vec<Vec<u8>>,
     /// Members of groups this device sent to, by group id (asked again after a change).
     groups: HashMap<String, Vec<String>>,
     /// Keys claimed for a group send in progress, by msg_id.
@@ -306,6 +342,8 @@ impl Companion {
             outbox: Vec::new(),
             seen: VecDeque::new(),
             media: Vec::new(),
+            changed: BTreeSet::new(),
+            held: Vec::new(),
             groups: HashMap::new(),
             claimed: HashMap::new(),
             force_xx: false,
@@ -343,6 +381,8 @@ impl Companion {
             outbox: s.outbox,
             seen: s.seen,
             media: s.media,
+            changed: s.changed,
+            held: s.held,
             ..Self::new()
         })
     }
@@ -363,6 +403,8 @@ impl Companion {
             outbox: self.outbox.clone(),
             seen: self.seen.clone(),
             media: self.media.clone(),
+            changed: self.changed.clone(),
+            held: self.held.clone(),
         };
         // Plain structs, strings, integers and byte arrays always serialise.
         serde_json::to_vec(&s).unwrap_or_default()

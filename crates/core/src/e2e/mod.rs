@@ -28,6 +28,7 @@ mod error;
 pub mod media;
 pub mod payload;
 mod pickle;
+pub mod safety;
 // In tests a panic is the failure report, so `unwrap` is the clearest assertion.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -27,6 +27,18 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl Deliver {
+    /// The account and device whose keys encrypted this message: the agent's for a business
+    /// entity's answer, else the sender's.
+    pub fn encrypted_by(&self) -> (&str, u32) {
+        if self.agent.is_empty() {
+            (self.from.as_str(), self.from_device)
+        } else {
+            (self.agent.as_str(), self.agent_device)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
