@@ -18,7 +18,6 @@
 //! - sled runs its own flusher thread; the barrier's fdatasync, push deliveries and verifier
 //!   commands run on tokio's blocking pool.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,15 +32,12 @@ use crate::config::{to_usize, Config, Verifier as VerifierKind};
 use crate::edge::context::Limiters;
 use crate::edge::limits::Admission;
 use crate::edge::{admin, http, tcp, RelayCtx};
+use crate::files::{create_private_dir, load_or_create_key, RELAY_KEY_FILE};
 use crate::registration::ratelimit::RateLimiter;
 use crate::registration::verifier::Verifier;
 use crate::shutdown::ShutdownController;
 use crate::store::Store;
-use crate::wire::handshake::StaticKeypair;
 use crate::wire::token::TokenKey;
-
-/// File name of the relay's Noise static private key inside the data directory.
-pub const RELAY_KEY_FILE: &str = "relay.key";
 
 const HOUR: Duration = Duration::from_secs(3600);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -62,10 +58,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let admin_addr = admin_listener.local_addr()?;
     let admin_token = admin::AdminToken::load_or_create(&data_dir.join(admin::token::TOKEN_FILE))?;
     let audit = Arc::new(
-        admin::AuditLog::open(&data_dir, (&cfg.audit).into()).with_context(|| {
+        crate::audit::AuditLog::open(&data_dir, (&cfg.audit).into()).with_context(|| {
             format!(
                 "opening {}",
-                data_dir.join(admin::audit::AUDIT_FILE).display()
+                data_dir.join(crate::audit::AUDIT_FILE).display()
             )
         })?,
     );
@@ -163,7 +159,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let http_server = http_server.run();
     actix_rt::spawn(sweep(ctx.clone(), shutdown.task()));
     actix_rt::spawn(abuse_write_back(store.clone(), shutdown.task()));
-    actix_rt::spawn(crate::blob::gc::run(ctx.clone(), shutdown.task()));
+    actix_rt::spawn(crate::blob::gc::run(
+        store.clone(),
+        ctx.blobs.files.clone(),
+        ctx.cfg.blobs.clone(),
+        shutdown.task(),
+    ));
     let mqtt = if ctx.cfg.mqtt.enabled {
         let bridge = crate::edge::mqtt::start(ctx.clone(), tcp_addr, &shutdown)
             .await
@@ -310,59 +311,4 @@ async fn wait_for_signal() {
             std::future::pending::<()>().await;
         }
     }
-}
-
-/// Creates `dir` (and parents) readable only by the relay's user.
-pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating the data directory {}", dir.display()))
-}
-
-/// Reads the relay's static key, generating and saving one on first start.
-pub fn load_or_create_key(path: &Path) -> anyhow::Result<StaticKeypair> {
-    match std::fs::read(path) {
-        Ok(bytes) => parse_key(&bytes).with_context(|| format!("reading {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = StaticKeypair::generate();
-            write_key(path, &key)?;
-            tracing::info!(path = %path.display(), relay_key = %hex::encode(key.public), "Generated the relay's static key.");
-            Ok(key)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-fn parse_key(bytes: &[u8]) -> anyhow::Result<StaticKeypair> {
-    let text = std::str::from_utf8(bytes)
-        .context("key file is not text")?
-        .trim();
-    let raw = hex::decode(text).context("key file is not hex")?;
-    let private = <[u8; 32]>::try_from(raw.as_slice())
-        .map_err(|_| anyhow::anyhow!("key must be 32 bytes, got {}", raw.len()))?;
-    Ok(StaticKeypair::from_private(private))
-}
-
-/// Writes a key file atomically (temporary file, fsync, rename), mode 0600.
-pub fn write_key(path: &Path, key: &StaticKeypair) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp: PathBuf = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    writeln!(f, "{}", hex::encode(key.private))?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }

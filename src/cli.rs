@@ -125,19 +125,25 @@ pub fn run() -> i32 {
         Cmd::Client(args) => crate::client::cli::run(args),
         Cmd::Bench(args) => crate::bench::run(args),
         Cmd::Completions { shell } => {
-            crate::ops::manuals::completions(shell, &mut std::io::stdout());
+            crate::ops::manuals::completions(
+                <Cli as clap::CommandFactory>::command(),
+                shell,
+                &mut std::io::stdout(),
+            );
             0
         }
-        Cmd::Manpage { dir } => match crate::ops::manuals::manpages(&dir) {
-            Ok(pages) => {
-                println!("wrote {} man pages to {}", pages.len(), dir.display());
-                0
+        Cmd::Manpage { dir } => {
+            match crate::ops::manuals::manpages(<Cli as clap::CommandFactory>::command(), &dir) {
+                Ok(pages) => {
+                    println!("wrote {} man pages to {}", pages.len(), dir.display());
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                1
-            }
-        },
+        }
         Cmd::CheckConfig => match load(&cli.config, &cli.set, &[]) {
             Ok(_) => {
                 println!("configuration ok");
@@ -242,7 +248,7 @@ fn load(file: &Option<PathBuf>, set: &[String], flags: &[(String, String)]) -> R
 }
 
 fn keygen(cfg: &Config, force: bool) -> i32 {
-    let path = cfg.relay.data_dir.join(crate::app::RELAY_KEY_FILE);
+    let path = cfg.relay.data_dir.join(crate::files::RELAY_KEY_FILE);
     if path.exists() && !force {
         eprintln!(
             "error: {} exists; pass --force to replace it (clients must then re-pin)",
@@ -251,8 +257,8 @@ fn keygen(cfg: &Config, force: bool) -> i32 {
         return 1;
     }
     let key = crate::wire::handshake::StaticKeypair::generate();
-    let written = crate::app::create_private_dir(&cfg.relay.data_dir)
-        .and_then(|()| crate::app::write_key(&path, &key));
+    let written = crate::files::create_private_dir(&cfg.relay.data_dir)
+        .and_then(|()| crate::files::write_key(&path, &key));
     match written {
         Ok(()) => {
             println!("{}", hex::encode(key.public));

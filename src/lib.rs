@@ -2,27 +2,32 @@
 //!
 //! # Crate map
 //!
+//! Listed from the bottom up: a module imports only modules above it in this list (and the
+//! core crate's). `tests/module_graph.rs` fails on an import loop between these modules.
+//!
 //! ```text
-//! wire/          (crates/core) the protocol, sans I/O: frames, Noise states, protobuf messages
-//! backup/        backup archives (tar + manifest) and restore
+//! wire/, e2e/, ids  (crates/core) the protocol sans I/O, the end-to-end layer (vodozemac
+//!                Olm), and the ids (account, device, message, group, blob)
+//! clock, names   wall-clock milliseconds; which characters display names and subjects may hold
+//! shutdown       the graceful-stop signal shared by the relay's tasks
+//! files          the data directory itself (private) and the relay's static key file
+//! web            the browser companion's files, embedded, and their SHA-256
+//! telemetry/     tracing setup and the Prometheus metrics
 //! store/         the only code that knows how bytes reach the disk: sled (typed domain operations,
 //!                the durability barrier) and the message log (`store::msglog`)
+//! config/        the config tree, its layers (defaults < file < env < flags) and validation
+//! audit          the operator audit log (rotated JSON lines)
+//! registration/  phone normalisation, verification codes, rate limits, verifiers
 //! actors/        actix actors owning serialised state: one Device actor per device, a Thread per
 //!                group, an Entity per business (administrator, agents, assignment), the directory
 //! blob/          blob files on disk (content addressed, atomic writes), signed URLs, the GC
-//! edge/          transports: the Noise/TCP listener, admission limits, the shared session logic
-//! registration/  phone normalisation, verification codes, rate limits, verifiers
-//! e2e/           (crates/core) the end-to-end layer (vodozemac Olm) used by clients
-//! ids            (crates/core) account, device and message ids
-//! web            the browser companion's files, embedded, and their SHA-256
+//! backup/        backup archives (tar + manifest) and restore
 //! client/        client SDK and the `relaybox client …` commands
-//! bench/         `relaybox bench`: load generators for relaybox, MQTT and NATS peers
-//! telemetry/     tracing setup and the Prometheus metrics
-//! config/        the config tree, its layers (defaults < file < env < flags) and validation
-//! clock, names   wall-clock milliseconds; which characters display names and subjects may hold
-//! shutdown       the graceful-stop signal shared by the relay's tasks
+//! edge/          transports: the Noise/TCP listener, HTTP, the admin API, the MQTT bridge, and
+//!                the shared session logic
 //! app.rs         the one place that wires store, actors and edges together (`relaybox serve`)
-//! ops/           operator commands: `relaybox admin`, `backup`, `restore`
+//! bench/         `relaybox bench`: load generators for relaybox, MQTT and NATS peers
+//! ops/           operator commands: `relaybox admin`, `backup`, `restore`, manuals
 //! cli.rs         the command line
 //! ```
 //!
@@ -34,6 +39,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod audit;
 pub mod backup;
 pub mod bench;
 pub mod blob;
@@ -42,6 +48,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod edge;
+pub mod files;
 pub mod names;
 pub mod ops;
 pub mod registration;

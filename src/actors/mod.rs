@@ -20,3 +20,32 @@ pub mod push_target;
 pub mod thread;
 
 pub use directory::Directory;
+
+use std::time::Duration;
+
+use actix::{Actor, ActorContext, AsyncContext, Context};
+
+/// Mailbox bound of every state actor (Device, Thread, Entity): a flood of senders waits for
+/// room (backpressure) instead of growing the relay's memory without limit.
+pub const MAILBOX_CAPACITY: usize = 256;
+
+/// A virtual actor that stops itself when idle, as the shared start-up ([`start_up`]) runs it.
+pub trait Virtual: Actor<Context = Context<Self>> {
+    /// Whether the actor has been idle for `idle_stop` and may stop.
+    fn idle_for(&self, idle_stop: Duration) -> bool;
+    /// Takes the actor out of the directory, so the next message activates a fresh one.
+    fn leave_directory(&self, ctx: &mut Context<Self>);
+}
+
+/// The start-up every state actor shares: the mailbox bound, and a sweep every half
+/// `idle_stop` (at least 100 ms) that stops the actor once it is idle.
+pub fn start_up<A: Virtual>(ctx: &mut Context<A>, idle_stop: Duration) {
+    ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+    let every = (idle_stop / 2).max(Duration::from_millis(100));
+    ctx.run_interval(every, move |act, ctx| {
+        if act.idle_for(idle_stop) {
+            act.leave_directory(ctx);
+            ctx.stop();
+        }
+    });
+}

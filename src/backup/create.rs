@@ -24,10 +24,10 @@ pub fn create(store: &Store, data_dir: &Path, out: impl Write) -> Result<Manifes
     append(&mut tar, STORE_IMAGE, entry.bytes, mtime, &mut image_file)?;
     files.push(entry);
 
-    let key_path = data_dir.join(crate::app::RELAY_KEY_FILE);
+    let key_path = data_dir.join(crate::files::RELAY_KEY_FILE);
     files.push(append_file(
         &mut tar,
-        crate::app::RELAY_KEY_FILE,
+        crate::files::RELAY_KEY_FILE,
         &key_path,
         mtime,
     )?);
@@ -35,7 +35,7 @@ pub fn create(store: &Store, data_dir: &Path, out: impl Write) -> Result<Manifes
     // The audit log keeps growing while requests arrive: copy what its files hold now, the
     // live file first. A rotation between two reads then repeats a file's lines under the
     // next name rather than losing them.
-    for (name, path) in crate::edge::admin::audit::files(data_dir).into_iter().rev() {
+    for (name, path) in crate::audit::files(data_dir).into_iter().rev() {
         match std::fs::read(&path) {
             Ok(bytes) => files.push(append_bytes(&mut tar, &name, &bytes, mtime)?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

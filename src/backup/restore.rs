@@ -22,7 +22,7 @@ pub fn restore(input: impl Read, data_dir: &Path) -> Result<Manifest, BackupErro
             return Err(BackupError::NotEmpty(data_dir.to_owned()));
         }
     }
-    crate::app::create_private_dir(data_dir)
+    crate::files::create_private_dir(data_dir)
         .map_err(|e| BackupError::Io(std::io::Error::other(format!("{e:#}"))))?;
     match unpack(input, data_dir) {
         Ok(m) => Ok(m),
@@ -147,7 +147,7 @@ fn check(manifest: &Manifest, seen: &BTreeMap<String, FileEntry>) -> Result<(), 
             "{extra} is not listed in the manifest"
         )));
     }
-    for required in [STORE_IMAGE, crate::app::RELAY_KEY_FILE] {
+    for required in [STORE_IMAGE, crate::files::RELAY_KEY_FILE] {
         if !seen.contains_key(required) {
             return Err(BackupError::Corrupt(format!("{required} is missing")));
         }
@@ -162,7 +162,7 @@ fn target_path(data_dir: &Path, name: &str) -> Result<std::path::PathBuf, Backup
             "unexpected entry {name:?} (not written by relaybox, or tampered with)"
         ))
     };
-    if name == crate::app::RELAY_KEY_FILE || crate::edge::admin::audit::is_audit_file(name) {
+    if name == crate::files::RELAY_KEY_FILE || crate::audit::is_audit_file(name) {
         return Ok(data_dir.join(name));
     }
     let path = Path::new(name);
@@ -192,7 +192,7 @@ fn target_path(data_dir: &Path, name: &str) -> Result<std::path::PathBuf, Backup
 /// Writes a new file (mode 0600, parents 0700) and fsyncs it.
 fn write_new(path: &Path, data: &mut impl Read) -> Result<(), BackupError> {
     if let Some(parent) = path.parent() {
-        crate::app::create_private_dir(parent)
+        crate::files::create_private_dir(parent)
             .map_err(|e| BackupError::Io(std::io::Error::other(format!("{e:#}"))))?;
     }
     let mut f = std::fs::OpenOptions::new()

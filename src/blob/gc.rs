@@ -3,9 +3,7 @@
 //! their id answers 410 Gone; then the id is forgotten), and lapsed upload URLs give back
 //! their reserved quota and leave no record. [`purge`] ends one blob at once (operators).
 
-use std::sync::Arc;
-
-use crate::edge::RelayCtx;
+use crate::config::BlobsConfig;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 
@@ -24,14 +22,14 @@ pub enum GcError {
 }
 
 /// Runs until shutdown. The first pass also removes orphan files (see [`reconcile`]).
-pub async fn run(ctx: Arc<RelayCtx>, mut stop: Shutdown) {
-    let tombstone_ms = tombstone_ms(&ctx);
-    match reconcile(&ctx.store, &ctx.blobs.files).await {
+pub async fn run(store: Store, files: BlobFiles, cfg: BlobsConfig, mut stop: Shutdown) {
+    let tombstone_ms = tombstone_ms(&cfg);
+    match reconcile(&store, &files).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "Orphan blob files removed."),
         Err(e) => tracing::error!(error = %e, "Checking blob files against the store failed."),
     }
-    match ctx.store.blob_bound_tombstones(tombstone_ms) {
+    match store.blob_bound_tombstones(tombstone_ms) {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             bounded = n,
@@ -39,20 +37,13 @@ pub async fn run(ctx: Arc<RelayCtx>, mut stop: Shutdown) {
         ),
         Err(e) => tracing::error!(error = %e, "Bounding old blob tombstones failed."),
     }
-    let mut every = tokio::time::interval(ctx.cfg.blobs.gc_interval);
+    let mut every = tokio::time::interval(cfg.gc_interval);
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.recv() => return,
         }
-        match collect(
-            &ctx.store,
-            &ctx.blobs.files,
-            crate::clock::now_ms(),
-            tombstone_ms,
-        )
-        .await
-        {
+        match collect(&store, &files, crate::clock::now_ms(), tombstone_ms).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "Expired blobs removed."),
             Err(e) => tracing::error!(error = %e, "Blob garbage collection failed."),
@@ -61,8 +52,8 @@ pub async fn run(ctx: Arc<RelayCtx>, mut stop: Shutdown) {
 }
 
 /// How long a tombstone is kept, in milliseconds.
-pub fn tombstone_ms(ctx: &RelayCtx) -> u64 {
-    u64::try_from(ctx.cfg.blobs.tombstone_retention.as_millis()).unwrap_or(u64::MAX)
+pub fn tombstone_ms(cfg: &BlobsConfig) -> u64 {
+    u64::try_from(cfg.tombstone_retention.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One pass: returns how many blob files were removed. Tombstones made now are kept for

@@ -14,8 +14,6 @@ pub mod capability;
 pub mod files;
 pub mod gc;
 
-use std::fmt;
-
 pub use capability::{Capability, CapabilityError, Method};
 pub use files::{BlobFiles, WriteError};
 
@@ -30,75 +28,4 @@ pub struct Blobs {
 /// Most segments one blob may have (thumbnail, mid, high, full, and room to spare).
 pub const MAX_SEGMENTS: usize = 16;
 
-/// Length of a blob id: lowercase hex of a SHA-256 digest.
-pub const BLOB_ID_CHARS: usize = 64;
-
-/// A blob's id: the lowercase hex SHA-256 of its (encrypted) content. Constructed only from a
-/// validated string, so it is always safe to use as a file name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BlobId(String);
-
-/// Why a string is not a blob id.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadBlobId {
-    /// Path syntax (`/`, `\`, `..`, `%`): an attempt to leave the blob directory.
-    #[error("blob id contains path syntax")]
-    Traversal,
-    /// Anything else that is not 64 lowercase hex characters.
-    #[error("blob id must be 64 lowercase hex characters (a SHA-256)")]
-    Malformed,
-}
-
-impl BlobId {
-    pub fn parse(s: &str) -> Result<Self, BadBlobId> {
-        if s.contains(['/', '\\', '%']) || s.contains("..") {
-            return Err(BadBlobId::Traversal);
-        }
-        let ok = s.len() == BLOB_ID_CHARS
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(BadBlobId::Malformed)
-        }
-    }
-
-    /// The id of `content`.
-    pub fn of(content: &[u8]) -> Self {
-        use sha2::Digest;
-        Self(hex::encode(sha2::Sha256::digest(content)))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for BlobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_lowercase_sha256_hex_is_a_blob_id() {
-        let good = BlobId::of(b"x");
-        assert_eq!(BlobId::parse(good.as_str()).unwrap(), good);
-        for bad in ["", "abc", &"A".repeat(64), &"g".repeat(64), &"0".repeat(65)] {
-            assert_eq!(BlobId::parse(bad), Err(BadBlobId::Malformed), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn path_syntax_is_reported_as_traversal() {
-        for bad in ["..", "../etc/passwd", "a/b", "a\\b", "%2e%2e", "ab%2Fcd"] {
-            assert_eq!(BlobId::parse(bad), Err(BadBlobId::Traversal), "{bad:?}");
-        }
-    }
-}
+pub use crate::ids::{BadBlobId, BlobId, BLOB_ID_CHARS};

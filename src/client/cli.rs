@@ -264,6 +264,23 @@ pub fn run(args: ClientArgs) -> i32 {
 }
 
 async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
+    let mut client = open_client(&args)?;
+    let cmd = match args.cmd {
+        ClientCmd::Group(g) => return group(&mut client, g).await,
+        ClientCmd::Entity(e) => return super::entity_cli::run(&mut client, e).await,
+        cmd => cmd,
+    };
+    let Some(cmd) = messaging(&mut client, cmd).await? else {
+        return Ok(());
+    };
+    match account(&mut client, cmd).await? {
+        None => Ok(()),
+        Some(cmd) => anyhow::bail!("no handler for {cmd:?}"),
+    }
+}
+
+/// The client in `--home`, with what the global flags set (relay key, CA, transport).
+fn open_client(args: &ClientArgs) -> anyhow::Result<Client> {
     let home = args.home.clone().unwrap_or_else(default_home);
     let mut client = Client::open(&home, args.relay.as_deref())?;
     if let Some(k) = &args.relay_key {
@@ -290,7 +307,13 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
             client.state.transport.as_str()
         );
     }
-    match args.cmd {
+    Ok(client)
+}
+
+/// Registration and messaging: register, verify, send, listen, chat, status, receipts, chat
+/// states. Answers any other command back.
+async fn messaging(client: &mut Client, cmd: ClientCmd) -> anyhow::Result<Option<ClientCmd>> {
+    match cmd {
         ClientCmd::Register { phone } => {
             let sent = client.register(&phone).await?;
             println!(
@@ -320,7 +343,7 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
         }
         ClientCmd::Send {
             to, image, text, ..
-        } if crate::actors::thread::is_group_id(&to) => {
+        } if crate::ids::is_group_id(&to) => {
             if image.is_some() {
                 anyhow::bail!(
                     "--image goes to one person or entity; to a group, send text (relaybox client send {to} \"…\")"
@@ -366,7 +389,7 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
             timeout,
             json,
         } => {
-            let listen = listen(&mut client, read, count, json);
+            let listen = listen(client, read, count, json);
             match timeout {
                 Some(s) => {
                     if tokio::time::timeout(Duration::from_secs(s), listen)
@@ -383,7 +406,7 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
                 None => listen.await?,
             }
         }
-        ClientCmd::Chat { peer } => chat(&mut client, &peer).await?,
+        ClientCmd::Chat { peer } => chat(client, &peer).await?,
         ClientCmd::Status => {
             let s = client.status().await?;
             println!("account:        {}", s.account);
@@ -403,7 +426,7 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
             );
         }
         ClientCmd::Receipt { kind, to, msg_ids } => {
-            if crate::actors::thread::is_group_id(&to) {
+            if crate::ids::is_group_id(&to) {
                 anyhow::bail!(
                     "a receipt goes to the account that sent the messages (the `from` that `listen` shows), not to the group {to}"
                 );
@@ -419,8 +442,27 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
             client.receipt(&to, kind, &ids).await?;
             println!("receipt sent");
         }
-        ClientCmd::Group(g) => group(&mut client, g).await?,
-        ClientCmd::Entity(e) => super::entity_cli::run(&mut client, e).await?,
+        ClientCmd::State { to, state } => {
+            let state = match state {
+                StateArg::Composing => ChatState::Composing,
+                StateArg::Recording => ChatState::Recording,
+                StateArg::Paused => ChatState::Paused,
+            };
+            if crate::ids::is_group_id(&to) {
+                client.group_chat_state(&to, state).await?;
+            } else {
+                client.chat_state(&to, state).await?;
+            }
+        }
+        other => return Ok(Some(other)),
+    }
+    Ok(None)
+}
+
+/// The account's devices, contacts, privacy, mutes, blocks, push endpoint and trust in its
+/// correspondents' keys. Answers any other command back.
+async fn account(client: &mut Client, cmd: ClientCmd) -> anyhow::Result<Option<ClientCmd>> {
+    match cmd {
         ClientCmd::Pair { wait } => {
             let code = client.pairing_code()?;
             println!("Pairing code (show it to your primary device):\n\n    {code}\n");
@@ -549,20 +591,9 @@ async fn run_async(args: ClientArgs) -> anyhow::Result<()> {
                 }
             );
         }
-        ClientCmd::State { to, state } => {
-            let state = match state {
-                StateArg::Composing => ChatState::Composing,
-                StateArg::Recording => ChatState::Recording,
-                StateArg::Paused => ChatState::Paused,
-            };
-            if crate::actors::thread::is_group_id(&to) {
-                client.group_chat_state(&to, state).await?;
-            } else {
-                client.chat_state(&to, state).await?;
-            }
-        }
+        other => return Ok(Some(other)),
     }
-    Ok(())
+    Ok(None)
 }
 
 fn parse_msg_id(s: &str) -> anyhow::Result<MsgId> {
@@ -1023,7 +1054,7 @@ fn event_json(event: &Event) -> serde_json::Value {
 /// that arrives is printed.
 async fn chat(client: &mut Client, peer: &str) -> anyhow::Result<()> {
     let account = client.state.account()?.to_owned();
-    let is_group = crate::actors::thread::is_group_id(peer);
+    let is_group = crate::ids::is_group_id(peer);
     println!("Chatting as {account} with {peer}. Type a message and press Enter; Ctrl-D to quit.");
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     client.conn().await?;

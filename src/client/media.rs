@@ -196,7 +196,7 @@ impl Client {
     /// Uploads `segments` (already encrypted) as one blob; returns its id.
     pub async fn upload_blob(&mut self, segments: &[Vec<u8>]) -> anyhow::Result<String> {
         let content = segments.concat();
-        let id = crate::blob::BlobId::of(&content).to_string();
+        let id = crate::ids::BlobId::of(&content).to_string();
         let sizes: Vec<u64> = if segments.len() > 1 {
             segments.iter().map(|s| s.len() as u64).collect()
         } else {
@@ -300,7 +300,7 @@ impl Client {
 
     fn keep_sent(&self, msg_id: MsgId, to: &str, tiers: &[Tier]) -> anyhow::Result<()> {
         let dir = self.sent_dir(&msg_id.to_string());
-        crate::app::create_private_dir(&dir)?;
+        crate::files::create_private_dir(&dir)?;
         for (i, t) in tiers.iter().enumerate() {
             std::fs::write(dir.join(format!("{i}.bin")), &t.bytes)?;
         }
@@ -366,7 +366,7 @@ impl Client {
             format!("{msg_id}-{n}.{}", ext_of(&seg.mime))
         };
         let dir = self.state.home.join("media");
-        crate::app::create_private_dir(&dir)?;
+        crate::files::create_private_dir(&dir)?;
         let path = dir.join(name);
         std::fs::write(&path, plain).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)

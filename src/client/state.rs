@@ -171,7 +171,7 @@ impl State {
     pub fn save(&self) -> anyhow::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        crate::app::create_private_dir(&self.home)?;
+        crate::files::create_private_dir(&self.home)?;
         let d = OnDisk {
             relay: self.relay.clone(),
             noise_private: hex::encode(self.noise.private),

@@ -14,6 +14,7 @@
 mod abuse;
 mod error;
 mod load;
+pub mod pem;
 mod spans;
 mod validate;
 

@@ -69,6 +69,21 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
         errors: Vec::new(),
     };
 
+    relay(&mut c, config);
+    tls(&mut c, config);
+    listen(&mut c, config);
+    limits(&mut c, config);
+    registration(&mut c, config);
+    messaging(&mut c, config);
+    keys_and_threads(&mut c, config);
+    abuse(&mut c, config);
+    blobs_and_audit(&mut c, config);
+    mqtt_and_log(&mut c, config);
+    c.errors
+}
+
+/// `[relay]`, the operator API's address and the push hosts.
+fn relay(c: &mut Checker, config: &Config) {
     let relay = &config.relay;
     if relay.data_dir.as_os_str().is_empty() {
         c.reject("relay.data_dir", "must not be empty".to_owned());
@@ -106,7 +121,10 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
             );
         }
     }
+}
 
+/// `[tls]`: both files or neither, and each readable.
+fn tls(c: &mut Checker, config: &Config) {
     let tls = &config.tls;
     match (
         tls.cert.as_os_str().is_empty(),
@@ -130,15 +148,18 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
         (false, false) => {
             // Parsed here, not only at bind time, so that a bad file is a config error (exit 64)
             // reported with every other one.
-            if let Err(e) = crate::edge::http::tls::read_certs(&tls.cert) {
+            if let Err(e) = super::pem::read_certs(&tls.cert) {
                 c.reject("tls.cert", format!("unusable certificate: {e}"));
             }
-            if let Err(e) = crate::edge::http::tls::read_key(&tls.key) {
+            if let Err(e) = super::pem::read_key(&tls.key) {
                 c.reject("tls.key", format!("unusable private key: {e}"));
             }
         }
     }
+}
 
+/// `[listen]`.
+fn listen(c: &mut Checker, config: &Config) {
     let listen = &config.listen;
     if listen.admin.port() != 0 && listen.admin.port() == listen.tcp.port() {
         let other = c.describe("listen.tcp");
@@ -150,7 +171,10 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
             ),
         );
     }
+}
 
+/// `[limits]`.
+fn limits(c: &mut Checker, config: &Config) {
     let limits = &config.limits;
     c.at_least_one("limits.max_connections", limits.max_connections);
     c.at_least_one(
@@ -166,7 +190,7 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
         limits.frames_per_second_per_device,
     );
     // One full address book must fit, or a new device could never upload its contacts.
-    let book = u32::try_from(crate::edge::session::MAX_CONTACTS).unwrap_or(u32::MAX);
+    let book = u32::try_from(crate::wire::messages::MAX_CONTACTS).unwrap_or(u32::MAX);
     for (key, value) in [
         (
             "limits.contact_lookups_per_hour_per_account",
@@ -205,7 +229,10 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
             ),
         );
     }
+}
 
+/// `[registration]`.
+fn registration(c: &mut Checker, config: &Config) {
     let reg = &config.registration;
     c.positive("registration.code_ttl", reg.code_ttl);
     c.at_least_one("registration.max_attempts", reg.max_attempts);
@@ -244,25 +271,31 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
         }
     }
     c.positive("registration.verifier_timeout", reg.verifier_timeout);
+}
 
+/// `[messaging]`.
+fn messaging(c: &mut Checker, config: &Config) {
     let msg = &config.messaging;
     c.positive("messaging.retention", msg.retention);
     c.in_range("messaging.delivery_window", msg.delivery_window, 1..=1024);
     c.at_least_one("messaging.max_envelopes", msg.max_envelopes);
     c.at_least_one("messaging.max_ciphertext_bytes", msg.max_ciphertext_bytes);
     // The envelope travels in one frame together with the message header.
-    if msg.max_ciphertext_bytes >= limits.max_frame_bytes {
+    if msg.max_ciphertext_bytes >= config.limits.max_frame_bytes {
         let other = c.describe("limits.max_frame_bytes");
         c.reject(
             "messaging.max_ciphertext_bytes",
             format!(
                 "must be less than {other} ({} >= {})",
-                msg.max_ciphertext_bytes, limits.max_frame_bytes
+                msg.max_ciphertext_bytes, config.limits.max_frame_bytes
             ),
         );
     }
     c.positive("messaging.sweep_interval", msg.sweep_interval);
+}
 
+/// `[keys]`, `[sessions]`, `[groups]`, `[muting]` and `[entities]`.
+fn keys_and_threads(c: &mut Checker, config: &Config) {
     let keys = &config.keys;
     c.at_least_one("keys.max_one_time_keys", keys.max_one_time_keys);
     if keys.one_time_keys_wanted > keys.max_one_time_keys {
@@ -299,6 +332,10 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
     c.positive("muting.per_participant", config.muting.per_participant);
     c.at_least_one("entities.max_agents", config.entities.max_agents);
     c.positive("muting.max", config.muting.max);
+}
+
+/// `[abuse]`.
+fn abuse(c: &mut Checker, config: &Config) {
     let abuse = &config.abuse;
     c.positive("abuse.window", abuse.window);
     c.positive("abuse.evaluate_every", abuse.evaluate_every);
@@ -338,7 +375,10 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
         "sessions.device_idle_stop",
         config.sessions.device_idle_stop,
     );
+}
 
+/// `[blobs]` and `[audit]`.
+fn blobs_and_audit(c: &mut Checker, config: &Config) {
     let blobs = &config.blobs;
     if blobs.max_blob_bytes == 0 {
         c.reject("blobs.max_blob_bytes", "must be at least 1".to_owned());
@@ -386,7 +426,10 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
             ),
         );
     }
+}
 
+/// `[mqtt]` and `[log]`.
+fn mqtt_and_log(c: &mut Checker, config: &Config) {
     let mqtt = &config.mqtt;
     if mqtt.enabled {
         if mqtt.host.is_empty() {
@@ -436,8 +479,6 @@ pub(super) fn validate(config: &Config, origins: &Origins) -> Vec<ConfigError> {
     if let Err(problem) = check_log_level(&config.log.level) {
         c.reject("log.level", problem);
     }
-
-    c.errors
 }
 
 /// Accepts `http://host…` and `https://host…`. A full URL parser is the webhook client's job;

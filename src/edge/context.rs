@@ -33,7 +33,7 @@ pub struct RelayCtx {
     /// Blob files and the key that signs their URLs.
     pub blobs: crate::blob::Blobs,
     /// The audit log (`<data_dir>/audit.log`), one handle for every writer.
-    pub audit: Arc<crate::edge::admin::AuditLog>,
+    pub audit: Arc<crate::audit::AuditLog>,
     /// Where push endpoints may point (`push.allowed_hosts`, the relay's own listeners).
     pub push_policy: Arc<crate::actors::push_target::PushPolicy>,
 }

@@ -78,12 +78,9 @@ pub fn restore(file: &Path, data_dir: Option<&Path>, cfg: &Config) -> Result<(),
     let action = format!("restore {}", file.display());
     match manifest {
         Ok(m) => {
-            if let Err(e) = crate::edge::admin::audit::record_offline(
-                data_dir,
-                (&cfg.audit).into(),
-                &action,
-                "ok",
-            ) {
+            if let Err(e) =
+                crate::audit::record_offline(data_dir, (&cfg.audit).into(), &action, "ok")
+            {
                 eprintln!("warning: writing the audit log failed: {e}");
             }
             println!(

@@ -3,31 +3,28 @@
 //! binary that prints them. The .deb ships both (`cross/deb-assets.sh` runs these commands
 //! on the binary it packages).
 //!
-//! This module owns only the generation; the commands and their arguments live in `cli.rs`.
+//! This module owns only the generation; the commands and their arguments live in `cli.rs`,
+//! which hands its `clap::Command` in (so `ops` does not import `cli`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clap::CommandFactory;
 pub use clap_complete::Shell;
 
-use crate::cli::Cli;
-
-/// Writes the completion script for `shell` to `out`.
-pub fn completions(shell: Shell, out: &mut dyn Write) {
-    let mut cmd = Cli::command();
+/// Writes the completion script of `cmd` for `shell` to `out`.
+pub fn completions(mut cmd: clap::Command, shell: Shell, out: &mut dyn Write) {
     clap_complete::generate(shell, &mut cmd, "relaybox", out);
 }
 
-/// Writes `relaybox.1` and one page per subcommand (`relaybox-client-send.1`, …) into `dir`,
+/// Writes `relaybox.1` (for `cmd`, the whole command line) and one page per subcommand (`relaybox-client-send.1`, …) into `dir`,
 /// creating it if needed; returns the pages written, in sorted order.
-pub fn manpages(dir: &Path) -> Result<Vec<PathBuf>, ManpageError> {
+pub fn manpages(cmd: clap::Command, dir: &Path) -> Result<Vec<PathBuf>, ManpageError> {
     if dir.exists() && !dir.is_dir() {
         return Err(ManpageError::NotADirectory(dir.to_owned()));
     }
     std::fs::create_dir_all(dir).map_err(|e| ManpageError::Write(dir.to_owned(), e))?;
     let mut written = Vec::new();
-    write_pages(Cli::command(), "relaybox", dir, &mut written)?;
+    write_pages(cmd, "relaybox", dir, &mut written)?;
     written.sort();
     Ok(written)
 }

@@ -19,28 +19,15 @@
 
 use hmac::{Hmac, Mac};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::ids::AccountId;
+pub use crate::store::CodeRecord;
 
 /// Fewest digits a code may have; shorter values of `digits` are raised to this.
 pub const MIN_CODE_DIGITS: u32 = 4;
 /// Most digits a code may have; longer values of `digits` are lowered to this.
 pub const MAX_CODE_DIGITS: u32 = 12;
-
-/// A pending code for one phone number, as persisted by the store.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct CodeRecord {
-    /// HMAC-SHA256(secret, phone || 0x00 || code). The code itself is never stored.
-    pub hash: [u8; 32],
-    /// The code is refused from this instant on (milliseconds since the Unix epoch).
-    pub expires_at_ms: u64,
-    /// Tries that may still be made; 0 means the record is void.
-    pub attempts_left: u32,
-    /// When the code was issued (milliseconds since the Unix epoch), e.g. for resend spacing.
-    pub issued_at_ms: u64,
-}
 
 /// Why a try was refused. Every variant is the client's (or the person's) doing.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]

@@ -180,7 +180,7 @@ fn read_field(input: &mut impl Read) -> Result<Vec<u8>, StoreError> {
     if len > MAX_FIELD_BYTES {
         return Err(bad_image(format!("a field claims {len} bytes")));
     }
-    let mut buf = vec![0u8; crate::config::to_usize(len)];
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
     read_exact(input, &mut buf)?;
     Ok(buf)
 }

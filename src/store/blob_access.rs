@@ -14,13 +14,13 @@
 //! the relay holds or held.
 
 use super::{Store, StoreError};
-use crate::blob::BlobId;
 use crate::ids::AccountId;
+use crate::ids::BlobId;
 
 /// Separates the blob id from the scope in a key.
 const SEP: u8 = 0;
 /// Where a scope's name starts in a key: after `id ‖ 0x00 ‖ tag`.
-const SCOPE_AT: usize = crate::blob::BLOB_ID_CHARS + 2;
+const SCOPE_AT: usize = crate::ids::BLOB_ID_CHARS + 2;
 
 /// Who a right was given to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

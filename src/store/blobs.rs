@@ -22,7 +22,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, Store, StoreError};
-use crate::blob::BlobId;
+use crate::ids::BlobId;
 use crate::ids::{AccountId, DeviceId};
 
 const TREE: &str = "blob_record";

@@ -1,8 +1,22 @@
 //! Pending verification codes, one per phone number (stored hashed; see `registration::codes`).
 
+use serde::{Deserialize, Serialize};
+
 use super::{decode, encode, Store, StoreError};
 use crate::ids::AccountId;
-use crate::registration::codes::CodeRecord;
+
+/// A pending code for one phone number, as persisted by the store.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CodeRecord {
+    /// HMAC-SHA256(secret, phone || 0x00 || code). The code itself is never stored.
+    pub hash: [u8; 32],
+    /// The code is refused from this instant on (milliseconds since the Unix epoch).
+    pub expires_at_ms: u64,
+    /// Tries that may still be made; 0 means the record is void.
+    pub attempts_left: u32,
+    /// When the code was issued (milliseconds since the Unix epoch), e.g. for resend spacing.
+    pub issued_at_ms: u64,
+}
 
 const TREE: &str = "phone_coderecord";
 

@@ -69,6 +69,7 @@ pub use accounts::DeviceRecord;
 pub use backup::ImageStats;
 pub use blob_access::BlobScope;
 pub use blobs::{BlobRecord, BlobState, CommitOutcome, PendingOutcome};
+pub use codes::CodeRecord;
 pub use durability::Durability;
 pub use entities::{AssignPolicy, EntityRecord, EntityThreadRecord, RoutingStep};
 pub use groups::GroupRecord;

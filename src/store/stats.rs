@@ -284,7 +284,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::blob::BlobId;
+    use crate::ids::BlobId;
     use crate::store::{CommitOutcome, GroupRecord, PendingOutcome, QueueItem, QueueRecord};
 
     /// The store's counts are `expect`, and are what a fresh scan of its trees finds.

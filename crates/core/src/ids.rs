@@ -1,4 +1,4 @@
-//! Identifiers shared by every layer: accounts, devices and message ids.
+//! Identifiers shared by every layer: accounts, devices, message ids, group ids and blob ids.
 //!
 //! Owns parsing and display of ids. Does not own phone-number normalisation (that lives in
 //! `registration::phone`, which produces an [`AccountId`]) nor key encoding (that is `store::keys`).
@@ -118,6 +118,14 @@ pub type DeviceNo = u32;
 /// Largest number of devices an account may have (primary plus companions).
 pub const MAX_DEVICES_PER_ACCOUNT: usize = 16;
 
+/// Prefix of group ids (accounts start with `+` or `@`, so a thread name says which it is).
+pub const GROUP_ID_PREFIX: &str = "g";
+
+/// Whether a thread name is a group id, `g` and 32 hex digits (else it is an account).
+pub fn is_group_id(s: &str) -> bool {
+    s.len() == 33 && s.starts_with(GROUP_ID_PREFIX) && s[1..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// One device of one account: the unit that has a Noise key, a queue and a session.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeviceId {
@@ -161,6 +169,57 @@ impl MsgId {
 impl fmt::Display for MsgId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// Length of a blob id: lowercase hex of a SHA-256 digest.
+pub const BLOB_ID_CHARS: usize = 64;
+
+/// A blob's id: the lowercase hex SHA-256 of its (encrypted) content. Constructed only from a
+/// validated string, so it is always safe to use as a file name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlobId(String);
+
+/// Why a string is not a blob id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadBlobId {
+    /// Path syntax (`/`, `\`, `..`, `%`): an attempt to leave the blob directory.
+    #[error("blob id contains path syntax")]
+    Traversal,
+    /// Anything else that is not 64 lowercase hex characters.
+    #[error("blob id must be 64 lowercase hex characters (a SHA-256)")]
+    Malformed,
+}
+
+impl BlobId {
+    pub fn parse(s: &str) -> Result<Self, BadBlobId> {
+        if s.contains(['/', '\\', '%']) || s.contains("..") {
+            return Err(BadBlobId::Traversal);
+        }
+        let ok = s.len() == BLOB_ID_CHARS
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(BadBlobId::Malformed)
+        }
+    }
+
+    /// The id of `content`.
+    pub fn of(content: &[u8]) -> Self {
+        use sha2::Digest;
+        Self(hex::encode(sha2::Sha256::digest(content)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -215,5 +274,21 @@ mod tests {
     fn msg_ids_must_be_sixteen_bytes() {
         assert_eq!(MsgId::from_slice(&[1; 15]), Err(BadMsgId(15)));
         assert!(MsgId::from_slice(&[1; 16]).is_ok());
+    }
+
+    #[test]
+    fn only_lowercase_sha256_hex_is_a_blob_id() {
+        let good = BlobId::of(b"x");
+        assert_eq!(BlobId::parse(good.as_str()).unwrap(), good);
+        for bad in ["", "abc", &"A".repeat(64), &"g".repeat(64), &"0".repeat(65)] {
+            assert_eq!(BlobId::parse(bad), Err(BadBlobId::Malformed), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn path_syntax_is_reported_as_traversal() {
+        for bad in ["..", "../etc/passwd", "a/b", "a\\b", "%2e%2e", "ab%2Fcd"] {
+            assert_eq!(BlobId::parse(bad), Err(BadBlobId::Traversal), "{bad:?}");
+        }
     }
 }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use actix::{Actor, AsyncContext, Context};
 
+use crate::audit::{AuditEntry, AuditLog};
 use crate::config::{AbuseConfig, BanLength};
-use crate::edge::admin::{AuditEntry, AuditLog};
 use crate::ids::AccountId;
 use crate::store::{Ban, Store, StoreError, Verdict, Watch};
 use messages::Evaluate;

@@ -382,16 +382,18 @@ impl Actor for Device {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // A mailbox bound keeps a flood of senders from growing memory without limit.
-        ctx.set_mailbox_capacity(256);
-        let every = (self.settings.idle_stop / 2).max(Duration::from_millis(100));
-        ctx.run_interval(every, |act, ctx| {
-            let idle = act.session.is_none() && act.last_active.elapsed() >= act.settings.idle_stop;
-            if idle {
-                act.directory.forget(&act.id, &ctx.address());
-                ctx.stop();
-            }
-        });
+        super::start_up(ctx, self.settings.idle_stop);
+    }
+}
+
+impl super::Virtual for Device {
+    /// Idle: no session attached and no message for `idle_stop`.
+    fn idle_for(&self, idle_stop: Duration) -> bool {
+        self.session.is_none() && self.last_active.elapsed() >= idle_stop
+    }
+
+    fn leave_directory(&self, ctx: &mut Context<Self>) {
+        self.directory.forget(&self.id, &ctx.address());
     }
 }
 

@@ -199,13 +199,17 @@ impl Actor for Entity {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(256);
-        ctx.run_interval(IDLE_STOP / 2, |act, ctx| {
-            if act.last_active.elapsed() >= IDLE_STOP {
-                act.directory.forget_entity(&act.id, &ctx.address());
-                ctx.stop();
-            }
-        });
+        super::start_up(ctx, IDLE_STOP);
+    }
+}
+
+impl super::Virtual for Entity {
+    fn idle_for(&self, idle_stop: Duration) -> bool {
+        self.last_active.elapsed() >= idle_stop
+    }
+
+    fn leave_directory(&self, ctx: &mut Context<Self>) {
+        self.directory.forget_entity(&self.id, &ctx.address());
     }
 }
 
@@ -222,3 +226,6 @@ pub fn check_display_name(name: &str) -> Result<(), EntityError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,8 +18,7 @@ use super::Directory;
 use crate::ids::AccountId;
 use crate::store::{GroupRecord, Store, StoreError};
 
-/// Prefix of group ids (accounts start with `+`, so a thread name says which it is).
-pub const GROUP_ID_PREFIX: &str = "g";
+pub use crate::ids::{is_group_id, GROUP_ID_PREFIX};
 /// Longest group subject, in bytes.
 pub const MAX_SUBJECT_BYTES: usize = 200;
 /// A thread actor with no traffic stops after this long.
@@ -89,11 +88,6 @@ pub fn new_group_id() -> String {
     )
 }
 
-/// Whether a thread name is a group id (else it is an account).
-pub fn is_group_id(s: &str) -> bool {
-    s.len() == 33 && s.starts_with(GROUP_ID_PREFIX) && s[1..].bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 /// A new group record with `creator` as admin and `members`.
 pub fn new_record(
     creator: &AccountId,
@@ -115,12 +109,19 @@ impl Actor for Thread {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(256);
-        ctx.run_interval(IDLE_STOP / 2, |act, ctx| {
-            if act.last_active.elapsed() >= IDLE_STOP {
-                act.directory.forget_thread(&act.id, &ctx.address());
-                ctx.stop();
-            }
-        });
+        super::start_up(ctx, IDLE_STOP);
     }
 }
+
+impl super::Virtual for Thread {
+    fn idle_for(&self, idle_stop: Duration) -> bool {
+        self.last_active.elapsed() >= idle_stop
+    }
+
+    fn leave_directory(&self, ctx: &mut Context<Self>) {
+        self.directory.forget_thread(&self.id, &ctx.address());
+    }
+}
+
+#[cfg(test)]
+mod tests;

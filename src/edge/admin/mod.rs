@@ -27,7 +27,6 @@
 
 mod abuse;
 mod accounts;
-pub mod audit;
 mod entities;
 mod error;
 mod mqtt;
@@ -49,7 +48,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_actix_web::{scope, AppExt};
 
-pub use audit::{AuditEntry, AuditLog};
+use crate::audit::AuditEntry;
 pub use error::AdminError;
 pub use token::AdminToken;
 

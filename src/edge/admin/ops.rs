@@ -302,7 +302,7 @@ struct Purged {
 #[derive(Serialize, ToSchema)]
 struct AuditTail {
     /// Oldest first.
-    entries: Vec<super::AuditEntry>,
+    entries: Vec<crate::audit::AuditEntry>,
 }
 
 /// GET /v1/audit?limit=N: the last N audit entries, oldest first.

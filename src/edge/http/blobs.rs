@@ -426,5 +426,11 @@ struct SegQuery {
 
 /// Operator purge of one blob (its id then answers 410); for the admin API.
 pub async fn purge(ctx: &RelayCtx, id: &BlobId) -> Result<bool, gc::GcError> {
-    gc::purge(&ctx.store, &ctx.blobs.files, id, gc::tombstone_ms(ctx)).await
+    gc::purge(
+        &ctx.store,
+        &ctx.blobs.files,
+        id,
+        gc::tombstone_ms(&ctx.cfg.blobs),
+    )
+    .await
 }

@@ -1,34 +1,11 @@
 //! HTTPS for the public HTTP listener: the `[tls]` certificate chain and key, served with
 //! rustls 0.23 and its ring provider (never aws-lc-rs: no C toolchain needed).
 
-use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
 use super::HttpError;
+pub use crate::config::pem::{read_certs, read_key};
 use crate::config::TlsConfig;
-
-/// Reads the certificate chain (leaf first) from a PEM file.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{}: no PEM certificate in the file",
-            path.display()
-        ));
-    }
-    Ok(certs)
-}
-
-/// Reads a private key (PKCS#8, PKCS#1 or SEC1) from a PEM file.
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
-}
 
 /// The rustls server configuration for `[tls]`: HTTP/1.1 only (the stream transport relies
 /// on HTTP/1.1 chunked bodies).

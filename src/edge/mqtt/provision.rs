@@ -78,7 +78,7 @@ pub fn add(
         }
     }
     let dir = home(data_dir, &id);
-    crate::app::create_private_dir(&dir).map_err(ProvisionError::State)?;
+    crate::files::create_private_dir(&dir).map_err(ProvisionError::State)?;
     let mut state = State::load_or_new(&dir, "").map_err(ProvisionError::State)?;
     state.account = Some(account.to_string());
     state.device = 0;

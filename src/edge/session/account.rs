@@ -13,8 +13,7 @@ use crate::wire::messages::{
 
 type Body = server_frame::Body;
 
-/// Most numbers in one contact upload.
-pub const MAX_CONTACTS: usize = 5_000;
+pub use crate::wire::messages::MAX_CONTACTS;
 /// Longest push endpoint URL.
 pub const MAX_ENDPOINT_BYTES: usize = 2_048;
 /// Longest link secret.

@@ -25,9 +25,9 @@ use crate::actors::entity::{
     RemoveAgent, Route, View, Who,
 };
 use crate::actors::thread::GroupError;
+use crate::audit::AuditEntry;
 use crate::blob::BlobId;
 use crate::config::to_usize;
-use crate::edge::admin::AuditEntry;
 use crate::edge::RelayCtx;
 use crate::ids::{AccountId, DeviceId, MsgId};
 use crate::store::{BlobScope, QueueItem, QueueRecord};

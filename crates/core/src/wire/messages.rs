@@ -7,6 +7,8 @@ include!(concat!(env!("OUT_DIR"), "/relaybox.v1.rs"));
 
 /// Most msg_ids in one receipt: one a client sends, and one DELIVERED receipt of the relay.
 pub const MAX_RECEIPT_IDS: usize = 256;
+/// Most numbers in one contact upload (`UploadContacts`).
+pub const MAX_CONTACTS: usize = 5_000;
 
 impl Error {
     /// An error with a code and a human-readable reason.
