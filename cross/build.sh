@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Build a release relaybox for one target on Debian or Ubuntu, without Docker or cross.
+# Build a release relaybox for one or more targets on Debian or Ubuntu, without Docker or cross.
 #
-#   cross/build.sh TARGET [--deb]
+#   cross/build.sh TARGET... [--deb]
 #
-# TARGET is one of the triples listed by `cross/build.sh --help`. With --deb the binary is
-# also packaged with cargo-deb (needs the [package.metadata.deb] section in Cargo.toml).
-# If qemu-user is installed, the built binary is started once under it (`--version`) so a
-# binary that cannot even start on its architecture fails here and not on a branch's box.
+# Each TARGET is one of the triples listed by `cross/build.sh --help`. Several targets are built
+# by one cargo invocation (their release links run in parallel). With --deb each binary is built
+# as the .deb ships it (without default features) and packaged with cargo-deb (needs the
+# [package.metadata.deb] section in Cargo.toml). If qemu-user is installed, each built binary is
+# started once under it (`--version`) so a binary that cannot even start on its architecture
+# fails here and not on a branch's box. What each target needs is in cross/targets.sh, shared
+# with tests/package/cross.sh.
 #
 # The script installs nothing: it checks for each tool it needs and says which command
 # provides it. On a shared machine run it as `nice -n 19 cross/build.sh ...`; cargo inherits
@@ -19,10 +22,10 @@ die() {
 }
 
 usage() {
-    cat <<'EOF'
-usage: cross/build.sh TARGET [--deb]
+    cat <<'USAGE'
+usage: cross/build.sh TARGET... [--deb]
 
-TARGET (without Docker, on Debian/Ubuntu):
+TARGET (without Docker, on Debian/Ubuntu); several build in one cargo invocation:
   aarch64-unknown-linux-gnu       64-bit ARM edge boxes (needs gcc-aarch64-linux-gnu)
   armv7-unknown-linux-gnueabihf   32-bit ARM, hard float (needs gcc-arm-linux-gnueabihf)
   x86_64-unknown-linux-gnu        x86 servers (the host's own gcc)
@@ -30,8 +33,9 @@ TARGET (without Docker, on Debian/Ubuntu):
 
 aarch64-unknown-linux-musl: Debian has no aarch64 musl cross compiler; use cross (cross/README.md).
 
---deb   also build a .deb with cargo-deb (cargo install cargo-deb)
-EOF
+--deb   build as the .deb ships (no default features), then a .deb per target with cargo-deb
+        (cargo install cargo-deb)
+USAGE
 }
 
 # need COMMAND HOW-TO-GET-IT: fail with a message that says how to get a missing tool.
@@ -40,72 +44,40 @@ need() {
 }
 
 [[ $# -ge 1 ]] || { usage >&2; exit 2; }
-case "$1" in
-    -h | --help) usage; exit 0 ;;
-esac
-target=$1
-shift
+targets=()
 want_deb=0
 for arg in "$@"; do
     case "$arg" in
+        -h | --help) usage; exit 0 ;;
         --deb) want_deb=1 ;;
-        *) usage >&2; die "unknown argument '$arg'" ;;
+        -*) usage >&2; die "unknown argument '$arg'" ;;
+        *) targets+=("$arg") ;;
     esac
 done
+[[ ${#targets[@]} -ge 1 ]] || { usage >&2; die "no target given"; }
 
-# Per target: the C compiler (ring compiles C and assembly), the linker, the Debian package
-# that provides them, and the qemu-user binary plus the sysroot that qemu needs to find the
-# target's dynamic loader and libc.
-qemu=""
-qemu_sysroot=""
-case "$target" in
-    aarch64-unknown-linux-gnu)
-        cc=aarch64-linux-gnu-gcc
-        linker=$cc
-        ar=aarch64-linux-gnu-ar
-        cc_pkg="apt-get install gcc-aarch64-linux-gnu"
-        qemu="qemu-aarch64"
-        qemu_sysroot=/usr/aarch64-linux-gnu
-        ;;
-    armv7-unknown-linux-gnueabihf)
-        cc=arm-linux-gnueabihf-gcc
-        linker=$cc
-        ar=arm-linux-gnueabihf-ar
-        cc_pkg="apt-get install gcc-arm-linux-gnueabihf"
-        qemu="qemu-arm"
-        qemu_sysroot=/usr/arm-linux-gnueabihf
-        ;;
-    x86_64-unknown-linux-gnu)
-        cc=gcc
-        linker=$cc
-        ar="ar"
-        cc_pkg="apt-get install gcc"
-        ;;
-    x86_64-unknown-linux-musl)
-        cc=musl-gcc
-        # Not musl-gcc: rustc links musl targets statically with its own bundled crt and
-        # libc, and musl-gcc's specs added on top produce a binary that crashes at start.
-        linker=""
-        ar="ar"
-        cc_pkg="apt-get install musl-tools"
-        ;;
-    aarch64-unknown-linux-musl)
-        die "Debian has no aarch64 musl cross compiler for ring (musl-tools covers the host only);" \
-            "build this target with cross: CROSS_CONFIG=cross/Cross.toml cross build --release --target $target"
-        ;;
-    *)
-        usage >&2
-        die "unsupported target '$target'"
-        ;;
-esac
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=cross/targets.sh
+. "$repo_root/cross/targets.sh"
 
 need cargo "Install Rust with rustup."
 need rustup "Install Rust with rustup."
-need "$cc" "Install it with: $cc_pkg"
-need "$ar" "Install it with: $cc_pkg"
-if ! rustup target list --installed | grep -qx "$target"; then
-    die "the Rust standard library for $target is not installed. Run: rustup target add $target"
-fi
+installed_targets=$(rustup target list --installed)
+target_args=()
+for target in "${targets[@]}"; do
+    if [[ "$target" == aarch64-unknown-linux-musl ]]; then
+        die "Debian has no aarch64 musl cross compiler for ring (musl-tools covers the host only);" \
+            "build this target with cross: CROSS_CONFIG=cross/Cross.toml cross build --release --target $target"
+    fi
+    cross_target "$target" || { usage >&2; die "unsupported target '$target'"; }
+    need "$CROSS_CC" "Install it with: apt-get install $CROSS_APT"
+    need "$CROSS_AR" "Install it with: apt-get install $CROSS_APT"
+    grep -qx "$target" <<<"$installed_targets" ||
+        die "the Rust standard library for $target is not installed. Run: rustup target add $target"
+    # The linker, C compiler and archiver for this target only (cross/targets.sh).
+    cross_export_env "$target"
+    target_args+=(--target "$target")
+done
 if [[ $want_deb -eq 1 ]]; then
     cargo deb --version >/dev/null 2>&1 || die "cargo-deb not found. Install it with: cargo install cargo-deb"
 fi
@@ -117,63 +89,56 @@ if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then
     CARGO_TARGET_DIR=$(cd "$CARGO_TARGET_DIR" && pwd)
     export CARGO_TARGET_DIR
 fi
-repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
 target_dir=${CARGO_TARGET_DIR:-$repo_root/target}
-
-# Cargo reads CARGO_TARGET_<TRIPLE>_LINKER; the cc crate (used by ring) reads CC_<triple>
-# and AR_<triple>. Setting them per target leaves host builds (build scripts, proc macros)
-# on the host compiler.
-triple_upper=${target^^}
-triple_upper=${triple_upper//-/_}
-triple_lower=${target//-/_}
-if [[ -n "$linker" ]]; then
-    export "CARGO_TARGET_${triple_upper}_LINKER=$linker"
-fi
-export "CC_${triple_lower}=$cc"
-export "AR_${triple_lower}=$ar"
 
 # The package ships no bench peer load generators (feature bench-peers): a relay needs none.
 features=()
 if [[ $want_deb -eq 1 ]]; then
     features=(--no-default-features)
 fi
-echo "==> cargo build --release --locked --target $target ${features[*]} (C compiler $cc, linker ${linker:-rustc default})"
+# Only the relay's binary: at the workspace root cargo would also build the other members (the
+# browser companion's crate), whose dependency features would then change the relay's build.
+# So this is exactly tests/package/deb.sh's build of the .deb, for these targets.
+echo "==> cargo build --release --locked -p relaybox --bin relaybox ${target_args[*]} ${features[*]}"
 start=$SECONDS
-cargo build --release --locked --target "$target" "${features[@]}"
+cargo build --release --locked -p relaybox --bin relaybox "${target_args[@]}" "${features[@]}"
 echo "==> built in $((SECONDS - start)) s"
 
-bin="$target_dir/$target/release/relaybox"
-[[ -x "$bin" ]] || die "cargo succeeded but $bin is missing"
-ls -l "$bin"
-if command -v file >/dev/null 2>&1; then
-    file "$bin"
-fi
+for target in "${targets[@]}"; do
+    cross_target "$target"
+    bin="$target_dir/$target/release/relaybox"
+    [[ -x "$bin" ]] || die "cargo succeeded but $bin is missing"
+    ls -l "$bin"
+    if command -v file >/dev/null 2>&1; then
+        file "$bin"
+    fi
 
-if [[ -n "$qemu" ]]; then
-    if command -v "$qemu" >/dev/null 2>&1; then
-        echo "==> smoke test: $qemu -L $qemu_sysroot relaybox --version"
-        "$qemu" -L "$qemu_sysroot" "$bin" --version ||
-            die "the $target binary does not start under $qemu"
+    if [[ -n "$CROSS_QEMU" ]]; then
+        if command -v "$CROSS_QEMU" >/dev/null 2>&1; then
+            echo "==> smoke test: $CROSS_QEMU -L $CROSS_QEMU_SYSROOT relaybox --version"
+            "$CROSS_QEMU" -L "$CROSS_QEMU_SYSROOT" "$bin" --version ||
+                die "the $target binary does not start under $CROSS_QEMU"
+        else
+            echo "==> $CROSS_QEMU not found: skipping the smoke test (apt-get install qemu-user)"
+        fi
     else
-        echo "==> $qemu not found: skipping the smoke test (apt-get install qemu-user)"
+        echo "==> smoke test: relaybox --version"
+        "$bin" --version || die "the $target binary does not start"
     fi
-else
-    echo "==> smoke test: relaybox --version"
-    "$bin" --version || die "the $target binary does not start"
-fi
 
-if [[ $want_deb -eq 1 ]]; then
-    grep -q '^\[package\.metadata\.deb\]' Cargo.toml ||
-        die "Cargo.toml has no [package.metadata.deb] section; see cross/README.md"
-    # Man pages and completions come from the built binary (under qemu for a cross target).
-    runner=()
-    if [[ -n "$qemu" ]]; then
-        need "$qemu" "Install it with: apt-get install qemu-user (the man pages are generated by running the binary)"
-        runner=("$qemu" -L "$qemu_sysroot")
+    if [[ $want_deb -eq 1 ]]; then
+        grep -q '^\[package\.metadata\.deb\]' Cargo.toml ||
+            die "Cargo.toml has no [package.metadata.deb] section; see cross/README.md"
+        # Man pages and completions come from the built binary (under qemu for a cross target).
+        runner=()
+        if [[ -n "$CROSS_QEMU" ]]; then
+            need "$CROSS_QEMU" "Install it with: apt-get install qemu-user (the man pages are generated by running the binary)"
+            runner=("$CROSS_QEMU" -L "$CROSS_QEMU_SYSROOT")
+        fi
+        bash cross/deb-assets.sh "$(dirname "$bin")/deb-assets" "${runner[@]}" "$bin"
+        echo "==> cargo deb --no-build --target $target"
+        cargo deb --no-build --target "$target"
+        ls -l "$target_dir/$target/debian/"*.deb
     fi
-    bash cross/deb-assets.sh "$(dirname "$bin")/deb-assets" "${runner[@]}" "$bin"
-    echo "==> cargo deb --no-build --target $target"
-    cargo deb --no-build --target "$target"
-    ls -l "$target_dir/$target/debian/"*.deb
-fi
+done

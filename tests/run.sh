@@ -126,5 +126,12 @@ package_started=$SECONDS
 bash tests/package/deb.sh
 echo "package test: $((SECONDS - package_started)) s"
 
+# The ARM edge binaries (aarch64, armv7): one release build of both as shipped (at most 15 MB
+# each), each run under qemu-user as a relay an x86 client delivers a message through
+# (tests/package/cross.sh; installs the cross compilers and qemu-user with apt-get if missing).
+cross_started=$SECONDS
+bash tests/package/cross.sh
+echo "ARM test: $((SECONDS - cross_started)) s"
+
 # Every fuzz target for FUZZ_SECONDS (60) each, on the stable toolchain (tests/fuzz/run.sh).
 tests/fuzz/run.sh
