@@ -115,9 +115,12 @@ pub(super) struct Caller {
 pub async fn run<T: FrameIo>(ctx: Arc<RelayCtx>, mut io: T, peer: SocketAddr, shutdown: Shutdown) {
     let deadline = ctx.cfg.limits.handshake_timeout;
     io.set_max_frame(MAX_HANDSHAKE_FRAME_BYTES);
-    let (transport, auth) = match tokio::time::timeout(deadline, login::handshake(&ctx, &mut io))
-        .await
-    {
+    // The handshake and the session run boxed: the connection's task then holds neither
+    // state machine inline, and an idle session keeps only the serve loop's own state (the
+    // handshake's is freed when it ends; inline, the task would stay as large as the larger
+    // of the two for the connection's whole life).
+    let handshake = Box::pin(login::handshake(&ctx, &mut io));
+    let (transport, auth) = match tokio::time::timeout(deadline, handshake).await {
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => {
             tracing::info!(%peer, error = %e, "Handshake failed.");
@@ -154,7 +157,7 @@ pub async fn run<T: FrameIo>(ctx: Arc<RelayCtx>, mut io: T, peer: SocketAddr, sh
         attached: None,
         throttled: false,
     };
-    let end = session.serve(shutdown).await;
+    let end = Box::pin(session.serve(shutdown)).await;
     session.detach();
     match end {
         Ok(()) | Err(SessionError::Closed) => tracing::debug!(%peer, "Session ended."),
