@@ -47,6 +47,12 @@ fn parse_key(bytes: &[u8]) -> anyhow::Result<StaticKeypair> {
 
 /// Writes a key file atomically (temporary file, fsync, rename), mode 0600.
 pub fn write_key(path: &Path, key: &StaticKeypair) -> anyhow::Result<()> {
+    write_private(path, &hex::encode(key.private))
+}
+
+/// Writes `text` and a newline to `path` atomically (temporary file, fsync, rename, directory
+/// fsync), mode 0600: secrets of the data directory (the relay key, the admin token).
+pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp: PathBuf = path.with_extension("tmp");
@@ -57,7 +63,7 @@ pub fn write_key(path: &Path, key: &StaticKeypair) -> anyhow::Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
-    writeln!(f, "{}", hex::encode(key.private))?;
+    writeln!(f, "{text}")?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     if let Some(dir) = path.parent() {

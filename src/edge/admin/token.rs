@@ -3,8 +3,7 @@
 //! operator; the listener is loopback-only, so that means a local user with access to the
 //! data directory.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -38,7 +37,7 @@ impl AdminToken {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let token = hex::encode(rand::random::<[u8; 32]>());
-                write_private(path, &token)?;
+                crate::files::write_private(path, &token)?;
                 tracing::info!(path = %path.display(), "Generated the admin API token.");
                 Ok(Self(token))
             }
@@ -57,25 +56,6 @@ impl AdminToken {
         let digest = Sha256::digest(self.0.as_bytes());
         format!("token:{}", hex::encode(&digest[..4]))
     }
-}
-
-/// Writes `text` to `path` atomically (temporary file, fsync, rename), mode 0600.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    writeln!(f, "{text}")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
