@@ -9,6 +9,7 @@
 //! wire/, e2e/, ids  (crates/core) the protocol sans I/O, the end-to-end layer (vodozemac
 //!                Olm), and the ids (account, device, message, group, blob)
 //! clock, names   wall-clock milliseconds; which characters display names and subjects may hold
+//! maps           the hash maps of the message path (foldhash)
 //! shutdown       the graceful-stop signal shared by the relay's tasks
 //! files          the data directory itself (private) and the relay's static key file
 //! web            the browser companion's files, embedded, and their SHA-256
@@ -49,6 +50,7 @@ pub mod clock;
 pub mod config;
 pub mod edge;
 pub mod files;
+pub mod maps;
 pub mod names;
 pub mod ops;
 pub mod registration;

@@ -228,7 +228,7 @@ async fn envelopes_for_the_wrong_devices_get_mismatched_devices_with_the_current
         envelopes: vec![Envelope {
             device: 5,
             olm_type: 0,
-            ciphertext: vec![1, 2, 3],
+            ciphertext: vec![1, 2, 3].into(),
             ..Default::default()
         }],
         kind: 1,
@@ -259,7 +259,7 @@ async fn out_of_bounds_send_fields_are_refused_with_invalid_argument() {
         vec![Envelope {
             device: 0,
             olm_type: 1,
-            ciphertext: vec![1; len],
+            ciphertext: vec![1; len].into(),
             ..Default::default()
         }]
     };

@@ -254,7 +254,7 @@ async fn send_naming(c: &mut Client, to: &str, blobs: &[String]) -> ClientError 
         envelopes: vec![Envelope {
             device: 0,
             olm_type: 1,
-            ciphertext: vec![0xC1; 32],
+            ciphertext: vec![0xC1; 32].into(),
             account: String::new(),
         }],
         kind: MessageKind::Chat as i32,

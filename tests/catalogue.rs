@@ -185,7 +185,7 @@ async fn a_payload_claiming_another_sender_is_delivered_under_the_real_sender() 
         envelopes: vec![Envelope {
             device: 0,
             olm_type: 1,
-            ciphertext: b"I am Alice, honest".to_vec(),
+            ciphertext: b"I am Alice, honest".to_vec().into(),
             account: ALICE.into(),
         }],
         kind: 1,

@@ -136,7 +136,7 @@ async fn a_membership_change_racing_a_send_gets_mismatched_devices_then_the_retr
             account: BOB.into(),
             device: 0,
             olm_type: 1,
-            ciphertext: vec![1; 8],
+            ciphertext: vec![1; 8].into(),
         }],
         kind: 1,
         ..Default::default()

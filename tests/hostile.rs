@@ -40,7 +40,7 @@ async fn flood(mut c: RawClient, to: &str, tag: u8, n: u32) -> RawClient {
             envelopes: vec![Envelope {
                 device: 0,
                 olm_type: 1,
-                ciphertext: vec![0xC1; 64],
+                ciphertext: vec![0xC1; 64].into(),
                 account: String::new(),
             }],
             kind: MessageKind::Chat as i32,
@@ -156,7 +156,7 @@ fn raw_send(to: &str, kind: i32, olm_type: u32) -> client_frame::Body {
         envelopes: vec![Envelope {
             device: 0,
             olm_type,
-            ciphertext: vec![0xC1; 32],
+            ciphertext: vec![0xC1; 32].into(),
             account: String::new(),
         }],
         kind,

@@ -7,7 +7,7 @@
 //! chunked-HTTP sessions; see `app.rs`), so the lock is shared by a handful of threads and held
 //! only for a map operation.
 
-use std::collections::HashMap;
+use crate::maps::FastMap as HashMap;
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;

@@ -221,7 +221,7 @@ fn send_body(
 ) -> client_frame::Body {
     let mut msg_id = vec![0u8; 16];
     rand::thread_rng().fill_bytes(&mut msg_id);
-    let ct = payload(size, micros_since(shared.start));
+    let ct = bytes::Bytes::from(payload(size, micros_since(shared.start)));
     let envelopes = match group {
         None => vec![Envelope {
             device: 0,

@@ -16,8 +16,14 @@ use crate::shutdown::Shutdown;
 use crate::wire::frame::{self, FrameDecoder};
 use crate::wire::handshake::refusal;
 
-/// Bytes read from the socket per readiness event. Lives on the stack only during a read.
+/// Bytes read from the socket per readiness event, into the thread's [`READ_BUF`].
 const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// What one read takes from a socket, until the decoder copies it: one buffer per
+    /// thread, reused, so neither a connection nor a read owns one.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// A TCP connection as a [`FrameIo`].
 pub struct TcpFrames {
@@ -37,29 +43,57 @@ impl TcpFrames {
     }
 }
 
-impl FrameIo for TcpFrames {
-    async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+impl TcpFrames {
+    /// Reads until a whole frame is buffered (`Ok(true)`) or the peer closed cleanly.
+    async fn fill(&mut self) -> Result<bool, SessionError> {
         loop {
-            if let Some(f) = self.decoder.next_frame()? {
-                return Ok(Some(f));
+            if self.decoder.has_frame()? {
+                return Ok(true);
             }
-            // Wait for readiness without holding a buffer, then read synchronously: an idle
-            // connection parks here with no read buffer, and cancelling loses nothing.
+            // Wait for readiness without holding a buffer, then read synchronously into the
+            // thread's read buffer: an idle connection parks here with no read buffer, and
+            // cancelling loses nothing.
             self.rd.readable().await?;
-            let mut buf = [0u8; READ_CHUNK_BYTES];
-            match self.rd.try_read(&mut buf) {
+            let read = READ_BUF.with_borrow_mut(|buf| {
+                buf.clear();
+                buf.reserve(READ_CHUNK_BYTES);
+                // Reads into the spare capacity, which is never zeroed first.
+                let n = self.rd.try_read_buf(buf)?;
+                self.decoder.extend(buf);
+                Ok::<_, std::io::Error>(n)
+            });
+            match read {
                 Ok(0) => {
                     return if self.decoder.buffered() == 0 {
-                        Ok(None)
+                        Ok(false)
                     } else {
                         Err(SessionError::Closed)
                     };
                 }
-                Ok(n) => self.decoder.extend(&buf[..n]),
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+impl FrameIo for TcpFrames {
+    async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+        if !self.fill().await? {
+            return Ok(None);
+        }
+        Ok(self.decoder.next_frame()?)
+    }
+
+    async fn read_frame_with<R>(
+        &mut self,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, SessionError> {
+        if !self.fill().await? {
+            return Ok(None);
+        }
+        Ok(self.decoder.take_frame(f)?)
     }
 
     async fn write_frame(&mut self, payload: &[u8]) -> Result<(), SessionError> {
@@ -68,17 +102,9 @@ impl FrameIo for TcpFrames {
         Ok(())
     }
 
-    async fn write_frames(&mut self, payloads: &[Vec<u8>]) -> Result<(), SessionError> {
-        let total: usize = payloads
-            .iter()
-            .map(|p| p.len() + frame::FRAME_HEADER_BYTES)
-            .sum();
-        // One buffer, one write, whatever the number of frames.
-        let mut bytes = Vec::with_capacity(total);
-        for p in payloads {
-            frame::encode_into(&mut bytes, p)?;
-        }
-        self.wr.write_all(&bytes).await?;
+    async fn write_frames(&mut self, framed: Vec<u8>) -> Result<(), SessionError> {
+        // Already framed as this stream carries them: one buffer, one write.
+        self.wr.write_all(&framed).await?;
         Ok(())
     }
 

@@ -223,11 +223,11 @@ type DeviceList = Vec<(DeviceNo, DeviceRecord)>;
 /// A bounded in-memory copy of device lists.
 #[derive(Clone, Default)]
 pub(super) struct DeviceCache(
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<AccountId, DeviceList>>>,
+    std::sync::Arc<std::sync::Mutex<crate::maps::FastMap<AccountId, DeviceList>>>,
 );
 
 impl DeviceCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<AccountId, DeviceList>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, crate::maps::FastMap<AccountId, DeviceList>> {
         // Entries are replaced whole; a poisoned lock still holds consistent lists.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -14,23 +14,26 @@ impl Store {
         contacts: &[AccountId],
     ) -> Result<(), StoreError> {
         let _gate = self.writing();
+        // Before and after the writes: no answer read meanwhile outlives them.
+        self.contact_answers.clear();
         let old = self.contacts(account)?;
         for c in &old {
             if !contacts.contains(c) {
                 self.t
                     .contactaccount_
-                    .remove(keys::account_item(c, account.as_str().as_bytes()))?;
+                    .remove(keys::account_item(c, account.as_bytes()))?;
             }
         }
         for c in contacts {
             self.t
                 .contactaccount_
-                .insert(keys::account_item(c, account.as_str().as_bytes()), &[])?;
+                .insert(keys::account_item(c, account.as_bytes()), &[])?;
         }
         let list: Vec<String> = contacts.iter().map(|c| c.to_string()).collect();
         self.t
             .account_contacts
             .insert(account.as_str(), encode(&list))?;
+        self.contact_answers.clear();
         Ok(())
     }
 
@@ -48,10 +51,17 @@ impl Store {
 
     /// Whether `account` has `other` in its contacts.
     pub fn has_contact(&self, account: &AccountId, other: &AccountId) -> Result<bool, StoreError> {
-        Ok(self
+        let pair = (account.clone(), other.clone());
+        if let Some(known) = self.contact_answers.get(&pair) {
+            return Ok(known);
+        }
+        let generation = self.contact_answers.generation();
+        let answer = self
             .t
             .contactaccount_
-            .contains_key(keys::account_item(other, account.as_str().as_bytes()))?)
+            .contains_key(keys::account_item(other, account.as_bytes()))?;
+        self.contact_answers.put(pair, answer, generation);
+        Ok(answer)
     }
 
     /// The accounts that have `contact` in their contacts.
@@ -98,5 +108,52 @@ impl Store {
             .account_lastseen
             .insert(account.as_str(), &at_ms.to_be_bytes())?;
         Ok(())
+    }
+}
+
+/// Most `has_contact` answers kept; the cache is emptied when it is full.
+const CONTACT_CACHE_ANSWERS: usize = 200_000;
+
+/// `has_contact` answers by (account, other). A contact-list change empties it and moves the
+/// generation on, so an answer read from sled before the change is not kept after it.
+#[derive(Clone, Default)]
+pub(super) struct ContactCache(std::sync::Arc<std::sync::Mutex<ContactAnswers>>);
+
+#[derive(Default)]
+pub(super) struct ContactAnswers {
+    generation: u64,
+    answers: crate::maps::FastMap<(AccountId, AccountId), bool>,
+}
+
+impl ContactCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ContactAnswers> {
+        // Each operation is one map update; a poisoned lock still holds true answers.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, pair: &(AccountId, AccountId)) -> Option<bool> {
+        self.lock().answers.get(pair).copied()
+    }
+
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Keeps an answer read at `generation`, unless a change came since.
+    fn put(&self, pair: (AccountId, AccountId), answer: bool, generation: u64) {
+        let mut c = self.lock();
+        if c.generation != generation {
+            return;
+        }
+        if c.answers.len() >= CONTACT_CACHE_ANSWERS {
+            c.answers.clear();
+        }
+        c.answers.insert(pair, answer);
+    }
+
+    fn clear(&self) {
+        let mut c = self.lock();
+        c.generation += 1;
+        c.answers.clear();
     }
 }

@@ -10,14 +10,14 @@ pub const SEP: u8 = 0x00;
 /// `account ‖ 0x00`: prefix of every key of an account.
 pub fn account_prefix(account: &AccountId) -> Vec<u8> {
     let mut k = Vec::with_capacity(account.as_str().len() + 1);
-    k.extend_from_slice(account.as_str().as_bytes());
+    k.extend_from_slice(account.as_bytes());
     k.push(SEP);
     k
 }
 
 /// `account ‖ 0x00 ‖ item`: an account-scoped entry (a group id, a thread, a contact).
 pub fn account_item(account: &AccountId, item: &[u8]) -> Vec<u8> {
-    let a = account.as_str().as_bytes();
+    let a = account.as_bytes();
     let mut k = Vec::with_capacity(a.len() + 1 + item.len());
     k.extend_from_slice(a);
     k.push(SEP);

@@ -157,6 +157,9 @@ pub struct Store {
     abuse_metrics: abuse::StatsCache,
     entity_phones: entities::EntityPhones,
     mutes: mutes::MuteCache,
+    /// Answers of `has_contact` (asked on every 1:1 send), dropped whole whenever any
+    /// contact list changes (`contacts.rs` is the only writer of the reverse index).
+    contact_answers: contacts::ContactCache,
     /// Queue entries and dedupe records (`msglog`).
     log: msglog::MsgLog,
     /// sled's dedupe batches per sender (`seen.rs`), for the retention sweep.
@@ -214,6 +217,7 @@ impl Store {
             abuse_metrics: abuse::StatsCache::default(),
             entity_phones,
             mutes,
+            contact_answers: contacts::ContactCache::default(),
             log,
             seen_batches,
         })

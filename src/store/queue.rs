@@ -23,8 +23,9 @@ pub enum QueueItem {
         from_device: u32,
         timestamp_ms: u64,
         olm_type: u32,
-        #[serde(with = "serde_bytes")]
-        ciphertext: Vec<u8>,
+        /// Shared with the frame it arrived in and the frames it is pushed in (serialised as
+        /// bytes, as `serde_bytes` did for the `Vec<u8>` it was).
+        ciphertext: bytes::Bytes,
         kind: i32,
         /// Group id for a group message, empty for 1:1.
         group: String,
@@ -56,8 +57,9 @@ pub enum QueueItem {
         from_device: u32,
         timestamp_ms: u64,
         olm_type: u32,
-        #[serde(with = "serde_bytes")]
-        ciphertext: Vec<u8>,
+        /// Shared with the frame it arrived in and the frames it is pushed in (serialised as
+        /// bytes, as `serde_bytes` did for the `Vec<u8>` it was).
+        ciphertext: bytes::Bytes,
         kind: i32,
         entity: String,
         /// To a customer: the agent whose session encrypted it, and its display name.

@@ -309,7 +309,7 @@ mod tests {
                 from_device: 0,
                 timestamp_ms: 1,
                 olm_type: 1,
-                ciphertext: vec![i; 3],
+                ciphertext: vec![i; 3].into(),
                 kind: 1,
                 group: String::new(),
             },

@@ -20,7 +20,7 @@ fn msg(i: u8) -> QueueRecord {
             from_device: 0,
             timestamp_ms: 1,
             olm_type: 1,
-            ciphertext: vec![i; 3],
+            ciphertext: vec![i; 3].into(),
             kind: 1,
             group: String::new(),
         },
@@ -247,7 +247,7 @@ proptest! {
         let item = if receipt {
             QueueItem::Receipt { from, from_device: 1, kind: 2, msg_ids: vec![id], timestamp_ms: at }
         } else {
-            QueueItem::Message { msg_id: id, from, from_device: 0, timestamp_ms: at, olm_type: 1, ciphertext: ct, kind: 1, group: String::new() }
+            QueueItem::Message { msg_id: id, from, from_device: 0, timestamp_ms: at, olm_type: 1, ciphertext: ct.into(), kind: 1, group: String::new() }
         };
         let rec = QueueRecord { enqueued_at_ms: at, item };
         prop_assert_eq!(super::decode::<QueueRecord>("t", &super::encode(&rec)).unwrap(), rec);

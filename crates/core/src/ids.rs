@@ -11,8 +11,15 @@ use std::fmt;
 /// - a handle `@name` ([`Handle`] rules), created only by operators: bridged MQTT devices
 ///   today, business entities later. Handles never contain `/`, `+`, `#`, `_` or a NUL, so
 ///   they are safe inside store keys and MQTT topics.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AccountId(String);
+///
+/// Held inline (at most [`AccountId::MAX_HANDLE_BYTES`] bytes, no heap): ids are parsed,
+/// cloned and hashed on every message's path, and none of that allocates. It compares and
+/// orders exactly as its string does.
+#[derive(Clone)]
+pub struct AccountId {
+    len: u8,
+    bytes: [u8; AccountId::MAX_HANDLE_BYTES],
+}
 
 /// Why a string is not an E.164 account id.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,7 +52,7 @@ impl AccountId {
             && digits.bytes().all(|b| b.is_ascii_digit())
             && !digits.starts_with('0');
         if ok {
-            Ok(Self(s.to_owned()))
+            Ok(Self::inline(&[s]))
         } else {
             Err(BadAccountId(s.chars().take(32).collect()))
         }
@@ -53,16 +60,74 @@ impl AccountId {
 
     /// The account of an operator-created handle.
     pub fn from_handle(h: &Handle) -> Self {
-        Self(format!("@{}", h.as_str()))
+        Self::inline(&["@", h.as_str()])
     }
 
     /// The handle, for a handle account.
     pub fn handle(&self) -> Option<Handle> {
-        self.0.strip_prefix('@').map(|n| Handle(n.to_owned()))
+        self.as_str()
+            .strip_prefix('@')
+            .map(|n| Handle(n.to_owned()))
+    }
+
+    /// The id's bytes (its string's, UTF-8).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ever filled from whole `&str`s (`inline`), so the bytes are UTF-8; the
+        // fallback is unreachable and keeps this free of `unsafe`.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+
+    /// Copies validated parts (an E.164 number, or `@` and a handle: both fit) inline.
+    fn inline(parts: &[&str]) -> Self {
+        let mut bytes = [0u8; Self::MAX_HANDLE_BYTES];
+        let mut len = 0;
+        for p in parts {
+            let end = len + p.len();
+            bytes[len..end].copy_from_slice(p.as_bytes());
+            len = end;
+        }
+        Self {
+            len: u8::try_from(len).unwrap_or(u8::MAX),
+            bytes,
+        }
+    }
+}
+
+// Compared, ordered and hashed by its bytes, as its string would be, without checking them
+// again for UTF-8 each time.
+impl PartialEq for AccountId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for AccountId {}
+
+impl PartialOrd for AccountId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for AccountId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl std::hash::Hash for AccountId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AccountId").field(&self.as_str()).finish()
     }
 }
 
@@ -108,7 +173,7 @@ impl fmt::Display for Handle {
 
 impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -268,6 +333,33 @@ mod tests {
         }
         assert!(AccountId::parse_phone("@fridge").is_err());
         assert!(AccountId::parse("+14155550100").unwrap().handle().is_none());
+    }
+
+    #[test]
+    fn an_account_id_reads_and_compares_as_its_string() {
+        use std::collections::hash_map::RandomState;
+        use std::hash::BuildHasher;
+        let ids = [
+            "+14155550100",
+            "+4915112345678",
+            "@a",
+            &format!("@{}", "z".repeat(32)),
+        ];
+        let hasher = RandomState::new();
+        for a in ids {
+            let id = AccountId::parse(a).unwrap();
+            assert_eq!((id.as_str(), id.to_string()), (a, a.to_owned()));
+            for b in ids {
+                let other = AccountId::parse(b).unwrap();
+                assert_eq!(id.cmp(&other), a.cmp(b), "{a} against {b}");
+                assert_eq!(id == other, a == b);
+                if id == other {
+                    assert_eq!(hasher.hash_one(&id), hasher.hash_one(&other));
+                }
+            }
+        }
+        let longest = AccountId::parse(ids[3]).unwrap();
+        assert_eq!(longest.handle().unwrap().as_str(), "z".repeat(32));
     }
 
     #[test]

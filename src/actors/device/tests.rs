@@ -20,7 +20,7 @@ fn record(i: u32) -> QueueRecord {
             from_device: 0,
             timestamp_ms: u64::from(i),
             olm_type: 1,
-            ciphertext: i.to_be_bytes().to_vec(),
+            ciphertext: i.to_be_bytes().to_vec().into(),
             kind: 1,
             group: String::new(),
         },
@@ -34,7 +34,10 @@ async fn pushed(rx: &mut mpsc::Receiver<Push>) -> Vec<(u64, u32)> {
         tokio::time::timeout(Duration::from_millis(300), rx.recv()).await
     {
         if let Some(server_frame::Body::Deliver(d)) = f.body {
-            out.push((d.seq, u32::from_be_bytes(d.ciphertext.try_into().unwrap())));
+            out.push((
+                d.seq,
+                u32::from_be_bytes(d.ciphertext[..].try_into().unwrap()),
+            ));
         }
     }
     out

@@ -62,9 +62,13 @@ impl Down {
 
     /// One frame, one chunk.
     async fn write(&self, payload: &[u8]) -> Result<(), SessionError> {
-        let bytes = frame::encode(payload)?;
+        self.write_framed(frame::encode(payload)?).await
+    }
+
+    /// Frames already framed, as one chunk (the buffer becomes the chunk, uncopied).
+    async fn write_framed(&self, framed: Vec<u8>) -> Result<(), SessionError> {
         self.tx
-            .send(Bytes::from(bytes))
+            .send(Bytes::from(framed))
             .await
             .map_err(|_| SessionError::Closed)
     }
@@ -101,6 +105,10 @@ impl FrameIo for DuplexFrames {
 
     async fn write_frame(&mut self, payload: &[u8]) -> Result<(), SessionError> {
         self.down.write(payload).await
+    }
+
+    async fn write_frames(&mut self, framed: Vec<u8>) -> Result<(), SessionError> {
+        self.down.write_framed(framed).await
     }
 
     fn set_max_frame(&mut self, bytes: usize) {
@@ -170,6 +178,10 @@ impl FrameIo for SplitFrames {
 
     async fn write_frame(&mut self, payload: &[u8]) -> Result<(), SessionError> {
         self.down.write(payload).await
+    }
+
+    async fn write_frames(&mut self, framed: Vec<u8>) -> Result<(), SessionError> {
+        self.down.write_framed(framed).await
     }
 
     fn set_max_frame(&mut self, bytes: usize) {

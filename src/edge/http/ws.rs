@@ -99,6 +99,14 @@ impl FrameIo for WsFrames {
             .map_err(|_| SessionError::Closed)
     }
 
+    /// A WebSocket message carries one frame's payload, without the length header.
+    async fn write_frames(&mut self, framed: Vec<u8>) -> Result<(), SessionError> {
+        for payload in crate::wire::frame::payloads(&framed) {
+            self.write_frame(payload).await?;
+        }
+        Ok(())
+    }
+
     fn set_max_frame(&mut self, bytes: usize) {
         self.max_frame = bytes;
     }

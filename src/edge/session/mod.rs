@@ -15,7 +15,6 @@ mod requests;
 mod send;
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -48,9 +47,6 @@ use crate::wire::Transport;
 pub const MAX_CONCURRENT_REQUESTS: usize = 64;
 /// Most frames coalesced into one write.
 const MAX_BATCH_FRAMES: usize = 64;
-/// Room made at once for a batch of frames to write (most batches are small; growing one
-/// frame at a time reallocates for each).
-const FIRST_BATCH_CAPACITY: usize = 8;
 
 /// Pushes buffered between a device actor and its session beyond the delivery window.
 const PUSH_SLACK: usize = 16;
@@ -60,21 +56,21 @@ const PUSH_SLACK: usize = 16;
 pub trait FrameIo {
     /// The next frame's payload; `Ok(None)` when the peer closed cleanly.
     fn read_frame(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, SessionError>>;
+    /// The next frame's payload handed to `f` where the transport holds it (no copy of its
+    /// own); `Ok(None)` when the peer closed cleanly. Cancel-safe like `read_frame`: `f`
+    /// runs only once a whole frame is there, in the poll that completes the future.
+    fn read_frame_with<R>(
+        &mut self,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> impl Future<Output = Result<Option<R>, SessionError>> {
+        async move { Ok(self.read_frame().await?.map(|p| f(&p))) }
+    }
     /// Writes one frame payload (the implementation adds any framing).
     fn write_frame(&mut self, payload: &[u8]) -> impl Future<Output = Result<(), SessionError>>;
-    /// Writes several frame payloads in order; transports that can coalesce them into one
-    /// write (one syscall, one TCP segment) override this.
-    fn write_frames(
-        &mut self,
-        payloads: &[Vec<u8>],
-    ) -> impl Future<Output = Result<(), SessionError>> {
-        async move {
-            for p in payloads {
-                self.write_frame(p).await?;
-            }
-            Ok(())
-        }
-    }
+    /// Writes whole frames that lie back to back in `framed`, each a length header and a
+    /// payload (`wire::frame`'s framing). A byte-stream transport writes the buffer as it is,
+    /// in one write; one that carries a message per frame overrides this to split it.
+    fn write_frames(&mut self, framed: Vec<u8>) -> impl Future<Output = Result<(), SessionError>>;
     /// Sets the largest frame accepted from now on (small during the handshake, so that a
     /// peer speaking another protocol is refused at once instead of awaited).
     fn set_max_frame(&mut self, bytes: usize);
@@ -108,7 +104,7 @@ pub(super) struct Caller {
     pub auth: Auth,
     pub peer: SocketAddr,
     /// msg_ids of Sends of this session still running, so a concurrent retry waits its turn.
-    pub sending: Rc<RefCell<HashSet<MsgId>>>,
+    pub sending: Rc<RefCell<crate::maps::FastSet<MsgId>>>,
 }
 
 /// Runs one connection to completion. Never panics on peer input; logs why it ended.
@@ -192,7 +188,10 @@ impl<T: FrameIo> Session<T> {
         ping.tick().await;
         loop {
             tokio::select! {
-                frame = self.io.read_frame(), if pending.len() < MAX_CONCURRENT_REQUESTS => {
+                // Decrypted where the transport holds the frame, without a copy of its own.
+                frame = self.io.read_frame_with(|payload| {
+                    self.transport.decrypt_shared::<ClientFrame>(payload, "ClientFrame")
+                }), if pending.len() < MAX_CONCURRENT_REQUESTS => {
                     let frame = match frame {
                         Ok(Some(f)) => f,
                         Ok(None) => return Err(SessionError::Closed),
@@ -203,7 +202,7 @@ impl<T: FrameIo> Session<T> {
                         Err(e) => return Err(e),
                     };
                     last_rx = Instant::now();
-                    match self.transport.decrypt::<ClientFrame>(&frame, "ClientFrame") {
+                    match frame {
                         Ok(cf) => {
                             if let Some(fut) = self.accept(cf).await? {
                                 pending.push(fut);
@@ -216,32 +215,32 @@ impl<T: FrameIo> Session<T> {
                     }
                 }
                 Some(answer) = pending.next() => {
-                    let mut batch = Vec::with_capacity(FIRST_BATCH_CAPACITY);
+                    // Every answer already finished goes out in the same write.
+                    let mut out = Outgoing::default();
                     let mut next = Some(answer);
                     while let Some(answer) = next.take() {
                         if let Some(d) = answer.became {
-                            self.send_many(&batch).await?;
-                            batch.clear();
+                            self.flush(std::mem::take(&mut out)).await?;
                             self.caller.auth = Auth::Device(d.clone());
                             self.attach(d).await;
                         }
-                        batch.push(answer.frame);
-                        if batch.len() < MAX_BATCH_FRAMES {
+                        out.seal(&mut self.transport, &answer.frame)?;
+                        if out.frames < MAX_BATCH_FRAMES {
                             next = futures::FutureExt::now_or_never(pending.next()).flatten();
                         }
                     }
-                    self.send_many(&batch).await?;
+                    self.flush(out).await?;
                 }
                 push = recv_push(&mut self.push_rx) => match push {
                     Some(Push::Frame(f)) => {
                         // Coalesce whatever else is already waiting into one write.
-                        let mut batch = Vec::with_capacity(FIRST_BATCH_CAPACITY);
-                        batch.push(*f);
+                        let mut out = Outgoing::default();
+                        out.seal(&mut self.transport, &f)?;
                         let mut control = None;
                         if let Some(rx) = self.push_rx.as_mut() {
-                            while batch.len() < MAX_BATCH_FRAMES {
+                            while out.frames < MAX_BATCH_FRAMES {
                                 match rx.try_recv() {
-                                    Ok(Push::Frame(f)) => batch.push(*f),
+                                    Ok(Push::Frame(f)) => out.seal(&mut self.transport, &f)?,
                                     Ok(other) => {
                                         control = Some(other);
                                         break;
@@ -250,7 +249,7 @@ impl<T: FrameIo> Session<T> {
                                 }
                             }
                         }
-                        self.send_many(&batch).await?;
+                        self.flush(out).await?;
                         if let Some(push) = control {
                             return self.end_by(push).await;
                         }
@@ -427,7 +426,10 @@ impl<T: FrameIo> Session<T> {
         }
         tracing::warn!(device = %d, "Failpoint malformed-frame-to-companions: sending a malformed frame.");
         if let Ok(bad) = self.transport.encrypt_bytes(b"\xff\xffnot a ServerFrame") {
-            let _ = self.io.write_frames(&[bad]).await;
+            let mut framed = Vec::new();
+            if crate::wire::frame::encode_into(&mut framed, &bad).is_ok() {
+                let _ = self.io.write_frames(framed).await;
+            }
         }
     }
 
@@ -470,24 +472,19 @@ impl<T: FrameIo> Session<T> {
     }
 
     async fn send(&mut self, frame: &ServerFrame) -> Result<(), SessionError> {
-        self.send_many(std::slice::from_ref(frame)).await
+        let mut out = Outgoing::default();
+        out.seal(&mut self.transport, frame)?;
+        self.flush(out).await
     }
 
-    /// Encrypts frames in order and writes them with one write where the transport can.
-    async fn send_many(&mut self, frames: &[ServerFrame]) -> Result<(), SessionError> {
-        if frames.is_empty() {
+    /// Writes what [`Outgoing::seal`] encrypted, in order, with one write where the transport can.
+    async fn flush(&mut self, out: Outgoing) -> Result<(), SessionError> {
+        if out.frames == 0 {
             return Ok(());
-        }
-        let mut payloads = Vec::with_capacity(frames.len());
-        for f in frames {
-            if let Some(server_frame::Body::Error(e)) = &f.body {
-                crate::telemetry::metrics::request_error(e.code().as_str_name());
-            }
-            payloads.push(self.transport.encrypt(f)?);
         }
         match tokio::time::timeout(
             self.ctx.cfg.limits.write_timeout,
-            self.io.write_frames(&payloads),
+            self.io.write_frames(out.bytes),
         )
         .await
         {
@@ -504,6 +501,27 @@ impl<T: FrameIo> Session<T> {
                 body: Some(server_frame::Body::Closing(e)),
             })
             .await;
+    }
+}
+
+/// Frames encrypted for one write: whole frames back to back (length header, Noise message),
+/// as the transports send them. Built per wake-up and handed to the transport, so an idle
+/// session holds no write buffer.
+#[derive(Default)]
+struct Outgoing {
+    bytes: Vec<u8>,
+    frames: usize,
+}
+
+impl Outgoing {
+    /// Encrypts one frame onto the end (counting refusals for `/metrics`).
+    fn seal(&mut self, transport: &mut Transport, frame: &ServerFrame) -> Result<(), SessionError> {
+        if let Some(server_frame::Body::Error(e)) = &frame.body {
+            crate::telemetry::metrics::request_error(e.code().as_str_name());
+        }
+        transport.encrypt_framed(frame, &mut self.bytes)?;
+        self.frames += 1;
+        Ok(())
     }
 }
 

@@ -285,7 +285,7 @@ fn check_kinds(s: &Send) -> Result<(), RequestError> {
 
 /// Removes a msg_id from the session's in-progress set however the send ends.
 struct SendingGuard {
-    set: std::rc::Rc<std::cell::RefCell<std::collections::HashSet<MsgId>>>,
+    set: std::rc::Rc<std::cell::RefCell<crate::maps::FastSet<MsgId>>>,
     msg_id: MsgId,
 }
 

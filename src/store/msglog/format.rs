@@ -73,13 +73,18 @@ impl Record {
 
 /// Appends the framed record to `out`.
 pub fn encode_into(out: &mut Vec<u8>, record: &Record) {
-    // postcard cannot fail to serialise these plain types into a Vec.
-    let body = postcard::to_allocvec(record).unwrap_or_default();
-    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
-    out.reserve(HEADER_BYTES + body.len());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    // The body is serialised in place after room for its header, which is filled in after.
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_BYTES]);
+    // postcard cannot fail to serialise these plain types into a Vec (it only writes).
+    if postcard::to_io(record, &mut *out).is_err() {
+        out.truncate(start + HEADER_BYTES);
+    }
+    let body_start = start + HEADER_BYTES;
+    let len = u32::try_from(out.len() - body_start).unwrap_or(u32::MAX);
+    let crc = crc32fast::hash(&out[body_start..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..body_start].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Why a segment's valid part ended before its last byte.

@@ -14,7 +14,9 @@
 //! their entries back at once. One writer thread takes the whole buffer, writes it with one
 //! `write` and makes it stable with one `fdatasync`, then publishes the durable seq: every
 //! record appended while a commit runs forms the next group. A new segment file is created
-//! and the directory fsynced before any record is written into it.
+//! and the directory fsynced before any record is written into it. A segment is grown with
+//! zeros 1 MiB at a time ahead of its records, so that most fdatasyncs flush data only, not
+//! the file's size; replay reads the zeros after the last record as the segment's end.
 //!
 //! A commit that would start less than `writer::LINGER` (400 µs) after the previous one started
 //! waits out the rest of it (unless its group is already large, or a retirement or the
@@ -58,7 +60,9 @@ mod format;
 mod retire;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::maps::FastMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -103,7 +107,7 @@ pub enum Appended {
 #[derive(Default)]
 struct SenderSeen {
     order: VecDeque<[u8; 16]>,
-    map: HashMap<[u8; 16], SeenRecord>,
+    map: FastMap<[u8; 16], SeenRecord>,
 }
 
 impl SenderSeen {
@@ -130,11 +134,11 @@ struct State {
     appended: u64,
     /// Devices with entries in `buf` (only collected when someone listens for commits).
     touched: Vec<DeviceId>,
-    pending: HashMap<DeviceId, BTreeMap<u64, Arc<QueueRecord>>>,
+    pending: FastMap<DeviceId, BTreeMap<u64, Arc<QueueRecord>>>,
     pending_count: usize,
     /// Every sender's newest dedupe records: the only place dedupe questions are answered
     /// from (sled's are loaded at open).
-    seen: HashMap<String, SenderSeen>,
+    seen: FastMap<String, SenderSeen>,
     /// Dedupe records of the live segments, by seq: written to sled when their segment
     /// retires.
     unpersisted: BTreeMap<u64, (String, [u8; 16])>,
@@ -165,9 +169,9 @@ impl State {
             next_seq,
             appended: 0,
             touched: Vec::new(),
-            pending: HashMap::new(),
+            pending: FastMap::default(),
             pending_count: 0,
-            seen: HashMap::new(),
+            seen: FastMap::default(),
             unpersisted: BTreeMap::new(),
             shutdown: false,
             retire_asked: false,

@@ -2,7 +2,7 @@
 //! files, and reading them back at open.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,7 +24,10 @@ struct Active {
     file: File,
     path: PathBuf,
     last_seq: u64,
+    /// Bytes of records written.
     len: u64,
+    /// Bytes the file holds, zeros past `len` (see [`PREALLOCATE_BYTES`]).
+    allocated: u64,
     /// When the first record was written into it.
     opened: Option<Instant>,
 }
@@ -154,6 +157,14 @@ pub(super) struct Writer {
 pub(super) const LINGER: Duration = Duration::from_micros(400);
 /// A group this large commits at once, linger or not.
 const LINGER_MAX_BYTES: usize = 256 * 1024;
+/// A segment grows by this many zero bytes at a time, ahead of its records. A record is then
+/// written over bytes the file already has: its `fdatasync` flushes data only, where an
+/// append also commits the file's new size to the filesystem's journal. On this ext4 that
+/// made a synced 8 KiB write about 20% faster (p50 0.16 against 0.20 ms) and cheaper in CPU.
+/// Replay reads zeros past the last record as a clean end (`format::scan`).
+const PREALLOCATE_BYTES: u64 = 1024 * 1024;
+/// Zeros to grow a segment with, written in pieces this large.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// Work for the retirement thread: segments to retire, then (if `announce`) a completed
 /// `retire_all` to announce.
@@ -310,9 +321,22 @@ impl Writer {
         let Some(a) = self.active.as_mut() else {
             return Err(std::io::Error::other("no active segment"));
         };
-        a.file.write_all(bytes)?;
+        let end = a.len + u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        a.file.write_all_at(bytes, a.len)?;
+        if end > a.allocated {
+            // Synced by the same fdatasync as the records: one journal commit per
+            // PREALLOCATE_BYTES of records instead of one per group.
+            let to = end.next_multiple_of(PREALLOCATE_BYTES);
+            let mut at = end;
+            while at < to {
+                let n = usize::try_from(to - at).map_or(ZEROS.len(), |n| n.min(ZEROS.len()));
+                a.file.write_all_at(&ZEROS[..n], at)?;
+                at += u64::try_from(n).unwrap_or(u64::MAX);
+            }
+            a.allocated = to;
+        }
         a.file.sync_data()?;
-        a.len += u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        a.len = end;
         a.last_seq = upto;
         a.opened.get_or_insert_with(Instant::now);
         Ok(())
@@ -324,7 +348,7 @@ impl Writer {
         let path = self.shared.dir.join(segment_name(first_seq));
         let file = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)?;
         // The new file's directory entry must be durable before a record in it counts.
         file.sync_all()?;
@@ -334,6 +358,7 @@ impl Writer {
             path,
             last_seq: 0,
             len: 0,
+            allocated: 0,
             opened: None,
         });
         Ok(())

@@ -234,7 +234,7 @@ impl E2e {
         Ok(Envelope {
             device,
             olm_type,
-            ciphertext,
+            ciphertext: ciphertext.into(),
             account: String::new(),
         })
     }

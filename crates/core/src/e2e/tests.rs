@@ -312,7 +312,7 @@ fn garbage_ciphertext_and_wrong_message_types_give_specific_errors() {
     let err = bob.decrypt(ALICE, 0, 0, &normal.ciphertext).unwrap_err();
     assert!(matches!(err, E2eError::MalformedMessage(_)), "{err:?}");
 
-    let mut tampered = normal.ciphertext.clone();
+    let mut tampered = normal.ciphertext.to_vec();
     let middle = tampered.len() / 2;
     tampered[middle] ^= 1;
     let err = bob.decrypt(ALICE, 0, 1, &tampered).unwrap_err();

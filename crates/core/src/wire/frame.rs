@@ -27,6 +27,20 @@ pub fn encode_into(out: &mut Vec<u8>, payload: &[u8]) -> Result<(), ProtocolErro
     Ok(())
 }
 
+/// The payloads of whole frames back to back in `buf` (as [`encode_into`] or
+/// `Transport::encrypt_framed` write them), for transports that send one message per frame.
+/// Stops at the first incomplete frame.
+pub fn payloads(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        let header = rest.get(..FRAME_HEADER_BYTES)?;
+        let len = usize::from(u16::from_be_bytes([header[0], header[1]]));
+        let payload = rest.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len)?;
+        rest = &rest[FRAME_HEADER_BYTES + len..];
+        Some(payload)
+    })
+}
+
 /// Incremental frame parser. Frames are read at an offset into the buffer, which is compacted
 /// once per `extend`, not once per frame: the cost is linear in the bytes received however
 /// many frames one read carries.
@@ -66,8 +80,39 @@ impl FrameDecoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Whether a complete frame is buffered (an error for a frame that will never be one).
+    pub fn has_frame(&self) -> Result<bool, ProtocolError> {
+        Ok(self.frame_len()?.is_some())
+    }
+
     /// The next complete frame's payload, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, ProtocolError> {
+        self.take_frame(<[u8]>::to_vec)
+    }
+
+    /// Hands the next complete frame's payload to `f` where it lies in the buffer, without
+    /// copying it out; `Ok(None)` (and `f` not called) if more bytes are needed.
+    pub fn take_frame<R>(
+        &mut self,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, ProtocolError> {
+        let Some(len) = self.frame_len()? else {
+            return Ok(None);
+        };
+        let start = self.pos + FRAME_HEADER_BYTES;
+        let out = f(&self.buf[start..start + len]);
+        self.pos = start + len;
+        self.started = true;
+        if self.pos == self.buf.len() {
+            // An idle connection holds no buffer.
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+        Ok(Some(out))
+    }
+
+    /// The length of the next frame's payload if it is all buffered.
+    fn frame_len(&self) -> Result<Option<usize>, ProtocolError> {
         let rest = &self.buf[self.pos..];
         let Some(header) = rest.get(..FRAME_HEADER_BYTES) else {
             return Ok(None);
@@ -81,18 +126,7 @@ impl FrameDecoder {
             }
             return Err(ProtocolError::FrameTooLarge { len });
         }
-        let Some(frame) = rest.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len) else {
-            return Ok(None);
-        };
-        let frame = frame.to_vec();
-        self.pos += FRAME_HEADER_BYTES + len;
-        self.started = true;
-        if self.pos == self.buf.len() {
-            // An idle connection holds no buffer.
-            self.buf = Vec::new();
-            self.pos = 0;
-        }
-        Ok(Some(frame))
+        Ok((rest.len() >= FRAME_HEADER_BYTES + len).then_some(len))
     }
 
     /// Bytes received but not yet returned as a frame.
@@ -205,6 +239,16 @@ mod tests {
                 while let Some(f) = d.next_frame().unwrap() { out.push(f); }
             }
             prop_assert_eq!(out, payloads);
+        }
+
+        #[test]
+        fn payloads_splits_a_buffer_of_frames_back_into_them(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8),
+        ) {
+            let mut wire = Vec::new();
+            for p in &payloads { encode_into(&mut wire, p).unwrap(); }
+            let split: Vec<Vec<u8>> = super::payloads(&wire).map(<[u8]>::to_vec).collect();
+            prop_assert_eq!(split, payloads);
         }
     }
 }

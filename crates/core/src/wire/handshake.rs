@@ -13,7 +13,7 @@ use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::resolvers::{FallbackResolver, RingResolver};
 use snow::{Builder, HandshakeState, TransportState};
 
-use super::frame::MAX_FRAME_BYTES;
+use super::frame::{FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
 use super::messages::{ErrorCode, Login, LoginResult};
 use super::ProtocolError;
 
@@ -405,16 +405,81 @@ impl Transport {
         Ok(out)
     }
 
-    /// Decrypts one frame payload into a message.
+    /// Encrypts one message and appends it to `out` as a whole frame (length header, then
+    /// the Noise message): a batch of frames made this way is one buffer, written at once.
+    /// The message is encoded into this thread's scratch buffer, so nothing is allocated but
+    /// `out`'s growth.
+    pub fn encrypt_framed<M: Message>(
+        &mut self,
+        msg: &M,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ProtocolError> {
+        let plain_len = msg.encoded_len();
+        if plain_len > MAX_PLAINTEXT_BYTES {
+            return Err(ProtocolError::FrameTooLarge {
+                len: plain_len + TAG_BYTES,
+            });
+        }
+        SCRATCH.with_borrow_mut(|plain| {
+            plain.clear();
+            // A Vec grows as needed, so encoding cannot run out of room.
+            msg.encode(plain)
+                .map_err(|_| ProtocolError::FrameTooLarge {
+                    len: plain_len + TAG_BYTES,
+                })?;
+            let start = out.len();
+            out.resize(start + FRAME_HEADER_BYTES + plain.len() + TAG_BYTES, 0);
+            let body = &mut out[start + FRAME_HEADER_BYTES..];
+            let n = match self.state.write_message(plain, body) {
+                Ok(n) => n,
+                Err(e) => {
+                    out.truncate(start);
+                    return Err(e.into());
+                }
+            };
+            out.truncate(start + FRAME_HEADER_BYTES + n);
+            let len = u16::try_from(n).map_err(|_| ProtocolError::FrameTooLarge { len: n })?;
+            out[start..start + FRAME_HEADER_BYTES].copy_from_slice(&len.to_be_bytes());
+            Ok(())
+        })
+    }
+
+    /// Decrypts one frame payload into a message. The plaintext lives in this thread's
+    /// scratch buffer only while it is decoded.
     pub fn decrypt<M: Message + Default>(
+        &mut self,
+        payload: &[u8],
+        what: &'static str,
+    ) -> Result<M, ProtocolError> {
+        SCRATCH.with_borrow_mut(|out| {
+            out.clear();
+            out.resize(payload.len(), 0);
+            let n = self.state.read_message(payload, out)?;
+            decode(&out[..n], what)
+        })
+    }
+
+    /// Decrypts one frame payload into a message whose `Bytes` fields (a message's
+    /// ciphertexts) are slices of the decrypted frame, not copies of it: the relay decodes
+    /// every `ClientFrame` this way, so an envelope reaches the queue without being copied.
+    pub fn decrypt_shared<M: Message + Default>(
         &mut self,
         payload: &[u8],
         what: &'static str,
     ) -> Result<M, ProtocolError> {
         let mut out = vec![0u8; payload.len()];
         let n = self.state.read_message(payload, &mut out)?;
-        decode(&out[..n], what)
+        out.truncate(n);
+        M::decode(prost::bytes::Bytes::from(out))
+            .map_err(|source| ProtocolError::Decode { what, source })
     }
+}
+
+thread_local! {
+    /// Plaintext of the frame being encrypted or decrypted on this thread. It grows to the
+    /// largest frame seen (at most 64 KiB) and is reused, so a frame allocates no plaintext
+    /// buffer of its own, and a connection holds none while idle.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]

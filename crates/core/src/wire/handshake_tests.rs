@@ -230,6 +230,37 @@ fn transport_messages_are_bounded() {
 }
 
 #[test]
+fn framed_encryption_appends_whole_frames_that_decrypt_in_order_and_refuses_an_oversized_one() {
+    let mut relay = Relay::new();
+    let device = StaticKeypair::generate();
+    let (client, m1) = ClientXx::start(&device).unwrap();
+    let (m2, state) = relay.first(&m1, 0);
+    let (mut ct, m3, _) = client.finish(&m2, &device_login(vec![])).unwrap();
+    let (mut rt, _, _) = state.unwrap().finish(&m3).unwrap();
+    let mut out = Vec::new();
+    for nonce in 1..=3 {
+        rt.encrypt_framed(&crate::wire::messages::Ping { nonce }, &mut out)
+            .unwrap();
+    }
+    let huge =
+        crate::wire::messages::Error::new(ErrorCode::Internal, "x".repeat(MAX_PLAINTEXT_BYTES));
+    let before = out.len();
+    assert!(matches!(
+        rt.encrypt_framed(&huge, &mut out),
+        Err(ProtocolError::FrameTooLarge { .. })
+    ));
+    assert_eq!(out.len(), before, "a refused frame leaves nothing behind");
+    let nonces: Vec<u64> = crate::wire::frame::payloads(&out)
+        .map(|p| {
+            ct.decrypt::<crate::wire::messages::Ping>(p, "Ping")
+                .unwrap()
+                .nonce
+        })
+        .collect();
+    assert_eq!(nonces, vec![1, 2, 3]);
+}
+
+#[test]
 fn another_protocol_version_is_refused_naming_the_one_this_relay_speaks() {
     let relay = StaticKeypair::generate();
     let device = StaticKeypair::generate();

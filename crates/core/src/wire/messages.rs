@@ -53,14 +53,14 @@ mod tests {
             req_id in any::<u64>(), msg_id in proptest::collection::vec(any::<u8>(), 16),
             to in ".{0,20}", devices in proptest::collection::vec((any::<u32>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64)), 0..4),
         ) {
-            let envelopes = devices.into_iter().map(|(device, olm_type, ciphertext)| Envelope { device, olm_type, ciphertext, ..Default::default() }).collect();
+            let envelopes = devices.into_iter().map(|(device, olm_type, ciphertext)| Envelope { device, olm_type, ciphertext: ciphertext.into(), ..Default::default() }).collect();
             let f = ClientFrame { req_id, body: Some(client_frame::Body::Send(Send { msg_id, to, envelopes, kind: 1, ..Default::default() })) };
             prop_assert_eq!(ClientFrame::decode(f.encode_to_vec().as_slice()).unwrap(), f);
         }
 
         #[test]
         fn delivers_round_trip_through_protobuf(seq in any::<u64>(), from in ".{0,20}", ct in proptest::collection::vec(any::<u8>(), 0..128)) {
-            let f = ServerFrame { req_id: 0, body: Some(server_frame::Body::Deliver(Deliver { seq, from, ciphertext: ct, ..Default::default() })) };
+            let f = ServerFrame { req_id: 0, body: Some(server_frame::Body::Deliver(Deliver { seq, from, ciphertext: ct.into(), ..Default::default() })) };
             prop_assert_eq!(ServerFrame::decode(f.encode_to_vec().as_slice()).unwrap(), f);
         }
 
