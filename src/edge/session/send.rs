@@ -3,9 +3,10 @@
 //!
 //! # One Send, from the socket to the disk and back
 //!
-//! 1. The session (`edge::session`) reads the frame, decrypts it (Noise) and decodes the
-//!    `ClientFrame`; `requests::dispatch` starts [`send`] as the request's future, on the
-//!    session's task.
+//! 1. The session (`edge::session`) reads the socket into the thread's read buffer, and
+//!    decrypts the frame (Noise) where the decoder holds it into one `Bytes`, which prost
+//!    decodes as the `ClientFrame`: each envelope's ciphertext is a slice of it, not a copy.
+//!    `requests::dispatch` starts [`send`] as the request's future, on the session's task.
 //! 2. [`send`] checks the fields ([`check_fields`]), answers a retry of a stored msg_id from
 //!    the log's in-memory dedupe records, and works out the target devices
 //!    ([`targets`]: every current device of the recipient, or what the group's Thread actor
@@ -18,7 +19,9 @@
 //!    ServerAck.
 //! 5. The same commit wakes the commit dispatcher (`app.rs`), which sends one `Durable` to
 //!    each target device's actor; an actor with a live session reads its new entries from the
-//!    log's in-memory index and pushes them to the session, which encrypts and writes them.
+//!    log's in-memory index and pushes them to the session (the ciphertext still the same
+//!    shared buffer), which encrypts every frame waiting into one buffer and writes it with
+//!    one write.
 //! 6. The recipient's Ack reaches its device actor, which removes the entries and queues the
 //!    DELIVERED receipts for the sender's devices, as one more log record.
 
