@@ -80,10 +80,7 @@ impl TcpFrames {
 
 impl FrameIo for TcpFrames {
     async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
-        if !self.fill().await? {
-            return Ok(None);
-        }
-        Ok(self.decoder.next_frame()?)
+        self.read_frame_with(<[u8]>::to_vec).await
     }
 
     async fn read_frame_with<R>(

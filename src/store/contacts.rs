@@ -14,8 +14,17 @@ impl Store {
         contacts: &[AccountId],
     ) -> Result<(), StoreError> {
         let _gate = self.writing();
-        // Before and after the writes: no answer read meanwhile outlives them.
+        let written = self.contacts_write(account, contacts);
+        // After the writes, failed or not: no answer read before or during them is kept.
         self.contact_answers.clear();
+        written
+    }
+
+    fn contacts_write(
+        &self,
+        account: &AccountId,
+        contacts: &[AccountId],
+    ) -> Result<(), StoreError> {
         let old = self.contacts(account)?;
         for c in &old {
             if !contacts.contains(c) {
@@ -33,7 +42,6 @@ impl Store {
         self.t
             .account_contacts
             .insert(account.as_str(), encode(&list))?;
-        self.contact_answers.clear();
         Ok(())
     }
 
@@ -52,10 +60,10 @@ impl Store {
     /// Whether `account` has `other` in its contacts.
     pub fn has_contact(&self, account: &AccountId, other: &AccountId) -> Result<bool, StoreError> {
         let pair = (account.clone(), other.clone());
-        if let Some(known) = self.contact_answers.get(&pair) {
-            return Ok(known);
-        }
-        let generation = self.contact_answers.generation();
+        let generation = match self.contact_answers.get(&pair) {
+            Ok(known) => return Ok(known),
+            Err(generation) => generation,
+        };
         let answer = self
             .t
             .contactaccount_
@@ -131,12 +139,10 @@ impl ContactCache {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, pair: &(AccountId, AccountId)) -> Option<bool> {
-        self.lock().answers.get(pair).copied()
-    }
-
-    fn generation(&self) -> u64 {
-        self.lock().generation
+    /// The kept answer, or else the generation to [`put`](Self::put) one read now with.
+    fn get(&self, pair: &(AccountId, AccountId)) -> Result<bool, u64> {
+        let c = self.lock();
+        c.answers.get(pair).copied().ok_or(c.generation)
     }
 
     /// Keeps an answer read at `generation`, unless a change came since.
