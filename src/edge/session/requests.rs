@@ -316,8 +316,7 @@ async fn upload_keys(ctx: &RelayCtx, caller: &Caller, u: UploadKeys) -> Result<B
     // A device's first identity keys (a new phone, or one registered again after a reinstall)
     // are announced to everyone who talks to the account: their clients then check the keys
     // they pinned before the next message (the safety number may have changed).
-    let mut new_identity = false;
-    if !u.identity_key.is_empty() || !u.signing_key.is_empty() {
+    let identity = if !u.identity_key.is_empty() || !u.signing_key.is_empty() {
         let ik = IdentityKeys {
             identity: key32(&u.identity_key, "identity_key")?,
             signing: key32(&u.signing_key, "signing_key")?,
@@ -327,32 +326,44 @@ async fn upload_keys(ctx: &RelayCtx, caller: &Caller, u: UploadKeys) -> Result<B
                 "signing_key is not an Ed25519 public key (not a point on the curve)",
             ));
         }
-        match ctx.store.keys_set_identity(d, &ik)? {
-            IdentityOutcome::Conflict => {
-                return Err(RequestError::invalid(
-                    "identity keys cannot change; register again to reset them",
-                ));
-            }
-            IdentityOutcome::Stored => new_identity = true,
-            IdentityOutcome::Unchanged => {}
+        if ctx
+            .store
+            .keys_identity(d)?
+            .is_some_and(|stored| stored != ik)
+        {
+            return Err(identity_conflict());
         }
+        Some(ik)
     } else if ctx.store.keys_identity(d)?.is_none() {
         return Err(RequestError::invalid(
             "the first upload must carry identity_key and signing_key",
         ));
-    }
+    } else {
+        None
+    };
     let otks = u
         .one_time_keys
         .iter()
         .map(one_time_key)
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(fb) = &u.fallback_key {
-        let (id, public) = one_time_key(fb)?;
-        ctx.store.keys_set_fallback(d, &id, public)?;
+    let fallback = u.fallback_key.as_ref().map(one_time_key).transpose()?;
+    // The one-time and fallback keys are stored before the identity: a device becomes
+    // claimable when its identity is, and a claim from another thread must not find it
+    // without a key to start a session with.
+    if let Some((id, public)) = &fallback {
+        ctx.store.keys_set_fallback(d, id, *public)?;
     }
     let held = ctx
         .store
         .keys_add_one_time(d, &otks, to_usize(ctx.cfg.keys.max_one_time_keys))?;
+    let mut new_identity = false;
+    if let Some(ik) = identity {
+        match ctx.store.keys_set_identity(d, &ik)? {
+            IdentityOutcome::Conflict => return Err(identity_conflict()),
+            IdentityOutcome::Stored => new_identity = true,
+            IdentityOutcome::Unchanged => {}
+        }
+    }
     ctx.durability.wait().await?;
     if new_identity {
         // The account's other devices hear of it too; a lone primary need not hear of itself.
@@ -362,6 +373,10 @@ async fn upload_keys(ctx: &RelayCtx, caller: &Caller, u: UploadKeys) -> Result<B
     Ok(Body::KeysUploaded(KeysUploaded {
         one_time_keys: to_u32(held),
     }))
+}
+
+fn identity_conflict() -> RequestError {
+    RequestError::invalid("identity keys cannot change; register again to reset them")
 }
 
 fn one_time_key(k: &OneTimeKey) -> Result<(Vec<u8>, [u8; 32]), RequestError> {
