@@ -453,6 +453,10 @@ async fn messaging(client: &mut Client, cmd: ClientCmd) -> anyhow::Result<Option
             } else {
                 client.chat_state(&to, state).await?;
             }
+            // A chat state gets no answer. One request's answer before exiting shows the
+            // relay read it: exiting at once could close the socket with the relay's own
+            // frames unread, and the reset that sends can drop the frame on the relay's side.
+            client.status().await?;
         }
         other => return Ok(Some(other)),
     }
